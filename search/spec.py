@@ -1,0 +1,372 @@
+"""Search specs: YAML files in `spaces/` → validated, frozen `SearchSpec`.
+
+Every mistake becomes one `UserError` line that names the file, the key and
+the fix; nothing is run or written before a spec is valid. The format:
+
+    name: quickstart                 # experiment name (MLflow experiment, results folder)
+    dataset: {name: digits, ...}     # a registered data set + its options (+ normalize)
+    model: cnn                       # a registered model
+    metric: val_acc                  # val_acc (max) | val_loss (min) | val_top5 (max)
+    mode: max
+    seed: 0                          # sampler seed, data split seed, every trial's torch seed
+    device: auto                     # auto | cpu | cuda | mps
+    budget: {samples, max_epochs, grace_period, reduction_factor, max_concurrent,
+             time_budget, report_every}
+    resources: {cpu: 1, gpu: 0}      # per trial; gpu may be fractional (0.25 = 4 trials per GPU)
+    baseline: {...}                  # every hyperparameter: the hand-tuned config, run first
+    space:                           # what is searched; the rest stays at the baseline
+      lr: {loguniform: [1.0e-4, 1.0e-1]}
+      momentum: {uniform: [0.0, 0.99], when: {optimizer: sgd}}
+      batch_size: {choice: [32, 64, 128]}
+      hidden: {int: [32, 512], log: true}
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from trainables import metrics as M
+from trainables.data import DATASETS
+from trainables.errors import UserError
+from trainables.models import MODELS, SHAPE_ARGS
+from trainables.train import TRAIN_HPARAMS, RunSettings, split_hparams
+
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
+TOP_KEYS = {"name", "description", "dataset", "model", "metric", "mode", "seed", "device", "budget", "resources", "baseline", "space"}
+REQUIRED_TOP = ("name", "dataset", "model", "baseline")
+BUDGET_DEFAULTS: dict[str, Any] = {
+    "samples": 16, "max_epochs": 10, "grace_period": 1, "reduction_factor": 3,
+    "max_concurrent": 2, "time_budget": None, "report_every": "epoch",
+}
+RESOURCE_DEFAULTS: dict[str, Any] = {"cpu": 1, "gpu": 0}
+PARAM_KEYS = set(DISTRIBUTIONS) | {"log", "when"}
+DATASET_COMMON = {"name", "normalize"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched hyperparameter: a distribution plus an optional condition."""
+
+    name: str
+    kind: str  # loguniform | uniform | int | choice
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    log: bool = False
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # all must hold: config[key] in values
+
+    def active(self, config: dict[str, Any]) -> bool:
+        """Whether this parameter applies under `config` (its `when` conditions hold)."""
+        return all(config.get(key) in values for key, values in self.when)
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == "int" and int(value) != value:
+            return False
+        return self.low <= value <= self.high  # type: ignore[operator]
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return f"choice {list(self.choices)}"
+        return f"{self.kind} [{self.low}, {self.high}]" + (" log" if self.log and self.kind == "int" else "")
+
+
+@dataclass(frozen=True)
+class Budget:
+    samples: int
+    max_epochs: int
+    grace_period: int
+    reduction_factor: float
+    max_concurrent: int
+    time_budget_s: float | None
+    report_every: int | None  # training samples per report; None = one epoch
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float
+    gpu: float
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A validated spec. `raw` is the resolved spec (defaults filled in), as logged to MLflow."""
+
+    name: str
+    path: str
+    dataset: str
+    dataset_options: dict[str, Any]
+    model: str
+    metric: str
+    mode: str
+    seed: int
+    device: str
+    budget: Budget
+    resources: Resources
+    baseline: dict[str, Any]
+    space: tuple[Param, ...]
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, *, max_epochs: int | None = None) -> RunSettings:
+        """The fixed run settings every trial of this spec shares."""
+        return RunSettings(
+            model=self.model, max_epochs=max_epochs or self.budget.max_epochs, seed=self.seed,
+            metric=self.metric, mode=self.mode, report_every=self.budget.report_every,
+            threads=max(1, int(self.resources.cpu)), device=self.device,
+        )
+
+    def baseline_point(self) -> dict[str, Any]:
+        """The baseline's values of the searched parameters that are active under it."""
+        return {p.name: self.baseline[p.name] for p in self.space if p.active(self.baseline)}
+
+    def full_config(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        """A trial's complete hyperparameters: the baseline overridden by the sampled values."""
+        return {**self.baseline, **sampled}
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> SearchSpec:
+    """Read, override (`key.sub=value`) and validate a spec file."""
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        spaces = Path("spaces")
+        if spaces.is_dir():
+            hint = f" (specs here: {', '.join(sorted(p.name for p in spaces.glob('*.yaml')))})"
+        raise UserError(f"spec file {path} does not exist{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise UserError(f"{path}: malformed YAML at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: malformed YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a spec must be a YAML mapping (name:, dataset:, model: ...), but got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item, path)
+    return parse_spec(raw, str(path))
+
+
+def apply_override(raw: dict[str, Any], item: str, path: str | Path = "<spec>") -> None:
+    """Apply one `--set a.b=value` (value parsed as YAML) to the raw spec dict, in place."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r} must look like key=value, e.g. budget.samples=8 or baseline.lr=0.01")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part, {}), dict):
+            raise UserError(f"--set {item!r}: {part!r} in {path} is not a mapping")
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _err(path: str, message: str) -> UserError:
+    return UserError(f"{path}: {message}")
+
+
+def _check_keys(path: str, where: str, given: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise _err(path, f"unknown key {unknown[0]!r} in {where}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _number(path: str, where: str, value: Any, *, integer: bool = False, minimum: float | None = None) -> Any:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and integer and int(value) != value:
+        ok = False
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        raise _err(path, f"{where} must be {kind}, but got {value!r}")
+    if minimum is not None and value < minimum:
+        raise _err(path, f"{where} must be >= {minimum}, but got {value}")
+    return int(value) if integer else float(value)
+
+
+def parse_duration(text: Any, path: str = "<spec>") -> float | None:
+    """Seconds from 90, "90s", "10m", "1.5h" or None."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*", str(text))
+        if not m:
+            raise _err(path, f"time_budget must look like 600, 90s, 10m or 2h, but got {text!r}")
+        seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if seconds <= 0:
+        raise _err(path, f"time_budget must be > 0, but got {text!r}")
+    return seconds
+
+
+def _parse_param(path: str, name: str, entry: Any) -> Param:
+    where = f"space.{name}"
+    if not isinstance(entry, dict):
+        raise _err(path, f"{where} must be a mapping like {{loguniform: [1.0e-4, 1.0e-1]}}, but got {entry!r}")
+    _check_keys(path, where, entry, PARAM_KEYS)
+    kinds = [k for k in DISTRIBUTIONS if k in entry]
+    if len(kinds) != 1:
+        raise _err(path, f"{where} needs exactly one distribution of {', '.join(DISTRIBUTIONS)}, but got {sorted(entry)}")
+    kind, args = kinds[0], entry[kinds[0]]
+    when = _parse_when(path, where, entry.get("when"))
+    log = entry.get("log", False)
+    if not isinstance(log, bool):
+        raise _err(path, f"{where}.log must be true or false, but got {log!r}")
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise _err(path, f"{where}: choice needs a non-empty list of values, but got {args!r}")
+        for v in args:
+            if not (v is None or isinstance(v, (bool, int, float, str))):
+                raise _err(path, f"{where}: choice values must be numbers, strings or booleans (write lists as '16-32-64'), but got {v!r}")
+        return Param(name, kind, choices=tuple(args), when=when)
+    if not isinstance(args, list) or len(args) != 2:
+        raise _err(path, f"{where}: {kind} needs [low, high], but got {args!r}")
+    low = _number(path, f"{where} low", args[0], integer=kind == "int")
+    high = _number(path, f"{where} high", args[1], integer=kind == "int")
+    if low > high:
+        raise _err(path, f"{where}: low must be <= high, but got low={args[0]} > high={args[1]}")
+    if (kind == "loguniform" or log) and low <= 0:
+        raise _err(path, f"{where}: a log scale needs low > 0, but got low={args[0]}")
+    return Param(name, kind, low=low, high=high, log=log or kind == "loguniform", when=when)
+
+
+def _parse_when(path: str, where: str, when: Any) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    if when is None:
+        return ()
+    if not isinstance(when, dict) or not when:
+        raise _err(path, f"{where}.when must be a mapping like {{optimizer: sgd}}, but got {when!r}")
+    return tuple((str(k), tuple(v) if isinstance(v, list) else (v,)) for k, v in when.items())
+
+
+def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
+    """Validate a raw spec mapping (see the module docstring); `path` names it in errors."""
+    _check_keys(path, "the spec", raw, TOP_KEYS)
+    for key in REQUIRED_TOP:
+        if key not in raw:
+            raise _err(path, f"missing required key {key!r}")
+    name = raw["name"]
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise _err(path, f"name must be letters, digits, '-', '_' or '.', but got {name!r}")
+
+    # data set ------------------------------------------------------------------------------
+    ds = raw["dataset"]
+    if isinstance(ds, str):
+        ds = {"name": ds}
+    if not isinstance(ds, dict) or "name" not in ds:
+        raise _err(path, f"dataset must be a mapping with a name (one of {', '.join(DATASETS.names())}), but got {raw['dataset']!r}")
+    if ds["name"] not in DATASETS.names():
+        raise _err(path, f"unknown dataset {ds['name']!r}; choose one of: {', '.join(DATASETS.names())}")
+    accepted = DATASETS.accepted_options(ds["name"])
+    _check_keys(path, f"dataset ({ds['name']})", ds, accepted | DATASET_COMMON)
+    seed = _number(path, "seed", raw.get("seed", 0), integer=True, minimum=0)
+    options = {k: v for k, v in ds.items() if k != "name"}
+    if "seed" in accepted:
+        options.setdefault("seed", seed)
+
+    # model, metric ------------------------------------------------------------------------
+    model = raw["model"]
+    if model not in MODELS.names():
+        raise _err(path, f"unknown model {model!r}; choose one of: {', '.join(MODELS.names())}")
+    metric = raw.get("metric", M.VAL_ACC)
+    if metric not in M.SELECTABLE:
+        raise _err(path, f"metric must be one of {', '.join(M.SELECTABLE)}, but got {metric!r}")
+    mode = raw.get("mode", M.SELECTABLE[metric])
+    if mode not in ("max", "min"):
+        raise _err(path, f"mode must be max or min, but got {mode!r}")
+    device = raw.get("device", "auto")
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        raise _err(path, f"device must be auto, cpu, cuda or mps, but got {device!r}")
+
+    # budget, resources --------------------------------------------------------------------
+    braw = raw.get("budget") or {}
+    if not isinstance(braw, dict):
+        raise _err(path, f"budget must be a mapping, but got {braw!r}")
+    _check_keys(path, "budget", braw, set(BUDGET_DEFAULTS))
+    b = {**BUDGET_DEFAULTS, **braw}
+    report_every = b["report_every"]
+    if report_every != "epoch":
+        report_every = _number(path, "budget.report_every ('epoch' or a number of training samples)", report_every, integer=True, minimum=1)
+    budget = Budget(
+        samples=_number(path, "budget.samples", b["samples"], integer=True, minimum=1),
+        max_epochs=_number(path, "budget.max_epochs", b["max_epochs"], integer=True, minimum=1),
+        grace_period=_number(path, "budget.grace_period", b["grace_period"], integer=True, minimum=1),
+        reduction_factor=_number(path, "budget.reduction_factor", b["reduction_factor"], minimum=1.01),
+        max_concurrent=_number(path, "budget.max_concurrent", b["max_concurrent"], integer=True, minimum=1),
+        time_budget_s=parse_duration(b["time_budget"], path),
+        report_every=None if report_every == "epoch" else report_every,
+    )
+    if budget.grace_period > budget.max_epochs:
+        raise _err(path, f"budget.grace_period ({budget.grace_period}) must be <= budget.max_epochs ({budget.max_epochs})")
+    rraw = raw.get("resources") or {}
+    if not isinstance(rraw, dict):
+        raise _err(path, f"resources must be a mapping like {{cpu: 1, gpu: 0.25}}, but got {rraw!r}")
+    _check_keys(path, "resources", rraw, set(RESOURCE_DEFAULTS))
+    r = {**RESOURCE_DEFAULTS, **rraw}
+    resources = Resources(cpu=_number(path, "resources.cpu", r["cpu"], minimum=0.01), gpu=_number(path, "resources.gpu", r["gpu"], minimum=0))
+    if resources.gpu > 1 and resources.gpu != int(resources.gpu):
+        raise _err(path, f"resources.gpu above 1 must be a whole number, but got {resources.gpu}")
+
+    # baseline and space -------------------------------------------------------------------
+    baseline = raw["baseline"]
+    if not isinstance(baseline, dict):
+        raise _err(path, f"baseline must be a mapping of every hyperparameter, but got {baseline!r}")
+    hp_names = set(TRAIN_HPARAMS) | (MODELS.accepted_options(model) - set(SHAPE_ARGS))
+    for key in baseline:
+        if key not in hp_names:
+            raise _err(path, f"baseline.{key}: model {model!r} and the training loop do not take {key!r}; they take: {', '.join(sorted(hp_names))}")
+    try:
+        split_hparams(model, baseline)
+    except UserError as exc:
+        raise _err(path, f"baseline: {exc}") from None
+    sraw = raw.get("space") or {}
+    if not isinstance(sraw, dict):
+        raise _err(path, f"space must be a mapping of hyperparameter: distribution, but got {sraw!r}")
+    space = []
+    for pname, entry in sraw.items():
+        if pname not in hp_names:
+            raise _err(path, f"space.{pname}: model {model!r} and the training loop do not take {pname!r}; they take: {', '.join(sorted(hp_names))}")
+        space.append(_parse_param(path, pname, entry))
+    names = {p.name for p in space}
+    for p in space:
+        for key, _ in p.when:
+            if key not in hp_names:
+                raise _err(path, f"space.{p.name}.when names {key!r}, which is not a hyperparameter")
+            if key == p.name:
+                raise _err(path, f"space.{p.name}.when cannot depend on itself")
+        if not p.active(baseline):
+            continue
+        if not p.contains(baseline[p.name]):
+            raise _err(path, f"baseline {p.name}={baseline[p.name]!r} is outside space.{p.name} ({p.describe()}); widen the space or fix the baseline")
+    order = [p.name for p in space]
+    for p in space:  # a condition on a searched parameter must refer to one sampled before it
+        for key, _ in p.when:
+            if key in names and order.index(key) > order.index(p.name):
+                raise _err(path, f"space.{p.name}.when refers to {key!r}, which is listed after it; list {key!r} first")
+
+    resolved = {
+        "name": name, "description": raw.get("description", ""), "dataset": {"name": ds["name"], **options},
+        "model": model, "metric": metric, "mode": mode, "seed": seed, "device": device,
+        "budget": b, "resources": r, "baseline": dict(baseline), "space": sraw,
+    }
+    return SearchSpec(
+        name=name, path=path, dataset=ds["name"], dataset_options=options, model=model, metric=metric, mode=mode,
+        seed=seed, device=device, budget=budget, resources=resources, baseline=dict(baseline), space=tuple(space),
+        description=str(raw.get("description", "")), raw=resolved,
+    )
