@@ -227,10 +227,15 @@ def gpu_worker_problems(cfg: dict) -> list[str]:
 
 
 def _gpu_worker(cfg):
-    return next(
-        n for k, n in cfg["available_node_types"].items()
-        if k != cfg["head_node_type"] and n.get("resources", {}).get("GPU")
+    worker = next(
+        (
+            n for k, n in cfg["available_node_types"].items()
+            if k != cfg["head_node_type"] and (n.get("resources") or {}).get("GPU")
+        ),
+        None,
     )
+    assert worker is not None, "cluster.yaml has no GPU worker type to break"
+    return worker
 
 
 def test_gpu_worker_type_present(config):

@@ -1,0 +1,353 @@
+"""Assembles and runs the search: one `tune.Tuner` over a spec.
+
+    OptunaSearch (TPE, seeded, define-by-run space with conditions, baseline enqueued first)
+      behind a ConcurrencyLimiter (ray#52535: no burst of random start-up trials)
+    ASHAScheduler on the `round` counter (an epoch, or `report_every` samples)
+    function trainable with the data set shared through the object store
+    CheckpointConfig: 2 checkpoints per trial scored by the metric (the best round survives)
+    FailureConfig: a failed trial is retried from its last checkpoint
+    callbacks: live progress, MLflow tracking (search.tracking)
+
+`run_search` starts a search, `resume_search` continues one after Ctrl-C or a
+killed driver: finished trials are kept, unfinished ones restart from their
+last checkpoint, the sampler's state is restored from Tune's searcher state.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from search import results as R
+from search.spec import Param, SearchSpec, apply_override, load_spec, parse_spec
+from trainables import metrics as M
+from trainables.data import DataBundle, create_dataset
+from trainables.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "hpsearch-runs"
+CHECKPOINTS_PER_TRIAL = 2
+MAX_FAILURES = 2  # retries of a failed trial, each from its last checkpoint
+
+
+@dataclass
+class SearchResult:
+    """What a finished (or stopped) search produced."""
+
+    name: str
+    experiment_dir: Path
+    spec: SearchSpec
+    records: list[R.TrialRecord]
+    best: R.TrialRecord | None
+    baseline: R.TrialRecord | None
+    interrupted: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    tracking: dict[str, Any] = field(default_factory=dict)  # uri, experiment id, parent run id, ui url
+    final: dict[str, Any] = field(default_factory=dict)  # test metrics of the best model, model version
+
+    def table(self):
+        """The trials as a pandas DataFrame, best first."""
+        return R.results_table(self.records, metric=self.spec.metric, mode=self.spec.mode,
+                               baseline_id=self.baseline.trial_id if self.baseline else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# The search space as an Optuna define-by-run function
+
+
+class DefineByRun:
+    """Samples a spec's space with Optuna's trial API; conditional parameters only when active.
+
+    A class (not a closure) so Tune can pickle it with the searcher state.
+    """
+
+    def __init__(self, space: tuple[Param, ...], baseline: dict[str, Any]) -> None:
+        self.space, self.baseline = space, baseline
+
+    def __call__(self, trial: Any) -> None:
+        current = dict(self.baseline)
+        for p in self.space:
+            if not p.active(current):
+                continue
+            if p.kind == "choice":
+                value = trial.suggest_categorical(p.name, list(p.choices))
+            elif p.kind == "int":
+                value = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
+            else:
+                value = trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log)
+            current[p.name] = value
+        return None
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short, stable trial folder names (module level: pickled with the tuner)."""
+    return f"trial_{trial.trial_id}"
+
+
+def rounds_per_epoch(spec: SearchSpec, n_train: int) -> float:
+    return 1.0 if spec.budget.report_every is None else n_train / spec.budget.report_every
+
+
+def total_rounds(spec: SearchSpec, n_train: int) -> int:
+    """Reports a full-length trial makes (ASHA's max_t)."""
+    return max(1, math.ceil(spec.budget.max_epochs * rounds_per_epoch(spec, n_train)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray
+
+
+def connect(address: str | None = None, *, quiet: bool = True) -> None:
+    """Start or join Ray once per process: local by default, or `address` (auto, HOST:PORT, ray://)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": not quiet}
+    if address is None:
+        kwargs["include_dashboard"] = False
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as exc:
+        raise UserError(f"cannot reach a Ray cluster at {address!r} ({exc}); start one with `ray start --head` or drop --address") from None
+
+
+def check_resources(spec: SearchSpec) -> None:
+    """Refuse a spec whose per-trial resources no node can give (it would stay PENDING forever)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    cpu = max((n.get("CPU", 0) for n in nodes), default=0)
+    gpu = max((n.get("GPU", 0) for n in nodes), default=0)
+    want = spec.resources
+    if want.gpu > 0 and gpu == 0:
+        raise UserError(
+            f"{spec.path}: resources.gpu={want.gpu} but the Ray cluster has no GPU (largest node: {cpu:g} CPU); "
+            "set resources.gpu: 0 (--set resources.gpu=0) or join a GPU node"
+        )
+    if want.gpu > gpu:
+        raise UserError(f"{spec.path}: resources.gpu={want.gpu} but the largest node has {gpu:g} GPU(s); lower resources.gpu")
+    if want.cpu > cpu:
+        raise UserError(f"{spec.path}: resources.cpu={want.cpu:g} but the largest node has {cpu:g} CPU(s); lower resources.cpu")
+
+
+def _storage_root(storage: str | None) -> str:
+    if storage and "://" in storage:
+        return storage
+    return str(Path(storage or DEFAULT_STORAGE).expanduser().resolve())
+
+
+def check_storage_reachable(storage: str) -> None:
+    """On a multi-node cluster, a node-local path cannot hold checkpoints every node writes."""
+    import ray
+
+    if "://" in storage:
+        return
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    hosts = {n.get("NodeManagerAddress") for n in alive}
+    if len(hosts) > 1 and not os.environ.get("HPSEARCH_SHARED_STORAGE"):
+        raise UserError(
+            f"--storage {storage} is a local path but the Ray cluster spans {len(hosts)} hosts; "
+            "use a path every node mounts (and set HPSEARCH_SHARED_STORAGE=1) or a URI such as s3://bucket/hpsearch"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the Tuner
+
+
+def _trainable(spec: SearchSpec, data: DataBundle):
+    from ray import tune
+
+    from trainables.tune_trainable import tune_trainable
+
+    with_data = tune.with_parameters(tune_trainable, data=data, settings=spec.settings(), baseline=spec.baseline)
+    return tune.with_resources(with_data, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, callbacks: list[Any]):
+    """One `tune.Tuner` composed from TuneConfig and RunConfig (see the module docstring)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    n_train = len(data.train)
+    max_t = total_rounds(spec, n_train)
+    grace = max(1, min(max_t, round(spec.budget.grace_period * rounds_per_epoch(spec, n_train))))
+    searcher = OptunaSearch(
+        space=DefineByRun(spec.space, spec.baseline),
+        metric=spec.metric, mode=spec.mode, seed=spec.seed,
+        points_to_evaluate=[spec.baseline_point()] if spec.space else None,
+    )
+    search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.budget.max_concurrent)
+    scheduler = ASHAScheduler(
+        time_attr=M.ROUND, metric=spec.metric, mode=spec.mode, max_t=max_t,
+        grace_period=grace, reduction_factor=spec.budget.reduction_factor,
+    )
+    tune_config = tune.TuneConfig(
+        search_alg=search_alg if spec.space else None, scheduler=scheduler, num_samples=spec.budget.samples,
+        time_budget_s=spec.budget.time_budget_s, trial_dirname_creator=trial_dirname,
+        max_concurrent_trials=spec.budget.max_concurrent,
+    )
+    run_config = tune.RunConfig(
+        name=name, storage_path=storage, callbacks=callbacks, verbose=0,
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=CHECKPOINTS_PER_TRIAL, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode,
+        ),
+        failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+    )
+    return tune.Tuner(_trainable(spec, data), tune_config=tune_config, run_config=run_config)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running and resuming
+
+
+def with_flags(
+    spec: SearchSpec, *, samples: int | None = None, max_epochs: int | None = None,
+    time_budget: str | float | None = None, overrides: Iterable[str] = (),
+) -> SearchSpec:
+    """The spec with the CLI's budget flags and `--set` overrides applied (re-validated)."""
+    items = list(overrides)
+    if samples is not None:
+        items.append(f"budget.samples={samples}")
+    if max_epochs is not None:
+        items.append(f"budget.max_epochs={max_epochs}")
+        if spec.budget.grace_period > max_epochs:  # a shorter run keeps a valid ASHA grace period
+            items.append(f"budget.grace_period={max_epochs}")
+    if time_budget is not None:
+        items.append(f"budget.time_budget={time_budget}")
+    if not items:
+        return spec
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.raw.items()}
+    for item in items:
+        apply_override(raw, item, spec.path)
+    return parse_spec(raw, spec.path)
+
+
+def default_name(spec: SearchSpec) -> str:
+    return f"{spec.name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_search(
+    spec: str | Path | SearchSpec, *, name: str | None = None, storage: str | None = None, address: str | None = None,
+    tracking_uri: str | None = None, samples: int | None = None, max_epochs: int | None = None,
+    time_budget: str | float | None = None, overrides: Iterable[str] = (), track: bool = True,
+    on_event: Callable[[str], None] | None = print, refit: bool = False,
+) -> SearchResult:
+    """Run a search from a spec file (or a `SearchSpec`) and return its summary.
+
+    Nothing is written before the spec, the data and the cluster's resources check out.
+    """
+    if not isinstance(spec, SearchSpec):
+        spec = load_spec(spec)
+    spec = with_flags(spec, samples=samples, max_epochs=max_epochs, time_budget=time_budget, overrides=overrides)
+    storage_root = _storage_root(storage)
+    name = name or default_name(spec)
+    experiment_dir = Path(storage_root) / name if "://" not in storage_root else None
+    if experiment_dir is not None and experiment_dir.exists():
+        raise UserError(f"a search named {name!r} already exists in {storage_root}; continue it with `hpsearch resume {name}` or pick another --name")
+    data = create_dataset(spec.dataset, **spec.dataset_options)
+    _emit(on_event, f"data: {data.summary()}")
+    connect(address)
+    check_resources(spec)
+    check_storage_reachable(storage_root)
+    state = {
+        "name": name, "storage": storage_root, "spec": spec.raw, "spec_path": spec.path,
+        "created": dt.datetime.now().isoformat(timespec="seconds"), "tracking_uri": tracking_uri,
+        "track": track, "refit": refit,
+    }
+    assert experiment_dir is not None, "URI storage is handled by the cluster path"  # see check_storage_reachable
+    R.write_state(experiment_dir, state)
+    return _fit(spec, data, experiment_dir, state, restore=False, on_event=on_event)
+
+
+def resume_search(
+    name: str, *, storage: str | None = None, address: str | None = None,
+    on_event: Callable[[str], None] | None = print,
+) -> SearchResult:
+    """Continue an interrupted search: same trials, restored sampler, same MLflow runs."""
+    from ray import tune
+
+    storage_root = _storage_root(storage)
+    experiment_dir = R.find_search(storage_root, name)
+    state = R.read_state(experiment_dir)
+    spec = parse_spec(state["spec"], state.get("spec_path", "<spec>"))
+    if not list(experiment_dir.glob("experiment_state-*.json")) or not (experiment_dir / "tuner.pkl").is_file():
+        raise UserError(f"search {name!r} stopped before its first trial was saved; start it again with `hpsearch run`")
+    data = create_dataset(spec.dataset, **spec.dataset_options)
+    _emit(on_event, f"data: {data.summary()}")
+    connect(address)
+    check_resources(spec)
+    if not tune.Tuner.can_restore(str(experiment_dir)):
+        raise UserError(f"search {name!r} in {experiment_dir} cannot be restored by Ray Tune (experiment state missing)")
+    state["resumed"] = state.get("resumed", 0) + 1
+    R.write_state(experiment_dir, state)
+    return _fit(spec, data, experiment_dir, state, restore=True, on_event=on_event)
+
+
+def _emit(on_event: Callable[[str], None] | None, message: str) -> None:
+    if on_event is not None:
+        on_event(message)
+
+
+def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[str, Any], on_event) -> list[Any]:
+    from search.progress import ProgressCallback
+
+    callbacks: list[Any] = [ProgressCallback(spec, total_rounds(spec, len(data.train)), on_event)]
+    if state.get("track", True):
+        from search.tracking import MlflowTracker
+
+        callbacks.append(MlflowTracker.for_search(spec, experiment_dir, state, total_rounds(spec, len(data.train))))
+    return callbacks
+
+
+def _fit(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[str, Any], *, restore: bool, on_event) -> SearchResult:
+    from ray import tune
+
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # experiment state saved often: a killed driver loses little
+    callbacks = _callbacks(spec, data, experiment_dir, state, on_event)
+    if restore:
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=_trainable(spec, data), resume_unfinished=True, resume_errored=True)
+        tuner._local_tuner.get_run_config().callbacks = callbacks  # fresh callbacks, not the pickled ones
+    else:
+        tuner = build_tuner(spec, data, name=experiment_dir.name, storage=str(experiment_dir.parent), callbacks=callbacks)
+    started = time.monotonic()
+    interrupted = False
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+    records = R.trial_records(experiment_dir, metric=spec.metric, mode=spec.mode, total_rounds=total_rounds(spec, len(data.train)))
+    unfinished = [r for r in records if r.status in (R.RUNNING, R.PENDING)]
+    time_out = spec.budget.time_budget_s is not None and time.monotonic() - started >= spec.budget.time_budget_s * 0.98
+    interrupted = interrupted or (bool(unfinished) and not time_out) or (len(records) < spec.budget.samples and not time_out)
+    baseline = _find_baseline(records, spec)
+    counts = {s: sum(r.status == s for r in records) for s in (R.COMPLETED, R.PRUNED, R.FAILED, R.DIVERGED, R.RUNNING, R.PENDING)}
+    result = SearchResult(
+        name=experiment_dir.name, experiment_dir=experiment_dir, spec=spec, records=records,
+        best=R.best_record(records, spec.mode), baseline=baseline, interrupted=interrupted, counts=counts,
+    )
+    tracker = next((c for c in callbacks if hasattr(c, "finish_search")), None)
+    if tracker is not None:
+        result.tracking, result.final = tracker.finish_search(result, data, refit=bool(state.get("refit")))
+    state["finished"] = not interrupted
+    R.write_state(experiment_dir, state)
+    return result
+
+
+def _find_baseline(records: list[R.TrialRecord], spec: SearchSpec) -> R.TrialRecord | None:
+    """The first trial whose sampled config is the baseline's (the enqueued first point)."""
+    point = spec.baseline_point()
+    for r in records:
+        if all(r.config.get(k) == v for k, v in point.items()):
+            return r
+    return None
