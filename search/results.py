@@ -73,6 +73,7 @@ class TrialRecord:
     """One trial as the search left it."""
 
     trial_id: str
+    index: int  # 1-based creation order (Tune's experiment tag): the baseline is 1
     config: dict[str, Any]
     status: str
     rounds: int
@@ -98,7 +99,7 @@ def trial_records(experiment_dir: Path, *, metric: str, mode: str, total_rounds:
     analysis = ExperimentAnalysis(str(experiment_dir))
     records = []
     for trial in analysis.trials:
-        trial_dir = Path(trial.local_path or trial.path)
+        trial_dir = Path(trial.path or trial.local_path)
         history = read_history(trial_dir)
         best_value, best_round, best_epoch = None, 0, None
         diverged = False
@@ -123,12 +124,13 @@ def trial_records(experiment_dir: Path, *, metric: str, mode: str, total_rounds:
             status = RUNNING
         else:
             status = PENDING
+        tag = str(trial.experiment_tag).split("_", 1)[0]
         records.append(TrialRecord(
-            trial_id=trial.trial_id, config=dict(trial.config), status=status, rounds=rounds,
+            trial_id=trial.trial_id, index=int(tag) if tag.isdigit() else len(records) + 1, config=dict(trial.config), status=status, rounds=rounds,
             best_value=best_value, best_round=best_round, best_epoch=best_epoch, last_value=last,
             path=trial_dir, history=history, error=error,
         ))
-    records.sort(key=lambda r: r.trial_id)
+    records.sort(key=lambda r: r.index)
     return records
 
 
@@ -169,6 +171,7 @@ def results_table(records: list[TrialRecord], *, metric: str, mode: str, baselin
     rows = []
     for r in records:
         rows.append({
+            "trial": r.index,
             "trial_id": r.trial_id,
             "status": r.status,
             f"best_{metric}": r.best_value,

@@ -352,6 +352,8 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
                 raise _err(path, f"space.{p.name}.when cannot depend on itself")
         if not p.active(baseline):
             continue
+        if p.name not in baseline:
+            raise _err(path, f"space.{p.name} has no baseline value; add baseline.{p.name} (the search starts from the baseline)")
         if not p.contains(baseline[p.name]):
             raise _err(path, f"baseline {p.name}={baseline[p.name]!r} is outside space.{p.name} ({p.describe()}); widen the space or fix the baseline")
     order = [p.name for p in space]

@@ -105,7 +105,10 @@ def total_rounds(spec: SearchSpec, n_train: int) -> int:
 
 def connect(address: str | None = None, *, quiet: bool = True) -> None:
     """Start or join Ray once per process: local by default, or `address` (auto, HOST:PORT, ray://)."""
+    import optuna
     import ray
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     if ray.is_initialized():
         return
@@ -195,7 +198,8 @@ def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, 
     tune_config = tune.TuneConfig(
         search_alg=search_alg if spec.space else None, scheduler=scheduler, num_samples=spec.budget.samples,
         time_budget_s=spec.budget.time_budget_s, trial_dirname_creator=trial_dirname,
-        max_concurrent_trials=spec.budget.max_concurrent,
+        max_concurrent_trials=None if spec.space else spec.budget.max_concurrent,
+        reuse_actors=True,  # a trial after the first skips process start-up, imports and the data fetch
     )
     run_config = tune.RunConfig(
         name=name, storage_path=storage, callbacks=callbacks, verbose=0,
@@ -313,7 +317,12 @@ def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: 
 def _fit(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[str, Any], *, restore: bool, on_event) -> SearchResult:
     from ray import tune
 
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own console tables off: progress.py reports
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # experiment state saved often: a killed driver loses little
+    # Tune force-saves experiment state when a trial has made num_to_keep checkpoints since the last save (keeps
+    # checkpoint deletion consistent); that is intended here, so its warning is noise.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    state["total_rounds"] = total_rounds(spec, len(data.train))
     callbacks = _callbacks(spec, data, experiment_dir, state, on_event)
     if restore:
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=_trainable(spec, data), resume_unfinished=True, resume_errored=True)

@@ -183,7 +183,7 @@ def train_statistics(
     split: Split, *, channels: int, image_size: tuple[int, int]
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean/std of a split's pixels scaled to [0, 1], cached on disk."""
-    key = _split_fingerprint(split, image_size)
+    key = _split_fingerprint(split, image_size) + f"-c{channels}"  # files read in colour or grey
     path = cache_dir() / "stats" / f"{key}.json"
     if path.exists():
         cached = json.loads(path.read_text())
@@ -410,23 +410,34 @@ def _pil_to_array(image: Any, size: tuple[int, int], channels: int) -> np.ndarra
 
 def decode_image(path: str, size: tuple[int, int], channels: int) -> np.ndarray | None:
     """Decode one file to a uint8 (C, H, W) array; None when it is not a readable image."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning, palette warnings
+        return _decode_image(path, size, channels)
+
+
+def _decode_image(path: str, size: tuple[int, int], channels: int) -> np.ndarray | None:
+    """`decode_image` without touching the warning filters (safe to call from threads)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning, palette warnings
-            with Image.open(path) as im:
-                im.draft("RGB" if channels == 3 else "L", (size[1], size[0]))
-                return _pil_to_array(im, size, channels)
+        with Image.open(path) as im:
+            im.draft("RGB" if channels == 3 else "L", (size[1], size[0]))
+            return _pil_to_array(im, size, channels)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
 
 
 def decode_images(paths: Sequence[str], size: tuple[int, int], channels: int) -> list[np.ndarray | None]:
-    """Decode files in parallel threads (Pillow releases the GIL while decoding)."""
+    """Decode files in parallel threads (Pillow releases the GIL while decoding).
+
+    The warning filters are changed once, here: `warnings.catch_warnings` is not
+    thread-safe, and entering it in every thread left "ignore" installed for good.
+    """
     workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: decode_image(p, size, channels), paths, chunksize=64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. DecompressionBombWarning, palette warnings
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda p: _decode_image(p, size, channels), paths, chunksize=64))
 
 
 def _visible(path: Path) -> bool:
@@ -553,6 +564,8 @@ def imagefolder(
 def _decode_split(files: list[str], labels: list[int], size: tuple[int, int], channels: int, skipped: list[str]) -> Split:
     """Decode a split once into arrays, cached on disk keyed by its files (path, size, mtime)."""
     fingerprint = _split_fingerprint(Split(labels=np.asarray(labels), files=files), size) + f"-c{channels}"
+    # labels are indices into train's classes: the same files get new labels when a class is added
+    fingerprint += "-" + hashlib.sha1(np.asarray(labels, dtype=np.int64).tobytes()).hexdigest()[:12]
     path = cache_dir() / "decoded" / f"{fingerprint}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:

@@ -308,6 +308,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "generator": self.generator.get_state(),
+            "torch_rng": self._global_rng_state(),  # dropout draws from torch's global generator
             "stream": self.stream.state_dict(),
             "round": self.round,
             "step": self.step,
@@ -330,11 +331,24 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
+        if "torch_rng" in state:
+            self._set_global_rng_state(state["torch_rng"])
         self.stream.load_state_dict(state["stream"])
         self.round, self.step, self.samples_seen = int(state["round"]), int(state["step"]), int(state["samples_seen"])
         self.best_value, self.best_round = state["best_value"], int(state["best_round"])
         self.diverged = bool(state["diverged"])
         self.last_metrics = dict(state["metrics"])
+
+    def _global_rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"cpu": torch.get_rng_state()}
+        if self.plan.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.plan.device)
+        return state
+
+    def _set_global_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and self.plan.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.plan.device)
 
     def close(self) -> None:
         """Free the model, optimizer and device data (ASHA-stopped trials must not keep GPU memory)."""

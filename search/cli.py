@@ -1,0 +1,340 @@
+"""`hpsearch` command line: train, run, resume, results, list, export, predict, ui.
+
+User mistakes print one line `hpsearch: error: ...` and exit non-zero (2 for
+bad input, 3 for a diverged training, 130 for Ctrl-C); no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from trainables.errors import UserError
+
+DEFAULT_STORAGE = "hpsearch-runs"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _config_line(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(config.items()))
+
+
+# ----------------------------------------------------------------------------------------------
+# train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from search.spec import load_spec
+    from trainables import metrics as M
+    from trainables.checkpoint import save_checkpoint
+    from trainables.data import create_dataset
+    from trainables.errors import DivergedError
+    from trainables.train import fit
+
+    spec = load_spec(args.spec, args.set or [])
+    data = create_dataset(spec.dataset, **spec.dataset_options)
+    print(f"data: {data.summary()}")
+    settings = spec.settings(max_epochs=args.epochs)
+    print(f"training {spec.model} with the baseline of {spec.path} for {settings.max_epochs} epochs: {_config_line(spec.baseline)}")
+    started = time.perf_counter()
+
+    def show(m: dict[str, Any]) -> None:
+        top5 = f" top5 {m[M.VAL_TOP5]:.4f}" if M.VAL_TOP5 in m else ""
+        print(f"epoch {m[M.EPOCH]:>6g} | train loss {m[M.TRAIN_LOSS]:.4f} acc {m[M.TRAIN_ACC]:.4f} | "
+              f"val loss {m[M.VAL_LOSS]:.4f} acc {m[M.VAL_ACC]:.4f}{top5} | lr {m[M.LR]:.3g} | {m[M.ROUND_SECONDS]:.1f}s", flush=True)
+
+    result = fit(spec.baseline, data, settings, on_round=show)
+    if result.status == M.STATUS_DIVERGED:
+        raise DivergedError(f"training diverged (non-finite loss) at epoch {result.history[-1][M.EPOCH]:g} with lr={spec.baseline['lr']}; lower baseline.lr (--set baseline.lr=...)")
+    out = Path(args.out) if args.out else Path(DEFAULT_STORAGE) / f"{spec.name}-train" / "checkpoint.pt"
+    path = save_checkpoint({**result.best_state, "test": _jsonable(result.test)}, out)
+    best = result.best_metrics
+    print(f"best val {spec.metric} {best[spec.metric]:.4f} at epoch {best[M.EPOCH]:g}; checkpoint: {path}")
+    if result.test is not None:
+        t = result.test
+        print(f"test (evaluated once, best-val weights): acc {t['acc']:.4f} loss {t['loss']:.4f}" + (f" top5 {t['top5']:.4f}" if "top5" in t else ""))
+        print("per-class test accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in t["per_class"].items()))
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _jsonable(test: dict[str, Any] | None) -> dict[str, Any] | None:
+    if test is None:
+        return None
+    return {k: v for k, v in test.items() if k in ("loss", "acc", "top5", "per_class", "n")}
+
+
+# ----------------------------------------------------------------------------------------------
+# run / resume / results / list
+
+
+def print_summary(result: Any) -> None:
+    spec = result.spec
+    c = result.counts
+    total = len(result.records)
+    print()
+    state = "INTERRUPTED" if result.interrupted else "finished"
+    print(f"search {result.name} {state}: {total} trials: {c.get('completed', 0)} completed, {c.get('pruned', 0)} pruned by ASHA, "
+          f"{c.get('failed', 0)} failed, {c.get('diverged', 0)} diverged")
+    if result.best is not None:
+        b = result.best
+        line = f"best {spec.metric} {b.best_value:.4f} (trial {b.trial_id}, epoch {b.best_epoch:g})"
+        if result.baseline is not None and result.baseline.best_value is not None:
+            diff = b.best_value - result.baseline.best_value
+            line += f"; baseline {result.baseline.best_value:.4f} ({diff:+.4f})"
+        print(line)
+        print(f"best config (searched values): {_config_line(b.config)}")
+    if result.final.get("error"):
+        print(f"warning: the final evaluation/model logging failed ({result.final['error']}); trial results are kept")
+    test = result.final.get("test")
+    if test:
+        print(f"test (best model, evaluated once): acc {test['acc']:.4f} loss {test['loss']:.4f}" + (f" top5 {test['top5']:.4f}" if "top5" in test else ""))
+    print(f"results: {result.experiment_dir}   (hpsearch results {result.name} --storage {result.experiment_dir.parent})")
+    if result.tracking:
+        t = result.tracking
+        print(f"MLflow: run `hpsearch ui --storage {result.experiment_dir.parent}` and open {t['ui_url']}" if t["tracking_uri"].startswith("sqlite:")
+              else f"MLflow: {t['ui_url']}")
+        print(f"        store {t['tracking_uri']}, parent run {t['parent_run_id']}")
+    if result.final.get("model_version"):
+        print(f"registered model: {spec.name} version {result.final['model_version']}")
+    if result.interrupted:
+        print(f"resume with: hpsearch resume {result.name} --storage {result.experiment_dir.parent}")
+    elif result.best is not None:
+        print(f"export: hpsearch export {result.name} --storage {result.experiment_dir.parent} --format onnx --out {result.name}-model")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from search.tuner import run_search
+
+    result = run_search(
+        args.spec, name=args.name, storage=args.storage, address=args.address, tracking_uri=args.tracking_uri,
+        samples=args.samples, max_epochs=args.max_epochs, time_budget=args.time_budget, overrides=args.set or [],
+        refit=args.refit,
+    )
+    _record_final(result)
+    print_summary(result)
+    return 130 if result.interrupted else 0
+
+
+def _record_final(result: Any) -> None:
+    from search import results as R
+
+    state = R.read_state(result.experiment_dir)
+    state["final"] = json.loads(json.dumps(result.final, default=str))
+    state["tracking"] = result.tracking
+    R.write_state(result.experiment_dir, state)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from search.tuner import resume_search
+
+    result = resume_search(args.name, storage=args.storage, address=args.address)
+    _record_final(result)
+    print_summary(result)
+    return 130 if result.interrupted else 0
+
+
+def _load_records(name: str, storage: str) -> tuple[Any, Any, Path, dict[str, Any]]:
+    from search import results as R
+    from search.spec import parse_spec
+
+    folder = R.find_search(storage, name)
+    state = R.read_state(folder)
+    spec = parse_spec(state["spec"], state.get("spec_path", "<spec>"))
+    return spec, folder, folder, state
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from search import results as R
+    from search.tuner import _find_baseline
+    from trainables.data import create_dataset
+    from search.tuner import total_rounds
+
+    spec, folder, _, state = _load_records(args.name, args.storage)
+    rounds = state.get("total_rounds")
+    if rounds is None:
+        rounds = total_rounds(spec, len(create_dataset(spec.dataset, **spec.dataset_options).train))
+    records = R.trial_records(folder, metric=spec.metric, mode=spec.mode, total_rounds=rounds)
+    baseline = _find_baseline(records, spec)
+    table = R.results_table(records, metric=spec.metric, mode=spec.mode, baseline_id=baseline.trial_id if baseline else None)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {len(table)} trials to {args.csv}")
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 40):
+        print(table.drop(columns=["error"]) if "error" in table and not table["error"].astype(bool).any() else table)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from search import results as R
+
+    names = R.list_searches(args.storage)
+    if not names:
+        print(f"no searches in {Path(args.storage).resolve()}")
+        return 0
+    for name in names:
+        state = R.read_state(Path(args.storage) / name)
+        status = "finished" if state.get("finished") else "unfinished (hpsearch resume " + name + ")"
+        best = (state.get("final") or {}).get("test", {}).get("acc")
+        extra = f", test acc {best:.4f}" if isinstance(best, float) else ""
+        print(f"{name}  spec={state['spec']['name']}  created {state.get('created', '?')}  {status}{extra}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# export / predict / ui
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from search import results as R
+    from search.export import export_model
+    from search.report import BEST_DIR
+
+    spec, folder, _, state = _load_records(args.name, args.storage)
+    checkpoint = folder / BEST_DIR / "checkpoint.pt"
+    if not checkpoint.is_file():
+        from search.tuner import total_rounds
+        from trainables.data import create_dataset
+
+        rounds = total_rounds(spec, len(create_dataset(spec.dataset, **spec.dataset_options).train))
+        best = R.best_record(R.trial_records(folder, metric=spec.metric, mode=spec.mode, total_rounds=rounds), spec.mode)
+        if best is None:
+            raise UserError(f"search {args.name!r} has no trial with a result yet; nothing to export")
+        checkpoint = R.best_checkpoint_dir(best) / "checkpoint.pt"
+    final = state.get("final") or {}
+    from trainables.checkpoint import load_checkpoint
+
+    val = load_checkpoint(checkpoint).get("metrics", {})
+    metrics = {"val": {k: v for k, v in val.items() if k.startswith("val_")}, "test": final.get("test")}
+    out = export_model(checkpoint, fmt=args.format, out_dir=args.out, metrics=metrics, extra={"search": args.name, "spec": spec.name})
+    print(f"exported {args.format} model of search {args.name} to {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from search.predict import predict
+
+    table = predict(args.model_dir, args.inputs, out_csv=args.out, top_k=args.top_k)
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 50, "display.width", 200, "display.max_colwidth", 60):
+        print(table)
+    errors = int((table["error"].astype(str) != "").sum()) if "error" in table else 0
+    if args.out:
+        print(f"wrote {len(table)} predictions to {args.out}" + (f" ({errors} unreadable)" if errors else ""))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from search.tracking import artifact_root, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, args.storage)
+    if uri.startswith(("http://", "https://")):
+        print(f"the tracking server at {uri} already serves the UI: open {uri}")
+        return 0
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    if uri.startswith("sqlite:"):
+        cmd += ["--default-artifact-root", artifact_root(args.storage)]
+    print(f"MLflow UI on http://{args.host}:{args.port}  (store {uri}); Ctrl-C to stop", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpsearch", description="Distributed hyperparameter search for PyTorch CNN image classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    storage_help = f"folder (or URI) holding searches and the embedded MLflow store (default: ./{DEFAULT_STORAGE})"
+
+    p = sub.add_parser("train", help="train a spec's baseline once (no search)")
+    p.add_argument("spec")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec value, e.g. baseline.lr=0.01")
+    p.add_argument("--epochs", type=int, help="epochs (default: the spec's budget.max_epochs)")
+    p.add_argument("--out", help="checkpoint file to write")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="run a search over a spec")
+    p.add_argument("spec")
+    p.add_argument("--samples", type=int, help="number of trials")
+    p.add_argument("--max-epochs", type=int, help="epochs per trial at most")
+    p.add_argument("--time-budget", help="stop starting trials after this long: 600, 90s, 10m, 2h")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec value, e.g. budget.max_concurrent=4")
+    p.add_argument("--name", help="search name (default: SPECNAME-DATE-TIME)")
+    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
+    p.add_argument("--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or an SQLite file in the storage)")
+    p.add_argument("--refit", action="store_true", help="retrain the best config on train+val before the test evaluation")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted search")
+    p.add_argument("name")
+    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
+    p.add_argument("--address", help="Ray cluster address (default: local)")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("results", help="table of a search's trials, best first")
+    p.add_argument("name")
+    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
+    p.add_argument("--csv", help="also write the table to this CSV file")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("list", help="searches in the storage")
+    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("export", help="export a search's best model")
+    p.add_argument("name")
+    p.add_argument("--format", choices=["torchscript", "onnx", "state_dict"], default="torchscript")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="classify images with an exported model")
+    p.add_argument("model_dir")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", help="CSV file for the predictions")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on the search store (127.0.0.1)")
+    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
+    p.add_argument("--tracking-uri")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hpsearch` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"hpsearch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hpsearch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Live progress of a search as plain lines (readable in a terminal, a log file or CI).
+
+One line when a trial starts or ends, and a status line at most every
+`interval` seconds: trials running / done / pruned / failed and the best so far.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+from ray.tune import Callback
+
+from search.spec import SearchSpec
+from trainables import metrics as M
+
+
+class ProgressCallback(Callback):
+    """Prints search progress through `emit` (print by default; None = silent)."""
+
+    def __init__(self, spec: SearchSpec, total_rounds: int, emit: Callable[[str], None] | None, interval: float = 15.0) -> None:
+        self.spec, self.total_rounds, self.emit, self.interval = spec, total_rounds, emit, interval
+        self.started = time.monotonic()
+        self.last_status = 0.0
+        self.best: tuple[float, str] | None = None
+        self.ended: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: keep it printable-free
+        return {**self.__dict__, "emit": None}
+
+    def _say(self, message: str) -> None:
+        if self.emit is not None:
+            self.emit(f"[{time.monotonic() - self.started:7.1f}s] {message}")
+
+    def _counts(self, trials: list[Any]) -> str:
+        running = sum(t.status == "RUNNING" for t in trials)
+        done = sum(v == "completed" for v in self.ended.values())
+        pruned = sum(v == "pruned" for v in self.ended.values())
+        failed = sum(v in ("failed", "diverged") for v in self.ended.values())
+        best = f"best {self.spec.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else "no result yet"
+        return f"{running} running, {done} completed, {pruned} pruned, {failed} failed of {self.spec.budget.samples} | {best}"
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(trial.config.items()))
+        self._say(f"start {trial.trial_id}: {params or 'baseline'}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.spec.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value) and result.get(M.STATUS) != M.STATUS_DIVERGED:
+            if self.best is None or (value > self.best[0] if self.spec.mode == "max" else value < self.best[0]):
+                self.best = (float(value), trial.trial_id)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        rounds = int(last.get(M.ROUND, 0))
+        if last.get(M.STATUS) == M.STATUS_DIVERGED:
+            outcome = "diverged"
+        elif rounds >= self.total_rounds:
+            outcome = "completed"
+        else:
+            outcome = "pruned"
+        self.ended[trial.trial_id] = outcome
+        value = last.get(self.spec.metric)
+        shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+        self._say(f"{outcome} {trial.trial_id} after {rounds}/{self.total_rounds} rounds, {self.spec.metric} {shown} | {self._counts(trials)}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.ended[trial.trial_id] = "failed"
+        self._say(f"failed {trial.trial_id} (see {trial.path}/error.txt) | {self._counts(trials)}")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self.last_status >= self.interval and any(t.status == "RUNNING" for t in trials):
+            self.last_status = now
+            self._say(self._counts(trials))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

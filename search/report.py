@@ -1,0 +1,320 @@
+"""After a search: evaluate the best model on test once, log it to MLflow, and draw the plots.
+
+The best trial is the one whose *best round* is best; its checkpoint from that
+round (not its last) is the model that is evaluated, logged as an MLflow
+PyTorch model (TorchScript: no pickled classes), registered under the spec
+name, and exported. `--refit` first retrains that config on train+val for its
+best epoch count.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search import results as R
+from trainables import metrics as M
+from trainables.checkpoint import load_checkpoint, save_checkpoint
+from trainables.data import DataBundle, Split
+from trainables.train import RunSettings, Trainer
+
+BEST_DIR = "best"  # <search folder>/best/checkpoint.pt: the final model (refit if asked)
+
+
+def trainer_from_checkpoint(state: dict[str, Any], data: DataBundle, settings: RunSettings) -> Trainer:
+    """A Trainer on `data` whose model holds the checkpoint's weights."""
+    hparams = dict(state["hparams"])
+    if state["model_name"] == "resnet18":
+        hparams["pretrained"] = False  # the weights come from the checkpoint
+    trainer = Trainer(hparams, data, replace(settings, model=state["model_name"]))
+    trainer.model.load_state_dict(state["model"])
+    return trainer
+
+
+def merged_train_val(data: DataBundle) -> DataBundle:
+    """train+val as the training split (for --refit); val stays as a (no longer held-out) monitor."""
+    t, v = data.train, data.val
+    if t.images is not None and v.images is not None:
+        train = Split(labels=np.concatenate([t.labels, v.labels]), images=np.concatenate([t.images, v.images]))
+    else:
+        train = Split(labels=np.concatenate([t.labels, v.labels]), files=list(t.files or []) + list(v.files or []))
+    return replace(data, train=train)
+
+
+def refit_state(state: dict[str, Any], data: DataBundle, settings: RunSettings, epochs: float) -> dict[str, Any]:
+    """Retrain the checkpoint's config from scratch on train+val for `epochs` epochs."""
+    hparams = dict(state["hparams"])
+    refit_settings = replace(settings, model=state["model_name"], max_epochs=max(1, int(round(epochs))), report_every=None)
+    trainer = Trainer(hparams, merged_train_val(data), refit_settings)
+    while not trainer.finished:
+        trainer.run_round()
+    return trainer.state_dict()
+
+
+def final_report(result: Any, data: DataBundle, *, tracker: Any, refit: bool = False) -> dict[str, Any]:
+    """Test evaluation, model logging/registration, plots and results CSV on the parent run."""
+    import mlflow
+    import torch
+
+    spec, best = result.spec, result.best
+    checkpoint_dir = R.best_checkpoint_dir(best)
+    state = load_checkpoint(checkpoint_dir)
+    settings = spec.settings()
+    if refit:
+        state = refit_state(state, data, settings, best.best_epoch or best.best_round)
+    trainer = trainer_from_checkpoint(state, data, settings)
+    final: dict[str, Any] = {"checkpoint": str(checkpoint_dir), "trial_id": best.trial_id, "refit": refit}
+    client, parent = tracker.client, tracker.parent_run_id
+    with tempfile.TemporaryDirectory(prefix="hpsearch-report-") as tmp_name:
+        tmp = Path(tmp_name)
+        if data.test is not None and data.test.labelled:
+            test = trainer.evaluate(data.test, per_class=True)
+            final["test"] = {k: test[k] for k in ("loss", "acc", "top5") if k in test}
+            final["test"]["per_class"] = test["per_class"]
+            metrics = {f"test_{k}": v for k, v in final["test"].items() if isinstance(v, float)}
+            metrics.update({f"test_class_acc/{_metric_key(k)}": v for k, v in test["per_class"].items() if math.isfinite(v)})
+            _log_metrics(client, parent, metrics)
+            (tmp / "test_metrics.json").write_text(json.dumps(final["test"], indent=2))
+            client.log_artifact(parent, str(tmp / "test_metrics.json"))
+            plot_confusion(test["confusion"], data.class_names, tmp / "confusion_matrix.png")
+            client.log_artifact(parent, str(tmp / "confusion_matrix.png"), "plots")
+        ckpt_path = save_checkpoint(state, result.experiment_dir / BEST_DIR)  # what `hpsearch export` uses
+        final["checkpoint"] = str(ckpt_path)
+        client.log_artifact(parent, str(ckpt_path), "best_checkpoint")
+        table = result.table()
+        table.to_csv(tmp / "results.csv", index=False)
+        client.log_artifact(parent, str(tmp / "results.csv"))
+        for name, draw in (("learning_curves.png", plot_learning_curves), ("parallel_coordinates.png", plot_parallel_coordinates),
+                           ("param_importance.png", plot_importance)):
+            try:
+                if draw(result, tmp / name):
+                    client.log_artifact(parent, str(tmp / name), "plots")
+            except Exception as exc:  # noqa: BLE001 - a plot must never lose a search's results
+                client.set_tag(parent, f"plot_error.{name}", f"{type(exc).__name__}: {exc}"[:500])
+
+        # The model: TorchScript (loads without pickled classes), signature + input example, registered.
+        model = trainer.model.eval().float().cpu()
+        example = torch.from_numpy(_normalised_example(data, state)).float()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates jit; MLflow still loads it
+            scripted = torch.jit.trace(model, example, check_trace=False)
+        from mlflow.models import infer_signature
+
+        with torch.no_grad():
+            out = scripted(example).numpy()
+        mlflow.set_tracking_uri(tracker.tracking_uri)
+        (tmp / "model_meta.json").write_text(json.dumps({
+            "class_names": state["class_names"], "mean": state["mean"], "std": state["std"],
+            "input_shape": [data.channels, *data.image_size], "model_name": state["model_name"],
+            "model_kwargs": state["model_kwargs"], "hparams": state["hparams"], "input": "normalised float32 NCHW",
+        }, indent=2, default=str))
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        with mlflow.start_run(run_id=parent), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's generic pickle caution and jit deprecations: the model is TorchScript
+            info = mlflow.pytorch.log_model(
+                scripted, name="model", signature=infer_signature(example.numpy(), out),
+                input_example=example.numpy(), registered_model_name=spec.name,
+                extra_files=[str(tmp / "model_meta.json")], serialization_format="pickle",  # TorchScript: saved by torch.jit.save
+            )
+        final["model_uri"] = info.model_uri
+        final["model_version"] = getattr(info, "registered_model_version", None)
+        if final["model_version"] is not None:
+            client.set_tag(parent, "registered_model", f"{spec.name}/{final['model_version']}")
+    trainer.close()
+    return final
+
+
+def _metric_key(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in str(name))
+
+
+def _log_metrics(client: Any, run_id: str, metrics: dict[str, float]) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    batch = [Metric(k, float(v), ts, 0) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)]
+    for start in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[start : start + 1000])
+
+
+def _normalised_example(data: DataBundle, state: dict[str, Any]) -> np.ndarray:
+    """Two normalised validation images (the model's real input) as the MLflow input example."""
+    from trainables.data import decode_image
+
+    if data.val.images is not None:
+        x = data.val.images[:2].astype(np.float32) / 255.0
+    else:
+        x = np.stack([decode_image(f, data.image_size, data.channels) for f in (data.val.files or [])[:2]]).astype(np.float32) / 255.0
+    mean = np.asarray(state["mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(state["std"], np.float32).reshape(1, -1, 1, 1)
+    return ((x - mean) / std).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots (PNG, matplotlib Agg)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path) -> bool:
+    plt = _plt()
+    k = len(class_names)
+    size = min(max(4.0, 0.35 * k + 2), 30)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    if k <= 30:
+        ax.set_xticks(range(k), class_names, rotation=90)
+        ax.set_yticks(range(k), class_names)
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("test confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_learning_curves(result: Any, path: Path) -> bool:
+    """Val metric per epoch for every trial; pruned trials end with an ×, the best is bold."""
+    plt = _plt()
+    metric = result.spec.metric
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drawn = False
+    for r in result.records:
+        xs = [row.get(M.EPOCH) for row in r.history if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
+        ys = [row[metric] for row in r.history if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
+        if not xs:
+            continue
+        drawn = True
+        is_best = result.best is not None and r.trial_id == result.best.trial_id
+        style = {"linewidth": 2.5, "color": "black", "zorder": 3} if is_best else {"linewidth": 1, "alpha": 0.6}
+        label = None
+        if is_best:
+            label = f"best {r.trial_id}"
+        elif result.baseline is not None and r.trial_id == result.baseline.trial_id:
+            label = f"baseline {r.trial_id}"
+            style = {"linewidth": 2, "linestyle": "--", "color": "tab:red"}
+        ax.plot(xs, ys, label=label, **style)
+        if r.status == R.PRUNED:
+            ax.plot(xs[-1], ys[-1], marker="x", color="grey", markersize=7)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{result.name}: learning curves (× = stopped by ASHA)")
+    if drawn:
+        ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
+def _hparam_matrix(result: Any) -> tuple[list[str], list[list[float]], list[float], dict[str, list[Any]]]:
+    records = [r for r in result.records if r.best_value is not None]
+    names = sorted({k for r in records for k in r.config})
+    categories: dict[str, list[Any]] = {}
+    rows = []
+    for r in records:
+        row = []
+        for n in names:
+            v = r.config.get(n)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                cats = categories.setdefault(n, [])
+                if v not in cats:
+                    cats.append(v)
+                row.append(float(cats.index(v)))
+            else:
+                row.append(float(v))
+        rows.append(row)
+    return names, rows, [r.best_value for r in records], categories
+
+
+def plot_parallel_coordinates(result: Any, path: Path) -> bool:
+    """One line per trial across its (scaled) hyperparameters, coloured by its best metric."""
+    plt = _plt()
+    names, rows, values, categories = _hparam_matrix(result)
+    if len(rows) < 2 or not names:
+        return False
+    arr = np.asarray([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+    logs = [n for n in names if n in ("lr", "weight_decay") and np.nanmin(arr[:, names.index(n)]) > 0]
+    for n in logs:
+        arr[:, names.index(n)] = np.log10(arr[:, names.index(n)])
+    lo, hi = np.nanmin(arr, 0), np.nanmax(arr, 0)
+    scaled = (arr - lo) / np.where(hi > lo, hi - lo, 1)
+    cmap = plt.get_cmap("viridis")
+    vmin, vmax = min(values), max(values)
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(names)), 5))
+    for row, v in zip(scaled, values):
+        ax.plot(range(len(names)), row, color=cmap((v - vmin) / (vmax - vmin) if vmax > vmin else 0.5), alpha=0.8)
+    labels = [f"log10 {n}" if n in logs else (f"{n}\n{categories[n]}" if n in categories else n) for n in names]
+    ax.set_xticks(range(len(names)), labels, rotation=30, fontsize=8)
+    ax.set_yticks([])
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(vmin, vmax))
+    fig.colorbar(sm, ax=ax, label=f"best {result.spec.metric}")
+    ax.set_title("hyperparameters vs metric (each axis scaled to its range)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def param_importances(result: Any) -> dict[str, float]:
+    """Optuna's fANOVA-style importance of each searched hyperparameter for the best metric."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    spec = result.spec
+    distributions = {}
+    for p in spec.space:
+        if p.kind == "choice":
+            distributions[p.name] = CategoricalDistribution(list(p.choices))
+        elif p.kind == "int":
+            distributions[p.name] = IntDistribution(int(p.low), int(p.high), log=p.log)
+        else:
+            distributions[p.name] = FloatDistribution(float(p.low), float(p.high), log=p.log)
+    study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")
+    for r in result.records:
+        if r.best_value is None:
+            continue
+        params = {k: v for k, v in r.config.items() if k in distributions}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: distributions[k] for k in params}, value=r.best_value))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.importance.get_param_importances(study)
+
+
+def plot_importance(result: Any, path: Path) -> bool:
+    if sum(r.best_value is not None for r in result.records) < 3 or not result.spec.space:
+        return False
+    importances = param_importances(result)
+    if not importances:
+        return False
+    plt = _plt()
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel(f"importance for best {result.spec.metric} (Optuna fANOVA)")
+    ax.set_title("hyperparameter importance")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

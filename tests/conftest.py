@@ -1,0 +1,17 @@
+"""Shared pytest configuration: every test gets its own hpsearch cache.
+
+`HPSEARCH_CACHE` points at a fresh temporary folder for each test, so no test
+reads or writes ~/.cache/hpsearch (decoded image folders, normalisation
+statistics) and no test sees another test's cache.
+"""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def hpsearch_cache(tmp_path_factory, monkeypatch):
+    """A per-test cache folder, exported as $HPSEARCH_CACHE."""
+    folder = tmp_path_factory.mktemp("hpsearch-cache")
+    monkeypatch.setenv("HPSEARCH_CACHE", str(folder))
+    return folder
