@@ -15,3 +15,18 @@ def hpsearch_cache(tmp_path_factory, monkeypatch):
     folder = tmp_path_factory.mktemp("hpsearch-cache")
     monkeypatch.setenv("HPSEARCH_CACHE", str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance shared by every test that needs Ray (ray.init takes ~10 s here)."""
+    import os
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    from search.tuner import connect
+
+    connect(None)
+    import ray
+
+    yield ray
+    ray.shutdown()

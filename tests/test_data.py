@@ -18,7 +18,7 @@ from _fixtures import (
     CIFAR_CLASSES, MNIST_FILES, fill_class, make_class_layout, make_split_layout, row_keys, tiny_cnn_hparams,
     write_cifar10, write_image, write_mnist_like,
 )
-from trainables.data import DATASETS, UNLABELLED, create_dataset, stratified_split
+from trainables.data import DATASETS, UNLABELLED, create_dataset, decode_images, stratified_split
 from trainables.errors import UserError
 from trainables.train import RunSettings, fit
 
@@ -330,6 +330,17 @@ def test_imagefolder_class_with_only_unreadable_files(tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(UserError, match=r"dogs.*no readable train images"):
             create_dataset("imagefolder", root=str(root), image_size=8)
+
+
+def test_decoding_leaves_warning_filters_alone(tmp_path):
+    """Decoding in threads must not leave a global "ignore" filter behind (that silenced the
+    skipped-files warning and every later warning of the process)."""
+    files = [str(p) for p in fill_class(tmp_path / "a", 40, seed=3)]
+    before = list(warnings.filters)
+    for _ in range(3):
+        decoded = decode_images(files, (8, 8), 3)
+        assert all(d is not None and d.shape == (3, 8, 8) for d in decoded)
+    assert warnings.filters == before
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,8 +45,7 @@ def _without_time(history: list[dict]) -> list[dict]:
 def test_quickstart_baseline_learns_digits():
     spec = load_spec(SPACES / "quickstart.yaml")
     data = create_dataset(spec.dataset, **spec.dataset_options)
-    settings = replace(spec.settings(max_epochs=8), device="cpu")
-    result = fit(spec.baseline, data, settings)
+    result = fit(spec.baseline, data, spec.settings(max_epochs=8))
 
     assert result.status == M.STATUS_OK
     assert [h[M.ROUND] for h in result.history] == list(range(1, 9))

