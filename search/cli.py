@@ -120,25 +120,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         samples=args.samples, max_epochs=args.max_epochs, time_budget=args.time_budget, overrides=args.set or [],
         refit=args.refit,
     )
-    _record_final(result)
     print_summary(result)
     return 130 if result.interrupted else 0
-
-
-def _record_final(result: Any) -> None:
-    from search import results as R
-
-    state = R.read_state(result.experiment_dir)
-    state["final"] = json.loads(json.dumps(result.final, default=str))
-    state["tracking"] = result.tracking
-    R.write_state(result.experiment_dir, state)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from search.tuner import resume_search
 
     result = resume_search(args.name, storage=args.storage, address=args.address)
-    _record_final(result)
     print_summary(result)
     return 130 if result.interrupted else 0
 

@@ -15,6 +15,7 @@ last checkpoint, the sampler's state is restored from Tune's searcher state.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import os
@@ -349,6 +350,8 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[s
     if tracker is not None:
         result.tracking, result.final = tracker.finish_search(result, data, refit=bool(state.get("refit")))
     state["finished"] = not interrupted
+    state["final"] = json.loads(json.dumps(result.final, default=str))
+    state["tracking"] = result.tracking
     R.write_state(experiment_dir, state)
     return result
 

@@ -149,7 +149,8 @@ def test_results_csv_matches_trials(search, tmp_path, capsys):
         assert row["best_val_acc"] == pytest.approx(rec.best_value)
     assert list(table["best_val_acc"]) == sorted(table["best_val_acc"], reverse=True)
     assert table.loc[table["baseline"], "trial"].tolist() == [1]
-    assert "s1" in capsys.readouterr().out or True  # table printed
+    printed = capsys.readouterr().out
+    assert search.best.trial_id in printed and f"wrote {len(search.records)} trials" in printed
     assert main(["list", "--storage", str(search.experiment_dir.parent)]) == 0
     assert "s1" in capsys.readouterr().out
 

@@ -22,7 +22,7 @@ FILENAME = "checkpoint.pt"
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write `state` atomically (a crash never leaves half a file) and return the path."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() or not path.suffix:  # a folder (existing or not) gets checkpoint.pt inside
         path = path / FILENAME
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -395,6 +395,12 @@ def fake(
 
 def _pil_to_array(image: Any, size: tuple[int, int], channels: int) -> np.ndarray:
     mode = "L" if channels == 1 else "RGB"
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16/32-bit grey: scale to 8 bits, don't clip
+        wide = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(wide.max()), 1.0)
+        from PIL import Image
+
+        image = Image.fromarray(np.clip(wide / top * 255.0, 0, 255).astype(np.uint8), mode="L")
     if image.mode != mode:
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             image = image.convert("RGBA").convert(mode)  # palette/alpha → opaque
@@ -423,7 +429,7 @@ def _decode_image(path: str, size: tuple[int, int], channels: int) -> np.ndarray
         with Image.open(path) as im:
             im.draft("RGB" if channels == 3 else "L", (size[1], size[0]))
             return _pil_to_array(im, size, channels)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
 

@@ -74,7 +74,7 @@ class Normalizer:
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
     def __call__(self, images: torch.Tensor, aug: Augmentation | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = images.float().div_(255.0)
+        x = images.float() / 255.0  # never in place: the caller's tensor stays as it was
         if aug is not None and generator is not None:
             x = augment(x, aug, generator)
         return (x - self.mean) / self.std
