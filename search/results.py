@@ -59,13 +59,14 @@ def read_history(trial_dir: Path) -> list[dict[str, Any]]:
     path = trial_dir / "result.json"
     if not path.is_file():
         return []
-    rows = []
+    by_round: dict[int, dict[str, Any]] = {}
     for line in path.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line half-written when the driver was killed
-    return rows
+        by_round[int(row.get(M.ROUND, len(by_round) + 1))] = row  # a round replayed after a restart counts once
+    return [by_round[k] for k in sorted(by_round)]
 
 
 @dataclass

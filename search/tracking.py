@@ -275,6 +275,15 @@ class MlflowTracker(Callback):
             except Exception as exc:  # noqa: BLE001 - keep the search's runs and results whatever fails here
                 final = {"error": f"{type(exc).__name__}: {exc}"}
                 client.set_tag(parent, "final_report_error", final["error"][:5000])
+        # A trial the killed driver had started but Tune had not yet saved does not exist after resume
+        # (Tune samples a new one): its child run is closed and soft-deleted so the UI shows no phantom.
+        known = {r.trial_id for r in result.records}
+        for trial_id in [t for t in self.runs["trials"] if t not in known]:
+            run_id = self.runs["trials"].pop(trial_id)
+            self.runs.setdefault("orphaned", {})[trial_id] = run_id
+            client.set_tag(run_id, "orphaned", "true: started before the driver was killed, never saved by Tune")
+            client.set_terminated(run_id, status="KILLED")
+            client.delete_run(run_id)
         # Nothing stays RUNNING: unfinished children and the parent of an interrupted search are KILLED.
         for trial_id, run_id in self.runs["trials"].items():
             if trial_id not in self.runs["ended"]:

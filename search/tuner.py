@@ -176,8 +176,11 @@ def _trainable(spec: SearchSpec, data: DataBundle):
     return tune.with_resources(with_data, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, callbacks: list[Any]):
-    """One `tune.Tuner` composed from TuneConfig and RunConfig (see the module docstring)."""
+def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, callbacks: list[Any], trainable: Any = None):
+    """One `tune.Tuner` composed from TuneConfig and RunConfig (see the module docstring).
+
+    `trainable` replaces hpsearch's training function (benchmarks use a trivial one).
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -209,7 +212,7 @@ def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, 
         ),
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
     )
-    return tune.Tuner(_trainable(spec, data), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable or _trainable(spec, data), tune_config=tune_config, run_config=run_config)
 
 
 # ----------------------------------------------------------------------------------------------

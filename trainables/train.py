@@ -180,7 +180,9 @@ class Trainer:
         self.samples_per_round = int(settings.report_every or n_train)
         self.total_rounds = max(1, math.ceil(settings.max_epochs * n_train / self.samples_per_round))
         self.steps_per_epoch = math.ceil(n_train / self.batch_size)
-        self.total_steps = math.ceil(self.samples_per_round / self.batch_size) * self.total_rounds
+        # Upper bound of optimizer steps: a round that crosses an epoch boundary takes one extra, shorter batch.
+        extra = self.total_rounds if settings.report_every else 0
+        self.total_steps = math.ceil(self.samples_per_round / self.batch_size) * self.total_rounds + extra
         self.stream = BatchStream(n_train, self.batch_size, self.generator)
         loader = lambda split: SplitLoader(  # noqa: E731
             split, device=self.plan.device, image_size=data.image_size, channels=data.channels,

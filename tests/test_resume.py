@@ -1,0 +1,127 @@
+"""Interrupting a search (Ctrl-C, then a SIGKILL of the driver) and resuming it, as a user would.
+
+Each step runs the real CLI in its own process with its own local Ray, so the
+kill is real. Marked slow (about 2 minutes).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from search import results as R
+from tests._search_helpers import mlflow_runs, small_spec
+
+pytestmark = pytest.mark.slow
+
+
+class Cli:
+    """`python -m search.cli ...` in its own session, its output collected line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def ended_trials(self) -> int:
+        return sum(1 for ln in self.lines if "] completed " in ln or "] pruned " in ln)
+
+    def wait_for(self, ended: int, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ended_trials() < ended:
+            assert self.proc.poll() is None, "\n".join(self.lines[-30:])
+            assert time.monotonic() < deadline, "\n".join(self.lines[-30:])
+            time.sleep(0.3)
+
+    def finish(self, timeout: float = 300) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code
+
+    def kill_hard(self) -> None:
+        """SIGKILL the driver, then everything it started (its local Ray), as a dead machine would."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        time.sleep(1)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _histories(storage: Path, name: str) -> dict[str, list[dict]]:
+    folder = storage / name
+    return {p.parent.name: R.read_history(p.parent) for p in folder.glob("trial_*/result.json")}
+
+
+def test_ctrl_c_then_sigkill_then_resume_finishes_without_duplicates(tmp_path):
+    spec = small_spec(tmp_path, name="resume-test", samples=8, max_epochs=10, grace_period=2, max_concurrent=2)
+    storage = tmp_path / "runs"
+    env = {**os.environ, "HPSEARCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+
+    # 1. Ctrl-C after two trials ended: exit 130, the resume command printed, nothing left RUNNING in MLflow.
+    run = Cli(["run", str(spec), "--name", "k", "--storage", str(storage)], env)
+    run.wait_for(2)
+    os.kill(run.proc.pid, signal.SIGINT)
+    assert run.finish() == 130, "\n".join(run.lines[-30:])
+    assert any("resume with: hpsearch resume k" in ln for ln in run.lines)
+    uri = f"sqlite:///{storage / 'mlflow.db'}"
+    runs = mlflow_runs(uri, "resume-test")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    parent = [r for r in runs if r.data.tags.get("hpsearch.kind") == "search"]
+    assert len(parent) == 1 and parent[0].info.status == "KILLED" and parent[0].data.tags["interrupted"] == "true"
+    parent_id = parent[0].info.run_id
+
+    # 2. Resume, then SIGKILL the driver mid-search.
+    resumed = Cli(["resume", "k", "--storage", str(storage)], env)
+    resumed.wait_for(2)
+    resumed.kill_hard()
+    state = R.read_state(storage / "k")
+    records = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"])
+    done_before = {r.trial_id: r.history for r in records if r.status in (R.COMPLETED, R.PRUNED)}
+    assert done_before, "no trial had finished before the kill"
+
+    # 3. Resume to the end.
+    final = Cli(["resume", "k", "--storage", str(storage)], env)
+    assert final.finish() == 0, "\n".join(final.lines[-40:])
+    records = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"])
+    assert len(records) == 8, [(r.trial_id, r.status) for r in records]
+    assert all(r.status in (R.COMPLETED, R.PRUNED) for r in records), [(r.trial_id, r.status) for r in records]
+    assert records[0].index == 1
+    for trial_id, history in done_before.items():  # finished trials were not trained again
+        now = next(r for r in records if r.trial_id == trial_id)
+        assert [h["round"] for h in now.history] == [h["round"] for h in history]
+        assert [h["val_acc"] for h in now.history] == [h["val_acc"] for h in history]
+        assert [h["time_total_s"] for h in now.history] == [h["time_total_s"] for h in history]
+
+    all_runs = mlflow_runs(uri, "resume-test")
+    assert not [r for r in all_runs if r.info.status == "RUNNING"]
+    for orphan in [r for r in all_runs if r.info.lifecycle_stage == "deleted"]:
+        # a trial started just before the kill that Tune never saved: closed and hidden, never a duplicate
+        assert orphan.data.tags.get("orphaned", "").startswith("true") and orphan.info.status == "KILLED"
+    runs = [r for r in all_runs if r.info.lifecycle_stage == "active"]
+    parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
+    assert [p.info.run_id for p in parents] == [parent_id]  # the parent run was reused, not duplicated
+    assert parents[0].info.status == "FINISHED"
+    assert sorted(c.data.tags["trial_id"] for c in children) == sorted(r.trial_id for r in records)  # no duplicates
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert steps == sorted(set(steps)), (child.data.tags["trial_id"], steps)  # no round logged twice
