@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from trainables import metrics as M
 
 RUNS_FILE = "mlflow_runs.json"
 PARAM_VALUE_MAX = 500
+_STOP = object()  # tells the writer thread to flush and exit
 
 
 def default_tracking_uri(storage_root: str | Path) -> str:
@@ -80,16 +83,34 @@ def hpsearch_version() -> str:
 
 
 class MlflowTracker(Callback):
-    """Tune callback that mirrors a search into MLflow (see the module docstring)."""
+    """Tune callback that mirrors a search into MLflow (see the module docstring).
+
+    Tune calls the hooks on its driver loop; they only record what happened and queue it.
+    One writer thread (the store's only writer) does the MLflow calls in order, batching a
+    run's params, metrics and end tags into one `log_batch` (at most every `flush_seconds`,
+    and when the run ends), so a search of many short trials is not slowed down by SQLite
+    round trips. `flush()` waits until everything queued is in MLflow; the end of the
+    experiment and `finish_search` do that.
+    """
 
     def __init__(self, spec: SearchSpec, experiment_dir: Path, tracking_uri: str, artifact_location: str | None,
                  total_rounds: int, *, flush_seconds: float = 2.0) -> None:
         self.spec, self.experiment_dir, self.tracking_uri = spec, Path(experiment_dir), tracking_uri
         self.artifact_location, self.total_rounds, self.flush_seconds = artifact_location, total_rounds, flush_seconds
-        self._client: Any = None
-        self._buffer: dict[str, list[Any]] = {}
-        self._last_flush = time.monotonic()
         self.runs = self._load_runs()
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._client: Any = None
+        self._lock = threading.Lock()  # guards `runs` between the writer and pickling / saving
+        self._queue: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._pending: dict[str, dict[str, list[Any]]] = {}  # run id → params / metrics / tags not yet written
+        self._pending_round: dict[str, int] = {}  # trial id → highest round among its pending metrics
+        self._last_flush = time.monotonic()
+        self._started: set[str] = set()  # trials whose run was requested (driver side)
+        self._seen_round = dict(self.runs["logged_round"])  # trial id → last round queued (driver side)
 
     @classmethod
     def for_search(cls, spec: SearchSpec, experiment_dir: Path, state: dict[str, Any], total_rounds: int) -> "MlflowTracker":
@@ -100,8 +121,17 @@ class MlflowTracker(Callback):
         return cls(spec, experiment_dir, uri, artifacts, total_rounds)
 
     # -- persistence ------------------------------------------------------------------------
+    _RUNTIME = ("_client", "_lock", "_queue", "_writer", "_error", "_pending", "_pending_round", "_last_flush", "_started", "_seen_round")
+
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_client": None, "_buffer": {}}
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items() if k not in self._RUNTIME}
+            state["runs"] = json.loads(json.dumps(self.runs))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
 
     def _load_runs(self) -> dict[str, Any]:
         path = self.experiment_dir / RUNS_FILE
@@ -112,7 +142,9 @@ class MlflowTracker(Callback):
     def _save_runs(self) -> None:
         self.experiment_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.experiment_dir / f".{RUNS_FILE}.tmp"
-        tmp.write_text(json.dumps(self.runs, indent=1))
+        with self._lock:
+            text = json.dumps(self.runs, separators=(",", ":"))
+        tmp.write_text(text)
         tmp.replace(self.experiment_dir / RUNS_FILE)
 
     @property
@@ -132,9 +164,98 @@ class MlflowTracker(Callback):
     def parent_run_id(self) -> str:
         return self.runs["parent_run_id"]
 
-    # -- Tune hooks -------------------------------------------------------------------------
+    # -- the writer thread ------------------------------------------------------------------
+    def _submit(self, fn: Any, *args: Any) -> None:
+        """Queue one MLflow operation for the writer (started on first use)."""
+        self._raise_writer_error()
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(target=self._write_loop, name="hpsearch-mlflow-writer", daemon=True)
+            self._writer.start()
+        self._queue.put((fn, args))
+
+    def _raise_writer_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"MLflow tracking failed: {type(error).__name__}: {error}") from error
+
+    def _write_loop(self) -> None:
+        while True:
+            wait = None
+            if self._pending:
+                wait = max(0.0, self.flush_seconds - (time.monotonic() - self._last_flush))
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                self._guarded(self._write_pending)
+                continue
+            try:
+                if item is _STOP:
+                    self._guarded(self._write_pending)
+                    return
+                fn, args = item
+                self._guarded(fn, *args)
+                if self._pending and time.monotonic() - self._last_flush >= self.flush_seconds:
+                    self._guarded(self._write_pending)
+            finally:
+                self._queue.task_done()
+
+    def _guarded(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - surfaced on the driver at its next hook or flush
+            if self._error is None:
+                self._error = exc
+
+    def flush(self) -> None:
+        """Write everything queued and buffered; returns when it is in MLflow."""
+        if self._writer is not None and self._writer.is_alive():
+            self._queue.put((self._write_pending, ()))
+            self._queue.join()
+        else:
+            self._write_pending()
+        self._raise_writer_error()
+
+    def close(self) -> None:
+        """Flush, then stop the writer thread (a later hook starts a new one)."""
+        if self._writer is not None and self._writer.is_alive():
+            self._queue.put(_STOP)
+            self._queue.join()
+            self._writer.join(timeout=30)
+        self._writer = None
+        self._write_pending()
+        self._raise_writer_error()
+
+    def _run_of(self, trial_id: str) -> str:
+        return self.runs["trials"][trial_id]
+
+    def _add(self, run_id: str, kind: str, items: list[Any]) -> None:
+        self._pending.setdefault(run_id, {"params": [], "metrics": [], "tags": []})[kind].extend(items)
+
+    def _write_pending(self, only: str | None = None) -> None:
+        """One `log_batch` per run with pending params, metrics and tags (split at MLflow's batch limits)."""
+        for run_id in [only] if only is not None else list(self._pending):
+            batch = self._pending.pop(run_id, None)
+            if batch is None:
+                continue
+            params, metrics, tags = batch["params"], batch["metrics"], batch["tags"]
+            while params or metrics or tags:
+                p, params = params[:100], params[100:]
+                t, tags = tags[:100], tags[100:]
+                m, metrics = metrics[: 1000 - len(p) - len(t)], metrics[1000 - len(p) - len(t):]
+                self.client.log_batch(run_id, metrics=m, params=p, tags=t)
+        written = {t: r for t, r in self._pending_round.items() if only is None or self.runs["trials"].get(t) == only}
+        with self._lock:
+            for trial_id, step in written.items():
+                self.runs["logged_round"][trial_id] = max(step, self.runs["logged_round"].get(trial_id, 0))
+        for trial_id in written:
+            self._pending_round.pop(trial_id, None)
+        if only is None:
+            self._last_flush = time.monotonic()
+        self._save_runs()
+
+    # -- Tune hooks (driver loop: record and queue only) ------------------------------------
     def setup(self, **info: Any) -> None:
-        self.open_parent()
+        self._submit(self.open_parent)
 
     def open_parent(self) -> None:
         """Create the experiment and the parent run, or reopen them on resume."""
@@ -145,7 +266,8 @@ class MlflowTracker(Callback):
                 experiment_id = client.create_experiment(self.spec.name, artifact_location=self.artifact_location)
             else:
                 experiment_id = experiment.experiment_id
-            self.runs["experiment_id"] = experiment_id
+            with self._lock:
+                self.runs["experiment_id"] = experiment_id
         if self.runs["parent_run_id"] is None:
             import yaml
             from mlflow.entities import Param
@@ -156,7 +278,8 @@ class MlflowTracker(Callback):
                 "seed": str(self.spec.seed), "git_commit": git_commit(), "hpsearch_version": hpsearch_version(),
                 "metric": self.spec.metric, "mode": self.spec.mode,
             })
-            self.runs["parent_run_id"] = run.info.run_id
+            with self._lock:
+                self.runs["parent_run_id"] = run.info.run_id
             self._save_runs()
             params = [Param(k, v) for k, v in flatten("", {k: v for k, v in self.spec.raw.items() if k != "description"}).items()]
             for start in range(0, len(params), 100):
@@ -167,82 +290,87 @@ class MlflowTracker(Callback):
             client.set_tag(self.parent_run_id, "interrupted", "false")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._child(trial)
+        self._request_child(trial)
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._child(trial)
+        self._request_child(trial)
 
-    def _child(self, trial: Any) -> str:
-        """The child run of `trial`: created once, reopened (RUNNING) when the trial restarts."""
+    def _request_child(self, trial: Any) -> None:
+        self._started.add(trial.trial_id)
+        config = self.spec.full_config(dict(trial.config))
+        baseline = str(all(trial.config.get(k) == v for k, v in self.spec.baseline_point().items())).lower()
+        self._submit(self._child, trial.trial_id, config, baseline, ",".join(sorted(trial.config)))
+
+    def _child(self, trial_id: str, config: dict[str, Any], baseline: str, sampled: str) -> str:
+        """The child run of a trial: created once, reopened (RUNNING) when the trial restarts (writer thread)."""
         from mlflow.entities import Param
 
-        run_id = self.runs["trials"].get(trial.trial_id)
+        run_id = self.runs["trials"].get(trial_id)
         if run_id is not None:
-            self.runs["ended"].pop(trial.trial_id, None)
+            with self._lock:
+                self.runs["ended"].pop(trial_id, None)
             self.client.update_run(run_id, status="RUNNING")
             return run_id
-        config = self.spec.full_config(dict(trial.config))
-        run = self.client.create_run(self.runs["experiment_id"], run_name=trial.trial_id, tags={
-            "mlflow.parentRunId": self.parent_run_id, "hpsearch.kind": "trial", "trial_id": trial.trial_id,
-            "baseline": str(all(trial.config.get(k) == v for k, v in self.spec.baseline_point().items())).lower(),
-            "sampled": ",".join(sorted(trial.config)),
+        run = self.client.create_run(self.runs["experiment_id"], run_name=trial_id, tags={
+            "mlflow.parentRunId": self.parent_run_id, "hpsearch.kind": "trial", "trial_id": trial_id,
+            "baseline": baseline, "sampled": sampled,
         })
         run_id = run.info.run_id
-        self.runs["trials"][trial.trial_id] = run_id
-        self._save_runs()
-        self.client.log_batch(run_id, params=[Param(k, str(v)[:PARAM_VALUE_MAX]) for k, v in sorted(config.items())])
+        with self._lock:
+            self.runs["trials"][trial_id] = run_id
+        self._save_runs()  # at once: a run the map does not know would be a duplicate after a restart
+        self._add(run_id, "params", [Param(k, str(v)[:PARAM_VALUE_MAX]) for k, v in sorted(config.items())])
         return run_id
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         from mlflow.entities import Metric
 
-        run_id = self.runs["trials"].get(trial.trial_id) or self._child(trial)
+        if trial.trial_id not in self._started:
+            self._request_child(trial)
         step = int(result.get(M.ROUND, 0))
-        if step <= self.runs["logged_round"].get(trial.trial_id, 0):
+        if step <= self._seen_round.get(trial.trial_id, 0):
             return  # replayed after a restart from an older checkpoint: already in MLflow
+        self._seen_round[trial.trial_id] = step
         ts = int(time.time() * 1000)
-        batch = self._buffer.setdefault(run_id, [])
+        batch = []
         for key in (*M.CURVE_METRICS, M.EPOCH):
             value = result.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 batch.append(Metric(key, float(value), ts, step))
-        self.runs["logged_round"][trial.trial_id] = step
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
+        self._submit(self._queue_metrics, trial.trial_id, step, batch)
+
+    def _queue_metrics(self, trial_id: str, step: int, batch: list[Any]) -> None:
+        self._add(self._run_of(trial_id), "metrics", batch)
+        self._pending_round[trial_id] = max(step, self._pending_round.get(trial_id, 0))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if self._buffer and time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write buffered metrics, one `log_batch` per run (≤ 1000 metrics per call)."""
-        for run_id, batch in list(self._buffer.items()):
-            for start in range(0, len(batch), 1000):
-                self.client.log_batch(run_id, metrics=batch[start : start + 1000])
-        self._buffer.clear()
-        self._last_flush = time.monotonic()
-        self._save_runs()
+        self._raise_writer_error()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
-        if last.get(M.STATUS) == M.STATUS_DIVERGED:
-            self._end(trial, "FAILED", {"outcome": R.DIVERGED, "error": "diverged: non-finite training loss"})
-        elif int(last.get(M.ROUND, 0)) >= self.total_rounds:
-            self._end(trial, "FINISHED", {"outcome": R.COMPLETED, "pruned": "false"})
-        else:
-            self._end(trial, "KILLED", {"outcome": R.PRUNED, "pruned": "true", "stopped_at_round": str(last.get(M.ROUND, 0))})
+        if trial.trial_id not in self._started:
+            self._request_child(trial)
+        self._submit(self._end, trial.trial_id, *_outcome(last, self.total_rounds))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         message = _error_line(trial)
-        self._end(trial, "FAILED", {"outcome": R.FAILED, "error": message})
+        if trial.trial_id not in self._started:
+            self._request_child(trial)
+        self._submit(self._end, trial.trial_id, "FAILED", {"outcome": R.FAILED, "error": message})
 
-    def _end(self, trial: Any, status: str, tags: dict[str, str]) -> None:
-        run_id = self.runs["trials"].get(trial.trial_id) or self._child(trial)
-        self.flush()
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, value[:5000])
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.close()
+
+    def _end(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
+        """The run's pending params / metrics / tags in one batch, then its end status (writer thread)."""
+        from mlflow.entities import RunTag
+
+        run_id = self._run_of(trial_id)
+        self._add(run_id, "tags", [RunTag(key, value[:5000]) for key, value in tags.items()])
+        self._write_pending(only=run_id)
         self.client.set_terminated(run_id, status=status)
-        self.runs["ended"][trial.trial_id] = status
+        with self._lock:
+            self.runs["ended"][trial_id] = status
         self._save_runs()
 
     # -- end of search ----------------------------------------------------------------------
@@ -250,7 +378,8 @@ class MlflowTracker(Callback):
         """Summary metrics on the parent run, best model + test evaluation, then close every run."""
         from search import report
 
-        self.flush()
+        self.close()  # everything queued is written; from here on the calls are synchronous
+        self._reconcile(result.records)
         client = self.client
         parent = self.parent_run_id
         final: dict[str, Any] = {}
@@ -297,6 +426,54 @@ class MlflowTracker(Callback):
             "ui_url": ui_url(self.tracking_uri, self.runs["experiment_id"]),
         }
         return tracking, final
+
+
+    def _reconcile(self, records: list[Any]) -> None:
+        """Make MLflow agree with Tune's records: what a killed driver had not written yet is written now.
+
+        A trial Tune saved as ended whose run was never created, misses rounds, or was not
+        closed (the driver died with those writes queued) gets its run, its missing rounds
+        (from the trial's result.json) and its end status.
+        """
+        from mlflow.entities import Metric
+
+        for record in records:
+            if record.trial_id not in self.runs["trials"]:
+                if not record.history and record.status in (R.RUNNING, R.PENDING):
+                    continue  # never started: nothing to show
+                baseline = str(all(record.config.get(k) == v for k, v in self.spec.baseline_point().items())).lower()
+                self._child(record.trial_id, self.spec.full_config(dict(record.config)), baseline, ",".join(sorted(record.config)))
+            run_id = self._run_of(record.trial_id)
+            logged = self.runs["logged_round"].get(record.trial_id, 0)
+            missing = [row for row in record.history if int(row.get(M.ROUND, 0)) > logged]
+            metrics = []
+            for row in missing:
+                ts, step = int(float(row.get("timestamp", time.time())) * 1000), int(row[M.ROUND])
+                for key in (*M.CURVE_METRICS, M.EPOCH):
+                    value = row.get(key)
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                        metrics.append(Metric(key, float(value), ts, step))
+            if metrics:
+                self._add(run_id, "metrics", metrics)
+                self._pending_round[record.trial_id] = int(missing[-1][M.ROUND])
+            if record.trial_id in self.runs["ended"] or record.status in (R.RUNNING, R.PENDING):
+                self._write_pending(only=run_id)
+                continue
+            if record.status == R.FAILED:
+                status, tags = "FAILED", {"outcome": R.FAILED, "error": record.error or "trial failed"}
+            else:
+                status, tags = _outcome(record.history[-1] if record.history else {}, self.total_rounds)
+            self._end(record.trial_id, status, tags)
+        self._save_runs()
+
+
+def _outcome(last: dict[str, Any], total_rounds: int) -> tuple[str, dict[str, str]]:
+    """MLflow end status and tags of a trial from its last result."""
+    if last.get(M.STATUS) == M.STATUS_DIVERGED:
+        return "FAILED", {"outcome": R.DIVERGED, "error": "diverged: non-finite training loss"}
+    if int(last.get(M.ROUND, 0)) >= total_rounds:
+        return "FINISHED", {"outcome": R.COMPLETED, "pruned": "false"}
+    return "KILLED", {"outcome": R.PRUNED, "pruned": "true", "stopped_at_round": str(last.get(M.ROUND, 0))}
 
 
 def _error_line(trial: Any) -> str:

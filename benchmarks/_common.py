@@ -1,0 +1,268 @@
+"""Shared plumbing of the benchmark scripts: arguments, machine facts, CPU-load watch, markdown output.
+
+Every script is `python benchmarks/NAME.py [--smoke] [--out DIR]`. It prints one
+markdown report and writes it to `DIR/NAME.md` (default `benchmarks/results/`).
+The report states the machine (cores, CPU model, RAM), the versions that
+matter, the date, the command, and how busy the machine was with *other*
+processes during the run (the benchmarks share a 2-core machine with other
+work; a number measured under load says so).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shlex
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+QUICKSTART = REPO / "spaces" / "quickstart.yaml"
+
+if str(REPO) not in sys.path:  # `python benchmarks/NAME.py` from anywhere, installed or not
+    sys.path.insert(0, str(REPO))
+
+
+def parse_args(description: str, extra: Any = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--smoke", action="store_true", help="a tiny version (< 60 s) that checks the script runs (CI)")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for NAME.md (default: benchmarks/results)")
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args()
+
+
+# ----------------------------------------------------------------------------------------------
+# Machine and versions
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def ram_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("nan")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "torchvision", "ray", "optuna", "mlflow"):
+        try:
+            module = __import__(name)
+            out[name] = getattr(module, "__version__", "?")
+        except ImportError:
+            out[name] = "not installed"
+    return out
+
+
+def machine_lines() -> list[str]:
+    v = versions()
+    return [
+        f"- machine: {os.cpu_count()} cores (nproc), {cpu_model()}, {ram_gib():.1f} GiB RAM, no GPU used",
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- command: `{command_line()}`",
+    ]
+
+
+def command_line() -> str:
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(REPO)
+    except ValueError:
+        pass
+    return " ".join(["python", str(script), *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+# ----------------------------------------------------------------------------------------------
+# How busy the machine is with processes that are not ours
+
+
+def _proc_stat_busy() -> tuple[float, float]:
+    """(busy, total) jiffies over all CPUs from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])
+    return total - idle, total
+
+
+def _tree_pids(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return tree
+
+
+def _cpu_jiffies(pid: int) -> int:
+    try:
+        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(parts[11]) + int(parts[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class LoadWatch:
+    """Samples, every `interval` s, the CPU used by the whole machine and by this process tree.
+
+    `other_cores` = machine busy cores − this run's busy cores (Ray workers included):
+    how much CPU someone else's work took while we measured. Approximate (a process of
+    ours that lives less than `interval` is missed, so it errs towards blaming others).
+    """
+
+    def __init__(self, interval: float = 2.0) -> None:
+        self.interval = interval
+        self.samples: list[tuple[float, float, float]] = []  # (load1, machine busy cores, our busy cores)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._hz = os.sysconf("SC_CLK_TCK")
+        self._ncpu = os.cpu_count() or 1
+
+    def __enter__(self) -> "LoadWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        me = os.getpid()
+        seen: dict[int, int] = {}
+        busy0, total0 = _proc_stat_busy()
+        ours0 = 0
+        for pid in _tree_pids(me):
+            seen[pid] = _cpu_jiffies(pid)
+        ours0 = sum(seen.values())
+        while not self._stop.wait(self.interval):
+            busy1, total1 = _proc_stat_busy()
+            for pid in _tree_pids(me):
+                seen[pid] = max(seen.get(pid, 0), _cpu_jiffies(pid))
+            ours1 = sum(seen.values())
+            span = max(total1 - total0, 1) / self._ncpu  # jiffies of wall time per cpu
+            machine = (busy1 - busy0) / span
+            ours = min((ours1 - ours0) / span, machine)
+            self.samples.append((os.getloadavg()[0], machine, ours))
+            busy0, total0, ours0 = busy1, total1, ours1
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "load: not sampled (run shorter than one interval)"
+        load = [s[0] for s in self.samples]
+        machine = [s[1] for s in self.samples]
+        ours = [s[2] for s in self.samples]
+        other = [m - o for m, o in zip(machine, ours)]
+        return (
+            f"load during the run: 1-min load average mean {statistics.mean(load):.2f} (max {max(load):.2f}) on "
+            f"{self._ncpu} cores; CPU busy {statistics.mean(machine):.2f} cores on average, of which this benchmark "
+            f"{statistics.mean(ours):.2f} and other processes {statistics.mean(other):.2f} (max {max(other):.2f})"
+        )
+
+    def other_cores(self) -> float:
+        return statistics.mean(m - o for _, m, o in self.samples) if self.samples else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# Markdown
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:  # nan
+            return "-"
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |")
+    return "\n".join(lines)
+
+
+def median(values: Iterable[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
+def write_report(name: str, title: str, sections: Sequence[str], out_dir: str | Path, *, smoke: bool, load: LoadWatch | None) -> Path:
+    """Print the report and write it to `out_dir/NAME.md`."""
+    header = [f"# {title}", "", *machine_lines()]
+    if smoke:
+        header.append("- mode: **smoke** (tiny sizes: checks the script runs; the numbers mean nothing)")
+    if load is not None:
+        header.append(f"- {load.summary()}")
+    text = "\n".join(header) + "\n\n" + "\n\n".join(s.strip() for s in sections) + "\n"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.md"
+    path.write_text(text)
+    print(text)
+    print(f"wrote {path}")
+    return path
+
+
+class Stopwatch:
+    def __enter__(self) -> "Stopwatch":
+        self.start = time.perf_counter()
+        self.seconds = float("nan")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def quiet_ray_env() -> None:
+    """The environment `search.tuner._fit` sets (Tune's console tables off, experiment state every 5 s)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def quickstart_raw() -> dict[str, Any]:
+    """The quickstart spec as a raw mapping, to be changed and validated with `search.spec.parse_spec`."""
+    import yaml
+
+    return yaml.safe_load(QUICKSTART.read_text())
+
+
+def kill_own_ray() -> None:
+    """Shut down the Ray instance this process started (never anyone else's)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

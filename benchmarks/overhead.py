@@ -1,0 +1,242 @@
+"""Per-trial overhead: one model trained by a bare PyTorch loop vs the same run as one hpsearch trial.
+
+(a) bare loop: what a user writes by hand, in this process: the model (tutorial E's
+    net), Adam, cross-entropy over shuffled index batches of the same uint8 tensors,
+    normalised per batch, and a validation pass per epoch (to know which epoch was best).
+(b) hpsearch: `run_search` with one trial (`samples: 1`, `space: {}`, baseline = the
+    same model and optimiser) on the same data: Ray Tune trial with a report, a
+    checkpoint per epoch, MLflow tracking, then the final report (test evaluation,
+    registered TorchScript model, plots).
+
+Measured: the trial's own time (`time_total_s` of its last result, and the sum of
+its epochs' `epoch_seconds`) against the bare loop's time; Ray start-up, the
+Tuner's wall time, the final report and Ray shutdown separately. (a) and (b) run
+interleaved (order alternating) for `--reps` repetitions; medians are reported.
+Both train with one thread (a trial's `resources.cpu: 1`).
+
+    python benchmarks/overhead.py [--smoke] [--reps 3] [--epochs 6] [--size 5000]
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C
+
+TARGET = 1.05
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--size", type=int, default=5000, help="images of the fake CIFAR-shaped data set (60/20/20 split)")
+
+
+def make_spec(size: int, epochs: int):
+    from search.spec import parse_spec
+
+    raw = C.quickstart_raw()
+    raw["name"] = "bench-overhead"
+    raw["dataset"] = {"name": "fake", "size": size, "image_size": 32, "channels": 3, "num_classes": 10}
+    raw["budget"].update({"samples": 1, "max_epochs": epochs, "grace_period": 1, "max_concurrent": 1})
+    raw["baseline"].update({"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "channels": "32-64", "hidden": 512, "dropout": 0.0})
+    raw["space"] = {}
+    return parse_spec(raw, "benchmarks/overhead.py")
+
+
+def bare_loop(data, epochs: int, seed: int = 0, batch_size: int = 64, lr: float = 1e-3) -> dict:
+    """Tutorial E's network trained the way a user writes it by hand."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    c, (h, w) = data.channels, data.image_size
+    model = nn.Sequential(
+        nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 512), nn.ReLU(), nn.Linear(512, data.num_classes),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    x_train, y_train = torch.from_numpy(data.train.images), torch.from_numpy(data.train.labels)
+    x_val, y_val = torch.from_numpy(data.val.images), torch.from_numpy(data.val.labels)
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    epoch_seconds, val_acc = [], []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.train()
+        for idx in torch.randperm(len(y_train)).split(batch_size):
+            x = (x_train[idx].float() / 255.0 - mean) / std
+            loss = F.cross_entropy(model(x), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(y_val), 1024):
+                x = (x_val[start : start + 1024].float() / 255.0 - mean) / std
+                correct += int((model(x).argmax(1) == y_val[start : start + 1024]).sum())
+        val_acc.append(correct / len(y_val))
+        epoch_seconds.append(time.perf_counter() - t0)
+    return {"seconds": time.perf_counter() - started, "epoch_seconds": epoch_seconds, "val_acc": val_acc,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+class Timed:
+    """Wraps hpsearch functions for timing only (the code that runs is unchanged)."""
+
+    def __init__(self, data) -> None:
+        import search.report
+        import search.tuner
+
+        self.data = data
+        self.times: dict[str, float] = {}
+        self._orig = (search.tuner.create_dataset, search.tuner.build_tuner, search.report.final_report)
+        timings = self.times
+
+        def create_dataset(*args, **kwargs):  # the bundle already built (and used by the bare loop)
+            return data
+
+        def build_tuner(*args, **kwargs):
+            tuner = self._orig[1](*args, **kwargs)
+            fit = tuner.fit
+
+            def timed_fit():
+                t0 = time.perf_counter()
+                try:
+                    return fit()
+                finally:
+                    timings["fit"] = time.perf_counter() - t0
+
+            tuner.fit = timed_fit
+            return tuner
+
+        def final_report(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return self._orig[2](*args, **kwargs)
+            finally:
+                timings["final_report"] = time.perf_counter() - t0
+
+        search.tuner.create_dataset, search.tuner.build_tuner, search.report.final_report = create_dataset, build_tuner, final_report
+
+    def restore(self) -> None:
+        import search.report
+        import search.tuner
+
+        search.tuner.create_dataset, search.tuner.build_tuner, search.report.final_report = self._orig
+
+
+def hpsearch_trial(spec, data, storage: Path, name: str) -> dict:
+    import ray
+
+    from search.tuner import connect, run_search
+
+    timed = Timed(data)
+    out: dict = {}
+    try:
+        with C.Stopwatch() as start:
+            connect(None)
+        with C.Stopwatch() as run:
+            result = run_search(spec, name=name, storage=str(storage), on_event=None, track=True)
+        with C.Stopwatch() as stop:
+            ray.shutdown()
+    finally:
+        timed.restore()
+        C.kill_own_ray()
+    assert len(result.records) == 1, result.records
+    record = result.records[0]
+    rows = [json.loads(line) for line in (record.path / "result.json").read_text().splitlines() if line.strip()]
+    ckpts = sorted(record.path.glob("checkpoint_*/checkpoint.pt"))
+    out.update({
+        "trial_seconds": rows[-1]["time_total_s"], "epoch_seconds": sum(r["epoch_seconds"] for r in rows),
+        "rounds": len(rows), "status": record.status, "val_acc": [r["val_acc"] for r in rows],
+        "ray_start": start.seconds, "run_search": run.seconds, "fit": timed.times.get("fit", float("nan")),
+        "final_report": timed.times.get("final_report", float("nan")), "ray_stop": stop.seconds,
+        "checkpoint_mb": ckpts[-1].stat().st_size / 1e6 if ckpts else float("nan"),
+        "test_acc": (result.final.get("test") or {}).get("acc"),
+    })
+    return out
+
+
+def main() -> None:
+    args = C.parse_args(__doc__.splitlines()[0], add_args)
+    if args.smoke:
+        args.reps, args.epochs, args.size = 1, 1, 400
+    C.quiet_ray_env()
+    from trainables.data import create_dataset
+
+    spec = make_spec(args.size, args.epochs)
+    with C.Stopwatch() as prep:
+        data = create_dataset(spec.dataset, **spec.dataset_options)
+    print(f"data: {data.summary()} (built in {prep.seconds:.1f} s, once, outside both timings)")
+    storage = Path(tempfile.mkdtemp(prefix="hpsearch-bench-overhead-"))
+    rows, bare_all, hp_all = [], [], []
+    try:
+        with C.LoadWatch() as load:
+            for rep in range(args.reps):
+                order = ("bare", "hpsearch") if rep % 2 == 0 else ("hpsearch", "bare")
+                results = {}
+                for which in order:
+                    if which == "bare":
+                        results["bare"] = bare_loop(data, args.epochs)
+                    else:
+                        results["hp"] = hpsearch_trial(spec, data, storage, f"rep{rep}")
+                    print(f"rep {rep + 1}: {which} done", flush=True)
+                b, h = results["bare"], results["hp"]
+                bare_all.append(b)
+                hp_all.append(h)
+                rows.append([
+                    str(rep + 1), " → ".join(order), b["seconds"], h["trial_seconds"], h["epoch_seconds"],
+                    h["trial_seconds"] / b["seconds"], h["ray_start"], h["fit"], h["final_report"], h["ray_stop"],
+                    h["run_search"] + h["ray_start"] + h["ray_stop"],
+                ])
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+
+    med = lambda key, src: C.median(r[key] for r in src)  # noqa: E731
+    ratio = C.median(h["trial_seconds"] / b["seconds"] for b, h in zip(bare_all, hp_all))
+    rows.append([
+        "**median**", "", med("seconds", bare_all), med("trial_seconds", hp_all), med("epoch_seconds", hp_all), ratio,
+        med("ray_start", hp_all), med("fit", hp_all), med("final_report", hp_all), med("ray_stop", hp_all),
+        C.median(h["run_search"] + h["ray_start"] + h["ray_stop"] for h in hp_all),
+    ])
+    headers = ["rep", "order", "(a) bare loop s", "(b) trial time_total_s", "(b) sum of epoch_seconds", "(b)/(a)",
+               "Ray start s", "Tuner.fit wall s", "final report s", "Ray shutdown s", "(b) end to end s"]
+    table = C.md_table(headers, rows)
+    verdict = "met" if ratio <= TARGET else "**missed**"
+    fit_over = C.median(h["fit"] - h["trial_seconds"] for h in hp_all)
+    summary = C.md_table(["what", "value", "target"], [
+        ["trial time / bare loop time (median)", f"{ratio:.3f}", f"≤ {TARGET} ({verdict})"],
+        ["Tuner.fit wall − trial time (actor start, data fetch, Tune bookkeeping; median)", f"{fit_over:.1f} s", "-"],
+        ["one-off per search: Ray start + final report + Ray shutdown (median)",
+         f"{med('ray_start', hp_all) + med('final_report', hp_all) + med('ray_stop', hp_all):.1f} s", "-"],
+        ["checkpoint size per epoch", f"{med('checkpoint_mb', hp_all):.1f} MB", "-"],
+        ["last-epoch val accuracy, bare / hpsearch (median; same model, same seed, different RNG streams)",
+         f"{C.median(b['val_acc'][-1] for b in bare_all):.3f} / {C.median(h['val_acc'][-1] for h in hp_all):.3f}", "-"],
+    ])
+    setup = (
+        f"Data: `fake` (torchvision FakeData) at CIFAR shape, {len(data.train)} train / {len(data.val)} val / "
+        f"{len(data.test)} test images 3x32x32, in memory as uint8. Model: tutorial E's net (conv 32 → conv 64 → FC 512 → FC 10, "
+        f"{bare_all[0]['params']:,} parameters), Adam lr 1e-3, batch 64, {args.epochs} epochs, one torch thread. "
+        "(a) trains and evaluates val once per epoch in this process with Ray not running. (b) is `run_search` on the "
+        "quickstart spec with dataset/model/baseline changed to the same, `samples: 1`, `space: {}`, MLflow tracking on "
+        "(SQLite store in a temporary folder), a checkpoint per epoch. `(b) trial time_total_s` is Tune's time of the "
+        "trial (from the trainable's start to its last report: model build, epochs, per-epoch checkpoint and report); "
+        "`sum of epoch_seconds` is the trainer's own time of its epochs (train + val). `(b) end to end` adds Ray start, "
+        "Tune's actor start and bookkeeping, the final report (test evaluation, TorchScript model registered in MLflow, "
+        "plots) and Ray shutdown: one-off costs of a search, not of a trial."
+    )
+    C.write_report("overhead", "Per-trial overhead: bare PyTorch loop vs one hpsearch trial",
+                   [setup, table, summary], args.out, smoke=args.smoke, load=load)
+
+
+if __name__ == "__main__":
+    main()

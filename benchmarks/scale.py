@@ -1,0 +1,259 @@
+"""Scale: 1,000 trials of a trivial trainable through hpsearch's full path vs bare Tune + Optuna + ASHA.
+
+Both runs use `search.tuner.build_tuner` on the quickstart spec (Optuna TPE behind a
+ConcurrencyLimiter, ASHA on `round`, 2 trials in flight, Tune's experiment state
+saved every 5 s as `run_search` sets it), with `trainable=trivial`: three reports of
+a value computed from the config, no training, no checkpoint. They differ only in
+the callbacks:
+
+- bare: none (what Tune + Optuna + ASHA cost by themselves);
+- hpsearch: what `run_search` installs (`search.tuner._callbacks`): ProgressCallback
+  and MlflowTracker (parent run, one nested run per trial with its params and tags,
+  metrics per round, end status), SQLite store, then `finish_search` (summary,
+  closing runs).
+
+Throughput = trials / `Tuner.fit` wall time. `--profile` runs the hpsearch path
+once more under py-spy (driver process, 100 Hz, idle samples included) and
+reports where the driver's main thread spends its time.
+
+    python benchmarks/scale.py [--smoke] [--trials 1000] [--profile] [--profile-trials 400]
+"""
+from __future__ import annotations
+
+import collections
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C
+
+TARGET_RATIO = 0.75
+TARGET_PER_HOUR = 30_000
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--profile", action="store_true", help="also profile the hpsearch run's driver with py-spy")
+    parser.add_argument("--profile-trials", type=int, default=400)
+    parser.add_argument("--only", choices=["bare", "hpsearch"], help=argparse_hidden())
+    parser.add_argument("--storage", help=argparse_hidden())
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def trivial(config):
+    """Three reports of a smooth function of the sampled config (a stand-in for training)."""
+    from ray import tune
+
+    lr = float(config.get("lr", 1e-3))
+    value = 0.95 - 0.04 * (math.log10(lr) + 2.5) ** 2 - 0.1 * abs(float(config.get("dropout", 0.0)) - 0.2)
+    value += 0.01 if config.get("optimizer") == "adam" else 0.0
+    for i in range(3):
+        tune.report({"val_acc": value - 0.02 * (2 - i), "round": i + 1, "epoch": float(i + 1)})
+
+
+def make_spec(trials: int):
+    from search.spec import parse_spec
+
+    raw = C.quickstart_raw()
+    raw["name"] = "bench-scale"
+    raw["budget"].update({"samples": trials, "max_epochs": 3, "grace_period": 1, "reduction_factor": 3})
+    return parse_spec(raw, "benchmarks/scale.py")
+
+
+def one_run(which: str, spec, data, storage: Path) -> dict:
+    """One search of `spec.budget.samples` trivial trials; returns timings and counts."""
+    from search import results as R
+    from search import tuner as T
+
+    name = f"scale-{which}"
+    experiment_dir = storage / name
+    state = {"name": name, "storage": str(storage), "tracking_uri": None, "track": which == "hpsearch", "spec": spec.raw}
+    lines: list[str] = []
+    callbacks = T._callbacks(spec, data, experiment_dir, state, lines.append) if which == "hpsearch" else []
+    tuner = T.build_tuner(spec, data, name=name, storage=str(storage), callbacks=callbacks, trainable=trivial)
+    with C.Stopwatch() as fit:
+        tuner.fit()
+    out = {"fit": fit.seconds, "trials": spec.budget.samples, "finish": float("nan"), "mlflow_runs": float("nan")}
+    with C.Stopwatch() as read:
+        records = R.trial_records(experiment_dir, metric=spec.metric, mode=spec.mode, total_rounds=T.total_rounds(spec, len(data.train)))
+    out["read_results"] = read.seconds
+    out["trials"] = len(records)
+    out["pruned"] = sum(r.status == R.PRUNED for r in records)
+    tracker = next((c for c in callbacks if hasattr(c, "finish_search")), None)
+    if tracker is not None:
+        counts = {s: sum(r.status == s for r in records) for s in (R.COMPLETED, R.PRUNED, R.FAILED, R.DIVERGED, R.RUNNING, R.PENDING)}
+        result = T.SearchResult(name=name, experiment_dir=experiment_dir, spec=spec, records=records,
+                                best=R.best_record(records, spec.mode), baseline=None, interrupted=False, counts=counts)
+        import search.report
+
+        original = search.report.final_report
+        search.report.final_report = lambda *a, **k: {}  # trivial trials have no checkpoint: no model to report
+        try:
+            with C.Stopwatch() as finish:
+                tracker.finish_search(result, data)
+        finally:
+            search.report.final_report = original
+        out["finish"] = finish.seconds
+        from mlflow.entities import ViewType
+
+        exp = tracker.client.get_experiment_by_name(spec.name)
+        runs = tracker.client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=5000)
+        out["mlflow_runs"] = len(runs)
+        out["mlflow_running"] = sum(r.info.status == "RUNNING" for r in runs)
+        out["mlflow_killed"] = sum(r.info.status == "KILLED" for r in runs)
+    out["progress_lines"] = len(lines)
+    return out
+
+
+def profile(args, storage: Path) -> str:
+    """Run the hpsearch path under py-spy and summarise the driver's main thread."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        return "Profile: py-spy is not installed in this environment (`pip install py-spy`); skipped."
+    raw = storage / "profile.txt"
+    cmd = [str(py_spy), "record", "--rate", "100", "--idle", "--threads", "--format", "raw", "--output", str(raw), "--",
+           sys.executable, __file__, "--only", "hpsearch", "--trials", str(args.profile_trials), "--storage", str(storage / "prof")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not raw.exists():
+        return f"Profile: py-spy failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
+    return summarise_profile(raw, args.profile_trials)
+
+
+CATEGORIES = (  # first match wins, checked on every frame of a stack (innermost first)
+    ("MLflow tracking (search/tracking.py → mlflow, SQLite)", ("search/tracking.py",)),
+    ("hpsearch progress (search/progress.py)", ("search/progress.py",)),
+    ("Optuna TPE sampling (optuna/)", ("optuna/",)),
+    ("ASHA scheduler", ("async_hyperband.py",)),
+    ("Tune experiment-state / searcher checkpointing", ("checkpoint_manager", "save_to_dir", "experiment_state", "_checkpoint", "cloudpickle")),
+    ("Ray actor calls / waiting for results (ray.wait, futures)", ("ray/_private/worker.py", "_raylet", "ray_event_manager", "event_manager")),
+    ("Tune controller other", ("ray/tune/",)),
+    ("Ray / Python other", ("",)),
+)
+
+
+def summarise_profile(raw: Path, trials: int) -> str:
+    """py-spy raw (collapsed) stacks → share of the driver's main thread per category and top self frames."""
+    totals: collections.Counter = collections.Counter()
+    self_frames: collections.Counter = collections.Counter()
+    inclusive: collections.Counter = collections.Counter()
+    main_total = 0
+    main_thread = None
+    lines = raw.read_text().splitlines()
+    # The main thread is the one whose stacks start at the script's module level.
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if len(frames) > 2 and "<module> (" in frames[2] and "scale.py" in frames[2]:
+            main_thread = frames[1] if frames[1].startswith("thread") else frames[0]
+            break
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if main_thread is not None and main_thread not in frames[:2]:
+            continue
+        n = int(count)
+        main_total += n
+        innermost_first = list(reversed(frames))
+        for label, needles in CATEGORIES:
+            if any(any(nd in f for nd in needles) for f in innermost_first):
+                totals[label] += n
+                break
+        self_frames[innermost_first[0]] += n
+        for f in set(frames):
+            if "search/tracking.py" in f or "search/progress.py" in f:
+                inclusive[f] += n
+    if not main_total:
+        return "Profile: no samples of the driver's main thread."
+    rows = [[label, f"{100 * totals[label] / main_total:.1f} %", f"{totals[label] / 100:.1f} s"] for label, _ in CATEGORIES if totals[label]]
+    top = [[f.replace("|", "/")[:120], f"{100 * n / main_total:.1f} %"] for f, n in self_frames.most_common(12)]
+    hp = [[f.replace("|", "/")[:120], f"{100 * n / main_total:.1f} %"] for f, n in inclusive.most_common(10)]
+    return "\n\n".join([
+        f"### Profile of the hpsearch run's driver (py-spy, 100 Hz, idle included, {trials} trials, main thread: "
+        f"{main_total} samples ≈ {main_total / 100:.0f} s)",
+        "Share of the main thread's time by what its stack contains (innermost match wins, in this order):",
+        C.md_table(["category", "share", "≈ seconds"], rows),
+        "Frames where the main thread is (self time, top 12):",
+        C.md_table(["frame", "share"], top),
+        "hpsearch callback functions, inclusive time:",
+        C.md_table(["function", "share"], hp) if hp else "(none sampled)",
+    ])
+
+
+def main() -> None:
+    args = C.parse_args(__doc__.splitlines()[0], add_args)
+    if args.smoke:
+        args.trials = 20
+        args.profile_trials = 20
+    C.quiet_ray_env()
+    from search.tuner import connect
+    from trainables.data import create_dataset
+
+    spec = make_spec(args.trials)
+    data = create_dataset(spec.dataset, **spec.dataset_options)  # only its size is used (ASHA's max_t)
+    if args.only:  # a child run (under py-spy): one path, no report
+        storage = Path(args.storage)
+        connect(None)
+        try:
+            print(one_run(args.only, spec, data, storage))
+        finally:
+            C.kill_own_ray()
+        return
+    storage = Path(tempfile.mkdtemp(prefix="hpsearch-bench-scale-"))
+    results = {}
+    profile_text = ""
+    try:
+        with C.LoadWatch() as load:
+            with C.Stopwatch() as start:
+                connect(None)
+            for which in ("bare", "hpsearch"):
+                results[which] = one_run(which, spec, data, storage)
+                r = results[which]
+                print(f"{which}: {r['trials']} trials in {r['fit']:.1f} s = {3600 * r['trials'] / r['fit']:,.0f} trials/hour", flush=True)
+            C.kill_own_ray()
+            if args.profile:
+                profile_text = profile(args, storage)
+    finally:
+        C.kill_own_ray()
+        shutil.rmtree(storage, ignore_errors=True)
+    bare, hp = results["bare"], results["hpsearch"]
+    per_hour = {k: 3600 * v["trials"] / v["fit"] for k, v in results.items()}
+    ms = {k: 1000 * v["fit"] / v["trials"] for k, v in results.items()}
+    rows = [
+        ["bare Tune + Optuna + ASHA", bare["trials"], bare["pruned"], bare["fit"], per_hour["bare"], ms["bare"], "-", bare["read_results"], "-"],
+        ["hpsearch (+ ProgressCallback + MlflowTracker)", hp["trials"], hp["pruned"], hp["fit"], per_hour["hpsearch"], ms["hpsearch"],
+         ms["hpsearch"] - ms["bare"], hp["read_results"], hp["finish"]],
+    ]
+    table = C.md_table(["run", "trials", "pruned by ASHA", "Tuner.fit s", "trials/hour", "ms per trial", "hpsearch bookkeeping ms/trial",
+                        "reading results s", "finish_search s"], rows)
+    ratio = per_hour["hpsearch"] / per_hour["bare"]
+    target = C.md_table(["check", "measured", "target"], [
+        ["hpsearch throughput / bare throughput", f"{ratio:.2f}", f"≥ {TARGET_RATIO} ({'met' if ratio >= TARGET_RATIO else '**missed**'})"],
+        ["hpsearch trials/hour", f"{per_hour['hpsearch']:,.0f}", f"≥ {TARGET_PER_HOUR:,} ({'met' if per_hour['hpsearch'] >= TARGET_PER_HOUR else '**missed**'})"],
+        ["bare trials/hour (Tune + Optuna + ASHA alone)", f"{per_hour['bare']:,.0f}", "-"],
+        ["MLflow runs after the search (1 parent + 1 per trial) / still RUNNING",
+         f"{hp.get('mlflow_runs')} / {hp.get('mlflow_running')}", f"{hp['trials'] + 1} / 0"],
+    ])
+    setup = (
+        f"{args.trials} trials per run, each three `tune.report` calls (rounds 1-3, ASHA grace 1, reduction factor 3, "
+        "max_t 3); the quickstart space (8 parameters, one conditional) sampled by Optuna TPE (seeded); 2 trials in flight "
+        "(2 cores); `reuse_actors=True`; MLflow in an SQLite file. Ray started once for both runs "
+        f"(start-up {start.seconds:.1f} s, not counted); bare first, then hpsearch."
+    )
+    C.write_report("scale", "Scale: 1,000 trivial trials, hpsearch's full path vs bare Tune + Optuna + ASHA",
+                   [setup, table, target, profile_text], args.out, smoke=args.smoke, load=load)
+
+
+if __name__ == "__main__":
+    main()

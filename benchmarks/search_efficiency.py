@@ -1,0 +1,232 @@
+"""Search efficiency: hpsearch (Optuna TPE + ASHA) vs random search with full training vs TPE without pruning.
+
+Same spec, same trials, same trainable (hpsearch's, `search.tuner._trainable`), same
+concurrency (2), same checkpointing, no MLflow (`track=False`) so only the search
+strategy differs:
+
+- hpsearch: `run_search` as users run it (OptunaSearch TPE behind a ConcurrencyLimiter, ASHA);
+- random + FIFO: Tune's default searcher (BasicVariantGenerator, seeded) over
+  `tune.loguniform / uniform / lograndint / choice` built from the spec's params,
+  every trial trained to `max_epochs` (FIFOScheduler);
+- TPE + FIFO: the same OptunaSearch as hpsearch, every trial trained to the end.
+
+All three evaluate the spec's baseline first (it is the first point of each). For
+each seed the bar is the best validation accuracy any method found, minus 0.5
+points; reported per method: trial-epochs (rounds summed over trials) and wall
+time until some trial first reported a val accuracy at or above the bar, and the
+best accuracy reached. Trial-epochs are counted in the order the driver received
+results.
+
+    python benchmarks/search_efficiency.py [--smoke] [--seeds 0 1 2] [--settings quickstart small-train]
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C
+
+BAR_POINTS = 0.005  # 0.5 accuracy points below the best of all methods
+SETTINGS = {
+    # name: (description, changes to the quickstart spec)
+    "quickstart": ("spaces/quickstart.yaml as is: digits, 1,079 train / 359 val images, 12 trials, max 12 epochs", {}),
+    "small-train": (
+        "quickstart with 3x less training data (digits, test_fraction 0.6: 359 train / 359 val), 12 trials, max 12 epochs",
+        {"dataset": {"name": "digits", "val_fraction": 0.2, "test_fraction": 0.6}},
+    ),
+}
+METHODS = ("hpsearch: TPE + ASHA", "random + FIFO", "TPE + FIFO")
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--settings", nargs="+", default=["quickstart"], choices=sorted(SETTINGS))
+
+
+def make_spec(setting: str, seed: int, smoke: bool):
+    from search.spec import parse_spec
+
+    raw = C.quickstart_raw()
+    raw["name"] = f"bench-eff-{setting}"
+    raw.update(SETTINGS[setting][1])
+    raw["seed"] = seed
+    if smoke:
+        raw["budget"].update({"samples": 3, "max_epochs": 2, "grace_period": 1})
+    return parse_spec(raw, f"benchmarks/search_efficiency.py:{setting}")
+
+
+def _recorder_class():
+    from ray.tune import Callback
+
+    class Recorder(Callback):
+        """(seconds since the Tuner started, trial id, round, val_acc) of every result, in arrival order."""
+
+        def __init__(self) -> None:
+            self.t0 = time.monotonic()
+            self.events: list[tuple[float, str, int, float]] = []
+
+        def setup(self, **info) -> None:
+            self.t0 = time.monotonic()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            self.events.append((time.monotonic() - self.t0, trial.trial_id, int(result.get("round", 0)), float(result.get("val_acc", 0.0))))
+
+    return Recorder
+
+
+def tune_space(spec):
+    """The spec's params as Tune's random-search distributions (conditions dropped: an inactive value is unused)."""
+    from ray import tune
+
+    space = {}
+    for p in spec.space:
+        if p.kind == "choice":
+            space[p.name] = tune.choice(list(p.choices))
+        elif p.kind == "int":
+            space[p.name] = tune.lograndint(int(p.low), int(p.high) + 1) if p.log else tune.randint(int(p.low), int(p.high) + 1)
+        elif p.log:
+            space[p.name] = tune.loguniform(p.low, p.high)
+        else:
+            space[p.name] = tune.uniform(p.low, p.high)
+    return space
+
+
+def alternative_tuner(method: str, spec, data, name: str, storage: Path, callbacks: list):
+    """random + FIFO or TPE + FIFO, assembled like `search.tuner.build_tuner` except the searcher / scheduler."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.tuner import CHECKPOINTS_PER_TRIAL, MAX_FAILURES, DefineByRun, _trainable, trial_dirname
+
+    concurrent = spec.budget.max_concurrent
+    param_space = None
+    if method == "random + FIFO":
+        search_alg = BasicVariantGenerator(points_to_evaluate=[spec.baseline_point()], random_state=spec.seed, max_concurrent=concurrent)
+        param_space = tune_space(spec)
+    else:
+        search_alg = ConcurrencyLimiter(OptunaSearch(space=DefineByRun(spec.space, spec.baseline), metric=spec.metric, mode=spec.mode,
+                                                     seed=spec.seed, points_to_evaluate=[spec.baseline_point()]), max_concurrent=concurrent)
+    tune_config = tune.TuneConfig(
+        search_alg=search_alg, scheduler=FIFOScheduler(), num_samples=spec.budget.samples,
+        trial_dirname_creator=trial_dirname, reuse_actors=True,
+        max_concurrent_trials=concurrent if method == "random + FIFO" else None,
+    )
+    run_config = tune.RunConfig(
+        name=name, storage_path=str(storage), callbacks=callbacks, verbose=0,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_PER_TRIAL, checkpoint_score_attribute=spec.metric,
+                                                checkpoint_score_order=spec.mode),
+        failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+    )
+    return tune.Tuner(_trainable(spec, data), param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def run_method(method: str, spec, data, storage: Path, name: str) -> dict:
+    import search.tuner as T
+    from search import results as R
+
+    recorder = _recorder_class()()
+    started = time.monotonic()
+    if method.startswith("hpsearch"):
+        original = T._callbacks
+        T._callbacks = lambda *a, **k: [*original(*a, **k), recorder]  # observe only; run_search runs unchanged
+        try:
+            result = T.run_search(spec, name=name, storage=str(storage), track=False, on_event=None)
+        finally:
+            T._callbacks = original
+        records = result.records
+    else:
+        alternative_tuner(method, spec, data, name, storage, [recorder]).fit()
+        records = R.trial_records(storage / name, metric=spec.metric, mode=spec.mode, total_rounds=T.total_rounds(spec, len(data.train)))
+    wall = time.monotonic() - started
+    best = R.best_record(records, spec.mode)
+    return {
+        "trials": len(records), "trial_epochs": sum(r.rounds for r in records), "best": best.best_value if best else float("nan"),
+        "events": recorder.events, "wall": wall, "completed": sum(r.status == R.COMPLETED for r in records),
+        "configs": [r.config for r in records],
+    }
+
+
+def to_bar(events, bar: float) -> tuple[float, float]:
+    """(trial-epochs, seconds) until the first result at or above `bar`."""
+    for i, (t, _trial, _round, acc) in enumerate(events):
+        if acc >= bar - 1e-12:
+            return float(i + 1), t
+    return float("nan"), float("nan")
+
+
+def main() -> None:
+    args = C.parse_args(__doc__.splitlines()[0], add_args)
+    if args.smoke:
+        args.seeds, args.settings = [0], ["quickstart"]
+    C.quiet_ray_env()
+    from search.tuner import connect
+    from trainables.data import create_dataset
+
+    storage = Path(tempfile.mkdtemp(prefix="hpsearch-bench-eff-"))
+    sections = []
+    verdicts = []
+    try:
+        with C.LoadWatch() as load:
+            connect(None)
+            for setting in args.settings:
+                rows = []
+                per_seed = []
+                for seed in args.seeds:
+                    spec = make_spec(setting, seed, args.smoke)
+                    data = create_dataset(spec.dataset, **spec.dataset_options)
+                    out = {}
+                    order = METHODS if seed % 2 == 0 else tuple(reversed(METHODS))
+                    for method in order:
+                        out[method] = run_method(method, spec, data, storage, f"{setting}-s{seed}-{METHODS.index(method)}")
+                        print(f"{setting} seed {seed}: {method}: {out[method]['trial_epochs']} trial-epochs, best {out[method]['best']:.4f}, "
+                              f"{out[method]['wall']:.0f} s", flush=True)
+                    bar = max(o["best"] for o in out.values()) - BAR_POINTS
+                    for method in METHODS:
+                        o = out[method]
+                        o["epochs_to_bar"], o["seconds_to_bar"] = to_bar(o["events"], bar)
+                        rows.append([str(seed), method, o["trials"], o["completed"], o["trial_epochs"], f"{o['best']:.4f}", f"{bar:.4f}",
+                                     C.fmt(o["epochs_to_bar"], 0), o["seconds_to_bar"], o["wall"]])
+                    per_seed.append(out)
+                table = C.md_table(["seed", "method", "trials", "ran to the end", "trial-epochs", "best val acc", "bar (best of all − 0.5 pt)",
+                                    "trial-epochs to bar", "seconds to bar", "wall s"], rows)
+                hp, rnd, tpe = (METHODS[0], METHODS[1], METHODS[2])
+                ratio_total = C.median(s[hp]["trial_epochs"] / s[rnd]["trial_epochs"] for s in per_seed)
+                ratio_bar = C.median(s[hp]["epochs_to_bar"] / s[rnd]["epochs_to_bar"] for s in per_seed)
+                reached = sum(s[hp]["epochs_to_bar"] == s[hp]["epochs_to_bar"] for s in per_seed)
+                as_high = sum(s[hp]["best"] >= s[rnd]["best"] for s in per_seed)
+                within = sum(s[hp]["best"] >= s[rnd]["best"] - BAR_POINTS for s in per_seed)
+                agg = C.md_table(["median over seeds", "hpsearch", "random + FIFO", "TPE + FIFO"], [
+                    ["trial-epochs (total)", *(C.median(s[m]["trial_epochs"] for s in per_seed) for m in METHODS)],
+                    ["trial-epochs to bar", *(C.median(s[m]["epochs_to_bar"] for s in per_seed) for m in METHODS)],
+                    ["seconds to bar", *(C.median(s[m]["seconds_to_bar"] for s in per_seed) for m in METHODS)],
+                    ["best val acc", *(f"{C.median(s[m]['best'] for s in per_seed):.4f}" for m in METHODS)],
+                    ["wall s (whole search)", *(C.median(s[m]["wall"] for s in per_seed) for m in METHODS)],
+                ])
+                target = C.md_table(["check (hpsearch vs random + FIFO)", "measured", "target"], [
+                    ["trial-epochs, whole search (median ratio)", f"{ratio_total:.2f}", f"≤ 0.33 ({'met' if ratio_total <= 1 / 3 else '**missed**'})"],
+                    ["trial-epochs to the bar (median ratio)", f"{ratio_bar:.2f}", f"≤ 0.33 ({'met' if ratio_bar <= 1 / 3 else '**missed**'})"],
+                    ["seeds where hpsearch reached the bar", f"{reached} of {len(per_seed)}", "all"],
+                    ["seeds where hpsearch's best ≥ random's best", f"{as_high} of {len(per_seed)}",
+                     f"all ({'met' if as_high == len(per_seed) else '**missed**'}; within 0.5 pt: {within} of {len(per_seed)})"],
+                ])
+                verdicts.append((setting, ratio_total, ratio_bar, as_high, len(per_seed)))
+                sections += [f"## Setting `{setting}`: {SETTINGS[setting][0]}", table, agg, target]
+    finally:
+        C.kill_own_ray()
+        shutil.rmtree(storage, ignore_errors=True)
+    intro = (
+        "Every method: the same spec and seed (sampler seed, data split, torch seed), the baseline as first trial, 2 trials "
+        "in flight (one per core), `reuse_actors`, a checkpoint per epoch, no MLflow. A round is one epoch here, so "
+        "trial-epochs = rounds summed over trials. `seconds to bar` counts from the Tuner's start. Random search samples "
+        "SGD momentum for every trial (unused unless the optimizer is SGD), since Tune's random search has no conditions."
+    )
+    C.write_report("search_efficiency", "Search efficiency: TPE + ASHA (hpsearch) vs random search vs TPE without pruning",
+                   [intro, *sections], args.out, smoke=args.smoke, load=load)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The benchmark scripts run end to end in their smoke mode (tiny sizes), writing to a temporary folder.
+
+No timing is asserted: the numbers of a smoke run mean nothing. What is checked is that
+each script (`python benchmarks/NAME.py --smoke --out DIR`) exits 0 and writes DIR/NAME.md
+with the machine/version header and the rows its table must have; the committed results
+in benchmarks/results/ are left alone.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+EXPECTED_ROWS = {
+    "overhead": ["| 1 | bare → hpsearch |", "| **median** |", "| trial time / bare loop time (median) |"],
+    "data_pipeline": [
+        f"| {shape} | {variant}"
+        for shape in ("MNIST 1x28x28, tutorial C net", "CIFAR-10 3x32x32, tutorial E net")
+        for variant in ("pure compute (ready batches)", "hpsearch (Trainer.run_round", "tutorial DataLoader, PIL + ToTensor, num_workers=0",
+                        "tutorial DataLoader, PIL + ToTensor, num_workers=2")
+    ],
+    "search_efficiency": ["| 0 | hpsearch: TPE + ASHA |", "| 0 | random + FIFO |", "| 0 | TPE + FIFO |", "| trial-epochs to bar |"],
+    "scale": ["| bare Tune + Optuna + ASHA |", "| hpsearch (+ ProgressCallback + MlflowTracker) |", "| hpsearch throughput / bare throughput |"],
+    "accuracy": ["| quickstart (digits) | 0 |", "| tutorial A (image folder, 3 classes) | 0 |",
+                 "| tutorial D scratch (Train/Validation/Test, 6 classes) | 0 |"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_ROWS))
+def test_benchmark_smoke(name, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)  # each script starts (and stops) its own local Ray
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke", "--out", str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = (tmp_path / f"{name}.md").read_text()
+    for header in ("- machine:", "- versions: python", "torch", "ray", "optuna", "mlflow", "- date:", "- command:", "--smoke", "- mode: **smoke**"):
+        assert header in report, header
+    for row in EXPECTED_ROWS[name]:
+        assert row in report, f"{row!r} missing from {name}.md:\n{report}"
+    assert report in proc.stdout  # the table is printed too

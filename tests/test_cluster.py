@@ -1,0 +1,605 @@
+"""Running a search on an existing Ray cluster (`--address`), with token authentication on.
+
+The decisions taken before a search starts (is the storage reachable from every node, did the
+connection fail on the auth token) are pure functions, unit-tested here with `ray.nodes()`-like
+dicts. The rest is proven on a REAL two-node cluster started with `ray start` on this machine
+(marker `cluster`): a head node and a second node, one CPU each, told apart by the custom
+resources `head_node` / `worker_node`, every process (nodes and drivers) given
+RAY_AUTH_MODE=token and the same RAY_AUTH_TOKEN. Searches run in CLI subprocesses so the pytest
+process never joins this cluster (the `ray_local` fixture may hold another, in-process, Ray).
+
+    pytest -m cluster tests/test_cluster.py      # about 5-6 minutes on 2 cores
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from search import results as R
+from search.tuner import _auth_message, _is_auth_error, _storage_problem, check_storage_reachable, connect
+from tests._search_helpers import REPO, mlflow_runs, small_spec
+from trainables.errors import UserError
+
+RAY = Path(sys.executable).with_name("ray")
+HEAD, WORKER = "head_node", "worker_node"  # custom resources that tell the two nodes apart
+
+
+# ----------------------------------------------------------------------------------------------
+# Unit tests (default suite): the storage decision and the auth error, without a cluster
+
+
+def _node(host: str, alive: bool = True, **resources: float) -> dict[str, Any]:
+    return {"NodeID": f"{host}-{len(resources)}", "Alive": alive, "NodeManagerAddress": host,
+            "Resources": {"CPU": 1.0, **resources}}
+
+
+def test_local_path_is_fine_on_one_host_even_with_several_nodes():
+    nodes = [_node("10.0.0.1", head_node=1), _node("10.0.0.1", worker_node=1)]
+    assert _storage_problem("/data/runs", nodes) is None
+    assert _storage_problem("/data/runs", []) is None
+
+
+def test_local_path_is_refused_on_two_hosts_with_a_one_line_reason():
+    problem = _storage_problem("/home/me/hpsearch-runs", [_node("10.0.0.1"), _node("10.0.0.2")])
+    assert problem is not None and "\n" not in problem
+    assert "/home/me/hpsearch-runs" in problem and "2 hosts" in problem and "10.0.0.2" in problem
+    assert "s3://" in problem and "mount" in problem and "HPSEARCH_SHARED_STORAGE=1" in problem
+
+
+def test_dead_nodes_do_not_count_as_hosts():
+    assert _storage_problem("/runs", [_node("10.0.0.1"), _node("10.0.0.2", alive=False)]) is None
+
+
+def test_uri_or_shared_path_is_fine_on_many_hosts():
+    nodes = [_node("10.0.0.1"), _node("10.0.0.2"), _node("10.0.0.3")]
+    assert _storage_problem("s3://bucket/hpsearch", nodes) is None
+    assert _storage_problem("gs://bucket/runs", nodes) is None
+    assert _storage_problem("/mnt/nfs/runs", nodes, shared=True) is None
+
+
+def test_check_storage_reachable_reads_hpsearch_shared_storage(monkeypatch):
+    nodes = [_node("10.0.0.1"), _node("10.0.0.2")]
+    monkeypatch.delenv("HPSEARCH_SHARED_STORAGE", raising=False)
+    with pytest.raises(UserError, match="node-local path"):
+        check_storage_reachable("/runs", nodes)
+    monkeypatch.setenv("HPSEARCH_SHARED_STORAGE", "0")
+    with pytest.raises(UserError):
+        check_storage_reachable("/runs", nodes)
+    monkeypatch.setenv("HPSEARCH_SHARED_STORAGE", "1")
+    check_storage_reachable("/runs", nodes)
+    monkeypatch.delenv("HPSEARCH_SHARED_STORAGE")
+    check_storage_reachable("s3://bucket/runs", nodes)
+
+
+def _ray_connection_failure() -> ConnectionError:
+    """What `ray.init(address=...)` raises in Ray 2.60 when the cluster refuses the token."""
+    try:
+        try:
+            raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                               "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: "
+                               "Authentication token is missing or incorrect")
+        except RuntimeError as cause:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from cause
+    except ConnectionError as exc:
+        return exc
+
+
+def test_auth_failures_are_told_apart_from_unreachable_clusters():
+    from ray.exceptions import AuthenticationError
+
+    assert _is_auth_error(_ray_connection_failure())
+    assert _is_auth_error(AuthenticationError("Token authentication is enabled but no authentication token was found"))
+    assert not _is_auth_error(ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379"))
+
+
+def test_auth_message_says_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    message = _auth_message("10.0.0.1:6379")
+    assert "\n" not in message and "10.0.0.1:6379" in message
+    assert "not set here: RAY_AUTH_MODE=token, RAY_AUTH_TOKEN" in message
+    assert "~/.ray/auth_token" in message and "ray get-auth-token" in message
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-clusters")
+    assert "the token in RAY_AUTH_TOKEN is not the cluster's" in _auth_message("10.0.0.1:6379")
+
+
+def test_connect_turns_an_auth_failure_into_one_user_error(monkeypatch):
+    import ray
+
+    def refused(**kwargs):
+        raise _ray_connection_failure()
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda address=None, **kw: refused())
+    with pytest.raises(UserError, match="cannot authenticate to the Ray cluster at 10.0.0.1:6379"):
+        connect("10.0.0.1:6379")
+    monkeypatch.setattr(ray, "init", lambda address=None, **kw: (_ for _ in ()).throw(ConnectionError("no route")))
+    with pytest.raises(UserError, match="cannot reach a Ray cluster"):
+        connect("10.0.0.1:6379")
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes of the cluster, found through /proc (no psutil here)
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # exited meanwhile
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        table[int(entry)] = (ppid, cmdline)
+    return table
+
+
+def _with_descendants(roots: set[int], table: dict[int, tuple[int, str]]) -> set[int]:
+    found, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier and pid not in found}
+        found |= frontier
+    return found
+
+
+def _marked(marker: str, table: dict[int, tuple[int, str]]) -> set[int]:
+    """Processes whose command line names `marker` (the cluster's own --temp-dir), with their children."""
+    return _with_descendants({pid for pid, (_, cmd) in table.items() if marker in cmd}, table)
+
+
+def _kill(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# The cluster fixture
+
+
+@dataclass
+class RayCluster:
+    root: Path  # also Ray's --temp-dir parent: every process of this cluster names it
+    address: str
+    env: dict[str, str]  # RAY_AUTH_MODE=token, RAY_AUTH_TOKEN, a private HOME: for every process
+    token: str
+    node_ids: dict[str, str] = field(default_factory=dict)  # head_node / worker_node -> Ray node id (hex)
+    worker_pids: set[int] = field(default_factory=set)  # processes `ray start` of the second node left running
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.root / "ray"
+
+    def processes(self) -> set[int]:
+        return _marked(str(self.temp_dir), _proc_table()) - {os.getpid()}
+
+    def raylet(self, resource: str) -> int | None:
+        """The raylet of the node holding custom `resource` (from its --static_resource_list)."""
+        for pid, (_, cmd) in _proc_table().items():
+            args = cmd.split()
+            if not args or not args[0].endswith("/raylet") or str(self.temp_dir) not in cmd:
+                continue
+            listed = next((a.split("=", 1)[1].split(",") for a in args if a.startswith("--static_resource_list=")), [])
+            if resource in listed[0::2]:
+                return pid
+        return None
+
+    def raylet_node_id(self, resource: str) -> str:
+        pid = self.raylet(resource)
+        assert pid is not None, f"no raylet with resource {resource}"
+        cmd = _proc_table()[pid][1]
+        return next(arg.split("=", 1)[1] for arg in cmd.split() if arg.startswith("--node_id="))
+
+    def ray(self, *args: str, timeout: float = 180) -> str:
+        proc = subprocess.run([str(RAY), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, f"ray {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Alive nodes as a driver with the token sees them (queried from a subprocess)."""
+        code = ("import json, logging, ray; ray.init(address=%r, logging_level=logging.WARNING, log_to_driver=False); "
+                "print('NODES=' + json.dumps([{'id': n['NodeID'], 'host': n['NodeManagerAddress'], 'resources': n['Resources']} "
+                "for n in ray.nodes() if n['Alive']]))") % self.address
+        proc = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=180)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("NODES=")), None)
+        assert line is not None, f"cannot list the cluster's nodes:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        return json.loads(line[len("NODES="):])
+
+    def node_by_resource(self) -> dict[str, str]:
+        """head_node / worker_node -> node id, mapped through each node's custom resource."""
+        out = {}
+        for node in self.nodes():
+            for resource in (HEAD, WORKER):
+                if node["resources"].get(resource):
+                    out[resource] = node["id"]
+        return out
+
+    def kill_worker_node(self) -> set[int]:
+        """SIGKILL the second node: its raylet, the workers and agents under it, its log monitor."""
+        table = _proc_table()
+        raylet = self.raylet(WORKER)
+        assert raylet is not None and raylet in self.worker_pids, "the second node's raylet is not running"
+        victims = _with_descendants(_alive(self.worker_pids), table) - {os.getpid()}
+        _kill(victims, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while _alive(victims) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(victims), f"still alive after SIGKILL: {_alive(victims)}"
+        return victims
+
+    def cli(self, args: list[str], tmp_path: Path, **extra_env: str) -> "Cli":
+        env = {**self.env, "HPSEARCH_CACHE": str(tmp_path / "cache"), **extra_env}
+        return Cli(args, env)
+
+
+def _start_cluster(root: Path) -> RayCluster:
+    home = root / "home"
+    home.mkdir(parents=True)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k not in ("HPSEARCH_STORAGE", "MLFLOW_TRACKING_URI")}
+    base.update({"HOME": str(home), "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0",
+                 "HPSEARCH_CACHE": str(root / "cache")})
+    # The token: generated by Ray's own CLI into the private HOME (~/.ray/auth_token), then given to
+    # every process explicitly as RAY_AUTH_TOKEN, as a user joining nodes from other machines would.
+    gen = subprocess.run([str(RAY), "get-auth-token", "--generate"], env=base, capture_output=True, text=True, timeout=120)
+    assert gen.returncode == 0, gen.stderr
+    token = gen.stdout.strip().splitlines()[-1]
+    assert (home / ".ray" / "auth_token").read_text().strip() == token
+    env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    port = _free_port()
+    cluster = RayCluster(root=root, address=f"127.0.0.1:{port}", env=env, token=token)
+    common = ["--num-cpus=1", "--num-gpus=0", f"--temp-dir={cluster.temp_dir}", "--disable-usage-stats",
+              "--object-store-memory=150000000"]
+    cluster.ray("start", "--head", f"--port={port}", f"--resources={json.dumps({HEAD: 1})}", "--include-dashboard=false",
+                f"--dashboard-port={_free_port()}", *common)
+    head_side = cluster.processes()
+    cluster.ray("start", f"--address={cluster.address}", f"--resources={json.dumps({WORKER: 1})}", *common)
+    table = _proc_table()
+    # What the second `ray start` left running, minus anything the head's processes spawned meanwhile.
+    cluster.worker_pids = _marked(str(cluster.temp_dir), table) - _with_descendants(head_side, table)
+    deadline = time.monotonic() + 60
+    while True:
+        cluster.node_ids = cluster.node_by_resource()
+        if len(cluster.node_ids) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert set(cluster.node_ids) == {HEAD, WORKER}, f"the second node did not join: {cluster.node_ids}"
+    # The node ids Ray reports match the raylets seen in /proc (so a node can be killed by its id).
+    assert cluster.raylet_node_id(HEAD) == cluster.node_ids[HEAD]
+    assert cluster.raylet_node_id(WORKER) == cluster.node_ids[WORKER]
+    assert cluster.raylet(WORKER) in cluster.worker_pids and cluster.raylet(HEAD) not in cluster.worker_pids
+    return cluster
+
+
+def _stop_cluster(root: Path) -> None:
+    """Stop only this cluster's processes (found by its --temp-dir), never another local Ray (no `ray stop`)."""
+    marker = str(root / "ray")
+    own = {os.getpid(), os.getppid()}
+    pids = _marked(marker, _proc_table()) - own
+    _kill(pids, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    _kill(_alive(pids) | (_marked(marker, _proc_table()) - own), signal.SIGKILL)
+    time.sleep(1)
+    left = _marked(marker, _proc_table()) - own
+    assert not _alive(left), f"cluster processes left running: {left}"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head node and a second node started with `ray start`, token auth on; stopped at the end."""
+    root = Path(tempfile.mkdtemp(prefix="hpsc-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    started = time.monotonic()
+    try:
+        cluster = _start_cluster(root)
+        print(f"\ncluster {cluster.address} up in {time.monotonic() - started:.0f} s: {cluster.node_ids}")
+        yield cluster
+    finally:
+        _stop_cluster(root)
+        if not os.environ.get("HPSEARCH_KEEP_CLUSTER_LOGS"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Driving the CLI
+
+
+class Cli:
+    """`python -m search.cli ...` in its own session, its output collected line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        prelude = ["-c", "import sys, search.tuner as T; T.CHECKPOINTS_PER_TRIAL = None; from search.cli import main; sys.exit(main(sys.argv[1:]))"] if os.environ.get("HPSC_KEEP_ALL") else ["-m", "search.cli"]
+        self.proc = subprocess.Popen([sys.executable, *prelude, *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO, start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def ended(self) -> dict[str, int]:
+        """Trial id -> rounds, of the trials the progress lines reported as completed or pruned."""
+        out = {}
+        for line in list(self.lines):
+            for outcome in ("] completed ", "] pruned "):
+                if outcome in line:
+                    words = line.split(outcome, 1)[1].split()  # "<id> after <n>/<total> rounds, ..."
+                    out[words[0]] = int(words[2].split("/")[0])
+        return out
+
+    def wait_for(self, ended: int, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.ended()) < ended:
+            assert self.proc.poll() is None, self.tail()
+            assert time.monotonic() < deadline, self.tail()
+            time.sleep(0.2)
+
+    def finish(self, timeout: float = 420) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the driver process only: the cluster and its nodes stay up."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+def _histories(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """trial id -> its result rows (deduplicated by round), read from result.json."""
+    out = {}
+    for path in experiment_dir.glob("trial_*/result.json"):
+        rows = R.read_history(path.parent)
+        if rows:
+            out[rows[-1].get("trial_id", path.parent.name.split("_", 1)[1])] = rows
+    return out
+
+
+def _live_histories(cluster: RayCluster, name: str) -> dict[str, list[dict[str, Any]]]:
+    """Like `_histories`, but from the driver's staging folder on the head node, written at every
+    result (the storage copy is synced only with Tune's experiment snapshots, seconds behind)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for experiment in cluster.temp_dir.glob(f"session_*/artifacts/*/{name}/driver_artifacts"):
+        out.update(_histories(experiment))
+    return out
+
+
+def _raw_rows(trial_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in (trial_dir / "result.json").read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return rows
+
+
+def _records(experiment_dir: Path) -> list[R.TrialRecord]:
+    state = R.read_state(experiment_dir)
+    return R.trial_records(experiment_dir, metric="val_acc", mode="max", total_rounds=state["total_rounds"])
+
+
+def _summary(records: list[R.TrialRecord]) -> list[tuple[str, str, int]]:
+    return [(r.trial_id, r.status, r.rounds) for r in records]
+
+
+def _key(history: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(h["round"], h["val_acc"], h["node_id"], h["time_total_s"]) for h in history]
+
+
+# ----------------------------------------------------------------------------------------------
+# On the cluster
+
+
+@pytest.mark.cluster
+def test_a_driver_without_the_token_is_refused_in_one_line(ray_cluster, tmp_path):
+    spec = small_spec(tmp_path, name="auth-test", samples=2, max_epochs=1)
+    fast = {"RAY_gcs_server_port_wait_time_s": "2"}  # Ray's own connect retries: 2 s instead of 20
+    wrong = ray_cluster.cli(["run", str(spec), "--storage", str(tmp_path / "a"), "--address", ray_cluster.address],
+                            tmp_path, RAY_AUTH_TOKEN="0" * 64, **fast)
+    no_token_env = {**ray_cluster.env, "HOME": str(tmp_path), "HPSEARCH_CACHE": str(tmp_path / "cache"), **fast}
+    for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        no_token_env.pop(var)
+    missing = Cli(["run", str(spec), "--storage", str(tmp_path / "b"), "--address", ray_cluster.address], no_token_env)
+    for cli, why in ((wrong, "(the token in RAY_AUTH_TOKEN is not the cluster's)"),
+                     (missing, "(not set here: RAY_AUTH_MODE=token, RAY_AUTH_TOKEN)")):
+        assert cli.finish(timeout=180) == 2, cli.tail()
+        errors = [ln for ln in cli.lines if ln.startswith("hpsearch: error:")]
+        assert len(errors) == 1, cli.tail()
+        assert f"cannot authenticate to the Ray cluster at {ray_cluster.address} {why}" in errors[0]
+        assert "RAY_AUTH_TOKEN" in errors[0] and "~/.ray/auth_token" in errors[0]
+        assert not any("Traceback" in ln for ln in cli.lines), cli.tail()
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())  # nothing written before the refusal
+
+
+@pytest.mark.cluster
+def test_trials_spread_over_both_nodes(ray_cluster, tmp_path):
+    spec = small_spec(tmp_path, name="spread-test", samples=4, max_epochs=3, grace_period=1)
+    storage = tmp_path / "runs"
+    # RAY_ADDRESS instead of --address; a local path on a one-host cluster needs no HPSEARCH_SHARED_STORAGE.
+    run = ray_cluster.cli(["run", str(spec), "--name", "spread", "--storage", str(storage)], tmp_path,
+                          RAY_ADDRESS=ray_cluster.address)
+    assert run.finish() == 0, run.tail()
+    records = _records(storage / "spread")
+    assert len(records) == 4 and all(r.status in (R.COMPLETED, R.PRUNED) for r in records), _summary(records)
+    by_node = ray_cluster.node_by_resource()  # node ids by custom resource, as a driver sees them
+    assert by_node == ray_cluster.node_ids
+    ran_on = {r.trial_id: {h["node_id"] for h in r.history} for r in records}
+    assert all(len(nodes) == 1 for nodes in ran_on.values()), ran_on  # no failure: a trial stays on its node
+    used = set().union(*ran_on.values())
+    assert used == {by_node[HEAD], by_node[WORKER]}, (ran_on, by_node)
+
+
+@pytest.mark.cluster
+def test_driver_killed_then_resumed_on_the_cluster(ray_cluster, tmp_path):
+    spec = small_spec(tmp_path, name="driver-kill-test", samples=6, max_epochs=12, grace_period=1)
+    storage = tmp_path / "runs"
+    experiment = storage / "dk"
+    run = ray_cluster.cli(["run", str(spec), "--name", "dk", "--storage", str(storage), "--address", ray_cluster.address], tmp_path)
+    try:
+        run.wait_for(2)
+        run.kill()  # the driver only: the nodes keep running
+        ended = run.ended()
+    finally:
+        run.kill()
+    assert run.proc.returncode == -signal.SIGKILL
+    assert len(ended) < 6, "the search ended before the driver could be killed"
+    saved = _histories(experiment)  # what the killed driver had saved (Tune saves every few seconds)
+    uri = f"sqlite:///{storage / 'mlflow.db'}"
+    parents = [r for r in mlflow_runs(uri, "driver-kill-test") if r.data.tags.get("hpsearch.kind") == "search"]
+    assert len(parents) == 1 and parents[0].info.status == "RUNNING"  # the killed driver could not close it
+    parent_id = parents[0].info.run_id
+    assert set(ray_cluster.node_by_resource()) >= {HEAD}  # the cluster outlived its driver
+
+    resumed = ray_cluster.cli(["resume", "dk", "--storage", str(storage), "--address", ray_cluster.address], tmp_path)
+    assert resumed.finish() == 0, resumed.tail()
+    records = _records(experiment)
+    assert len(records) == 6, _summary(records)
+    assert all(r.status in (R.COMPLETED, R.PRUNED) for r in records), _summary(records)
+    by_id = {r.trial_id: r for r in records}
+    for record in records:
+        assert [int(h["round"]) for h in record.history] == list(range(1, record.rounds + 1)), record.trial_id
+    for trial_id, rounds in ended.items():  # what had ended is still there: not lost, not shortened
+        assert by_id[trial_id].rounds >= rounds, (trial_id, rounds, _summary(records))
+    for trial_id, history in saved.items():
+        # Rounds the killed driver had saved are unchanged; the few it ran after its last save are
+        # trained again from the last saved checkpoint, and give the same numbers (seeded RNG state).
+        now = {int(h["round"]): h["val_acc"] for h in by_id[trial_id].history}
+        assert {int(h["round"]): h["val_acc"] for h in history}.items() <= now.items(), trial_id
+
+    all_runs = mlflow_runs(uri, "driver-kill-test")
+    assert not [r.info.run_id for r in all_runs if r.info.status == "RUNNING"]
+    for orphan in [r for r in all_runs if r.info.lifecycle_stage == "deleted"]:
+        assert orphan.data.tags.get("orphaned", "").startswith("true") and orphan.info.status == "KILLED"
+    active = [r for r in all_runs if r.info.lifecycle_stage == "active"]
+    parents = [r for r in active if r.data.tags.get("hpsearch.kind") == "search"]
+    assert [p.info.run_id for p in parents] == [parent_id]  # the parent run was reused
+    assert parents[0].info.status == "FINISHED"
+    children = [r for r in active if r.data.tags.get("hpsearch.kind") == "trial"]
+    assert sorted(c.data.tags["trial_id"] for c in children) == sorted(by_id)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for child in children:  # a round trained again is not logged twice
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+        assert steps == sorted(set(steps)), (child.data.tags["trial_id"], steps)
+
+
+@pytest.mark.cluster
+def test_second_node_killed_mid_search(ray_cluster, tmp_path):
+    """Last in this file: it leaves the cluster with the head node only."""
+    spec = small_spec(tmp_path, name="node-kill-test", samples=6, max_epochs=20, grace_period=1)
+    storage = tmp_path / "runs"
+    experiment = storage / "nk"
+    head, worker = ray_cluster.node_ids[HEAD], ray_cluster.node_ids[WORKER]
+    run = ray_cluster.cli(["run", str(spec), "--name", "nk", "--storage", str(storage), "--address", ray_cluster.address], tmp_path)
+    try:
+        # Kill when a trial has ended and the trial on the second node has passed ASHA's rung at
+        # round 3 (so it is not about to be stopped) but is far from its last round.
+        deadline = time.monotonic() + 300
+        while True:
+            assert run.proc.poll() is None, "search ended before the node could be killed:\n" + run.tail()
+            assert time.monotonic() < deadline, run.tail()
+            ended = run.ended()
+            live_on_worker = [t for t, h in _live_histories(ray_cluster, "nk").items()
+                              if t not in ended and h[-1]["node_id"] == worker and 4 <= h[-1]["round"] <= 14]
+            if ended and live_on_worker:
+                break
+            time.sleep(0.05)
+        killed_at = time.time()
+        ray_cluster.kill_worker_node()
+        time.sleep(0.5)
+        ended = run.ended()  # trials that ended before the kill, with their rounds
+        before = _live_histories(ray_cluster, "nk")
+        interrupted = {t for t, h in before.items() if t not in ended and h[-1]["node_id"] == worker}
+        assert interrupted >= set(live_on_worker), (interrupted, live_on_worker)
+        code = run.finish()
+    finally:
+        run.kill()
+    assert code == 0, run.tail()
+    assert ray_cluster.raylet(WORKER) is None
+    assert set(ray_cluster.node_by_resource()) == {HEAD}  # Ray saw the node die
+
+    records = _records(experiment)
+    assert len(records) == 6, _summary(records)
+    assert all(r.status in (R.COMPLETED, R.PRUNED) for r in records), _summary(records)
+    by_id = {r.trial_id: r for r in records}
+    for trial_id, rounds in ended.items():  # nothing that had ended was lost, shortened or trained again
+        assert by_id[trial_id].rounds == rounds, (trial_id, rounds, _summary(records))
+        assert _key(by_id[trial_id].history) == _key(before[trial_id]), trial_id
+    for trial_id in interrupted:
+        history = by_id[trial_id].history
+        nodes = [h["node_id"] for h in history]
+        rounds = [int(h["round"]) for h in history]
+        assert rounds == list(range(1, len(rounds) + 1)), (trial_id, rounds)
+        assert set(nodes) == {worker, head}, (trial_id, nodes)
+        switch = nodes.index(head)
+        assert all(n == head for n in nodes[switch:]), (trial_id, nodes)  # moved once, to the surviving node
+        # Restarted from its last checkpoint: the rounds go on from there, they do not start again at 1.
+        last_on_worker = int(before[trial_id][-1]["round"])
+        assert 1 < rounds[switch] <= last_on_worker + 1, (trial_id, rounds[switch], last_on_worker)
+        raw = _raw_rows(by_id[trial_id].path)
+        assert min(int(r["round"]) for r in raw if r["node_id"] == head) == rounds[switch], (trial_id, raw)
+        assert [h["val_acc"] for h in history[:switch]] == [h["val_acc"] for h in before[trial_id][:switch]]
+    for record in records:  # after the kill, only the head node trained
+        late = [h for h in record.history if h.get("timestamp", 0) > killed_at + 2]
+        assert all(h["node_id"] == head for h in late), (record.trial_id, [(h["round"], h["node_id"]) for h in late])
+
+    uri = f"sqlite:///{storage / 'mlflow.db'}"
+    runs = [r for r in mlflow_runs(uri, "node-kill-test") if r.info.lifecycle_stage == "active"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    children = [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
+    assert sorted(c.data.tags["trial_id"] for c in children) == sorted(by_id)  # a retried trial keeps its one run
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    for child in children:
+        if child.data.tags["trial_id"] in interrupted:
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
+            assert steps == list(range(1, len(steps) + 1)), (child.data.tags["trial_id"], steps)
