@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(DEFAULT_STORAGE) / f"{spec.name}-train" / "checkpoint.pt"
     path = save_checkpoint({**result.best_state, "test": _jsonable(result.test)}, out)
     best = result.best_metrics
-    print(f"best val {spec.metric} {best[spec.metric]:.4f} at epoch {best[M.EPOCH]:g}; checkpoint: {path}")
+    print(f"best {spec.metric} {best[spec.metric]:.4f} at epoch {best[M.EPOCH]:g}; checkpoint: {path}")
     if result.test is not None:
         t = result.test
         print(f"test (evaluated once, best-val weights): acc {t['acc']:.4f} loss {t['loss']:.4f}" + (f" top5 {t['top5']:.4f}" if "top5" in t else ""))
