@@ -255,6 +255,15 @@ def _parse_when(path: str, where: str, when: Any) -> tuple[tuple[str, tuple[Any,
     return tuple((str(k), tuple(v) if isinstance(v, list) else (v,)) for k, v in when.items())
 
 
+def _section(path: str, raw: dict[str, Any], key: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """An optional mapping section (budget, resources) with its defaults filled in."""
+    given = raw.get(key) or {}
+    if not isinstance(given, dict):
+        raise _err(path, f"{key} must be a mapping with keys {', '.join(defaults)}, but got {given!r}")
+    _check_keys(path, key, given, set(defaults))
+    return {**defaults, **given}
+
+
 def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
     """Validate a raw spec mapping (see the module docstring); `path` names it in errors."""
     _check_keys(path, "the spec", raw, TOP_KEYS)
@@ -295,11 +304,7 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
         raise _err(path, f"device must be auto, cpu, cuda or mps, but got {device!r}")
 
     # budget, resources --------------------------------------------------------------------
-    braw = raw.get("budget") or {}
-    if not isinstance(braw, dict):
-        raise _err(path, f"budget must be a mapping, but got {braw!r}")
-    _check_keys(path, "budget", braw, set(BUDGET_DEFAULTS))
-    b = {**BUDGET_DEFAULTS, **braw}
+    b = _section(path, raw, "budget", BUDGET_DEFAULTS)
     report_every = b["report_every"]
     if report_every != "epoch":
         report_every = _number(path, "budget.report_every ('epoch' or a number of training samples)", report_every, integer=True, minimum=1)
@@ -314,11 +319,7 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
     )
     if budget.grace_period > budget.max_epochs:
         raise _err(path, f"budget.grace_period ({budget.grace_period}) must be <= budget.max_epochs ({budget.max_epochs})")
-    rraw = raw.get("resources") or {}
-    if not isinstance(rraw, dict):
-        raise _err(path, f"resources must be a mapping like {{cpu: 1, gpu: 0.25}}, but got {rraw!r}")
-    _check_keys(path, "resources", rraw, set(RESOURCE_DEFAULTS))
-    r = {**RESOURCE_DEFAULTS, **rraw}
+    r = _section(path, raw, "resources", RESOURCE_DEFAULTS)
     resources = Resources(cpu=_number(path, "resources.cpu", r["cpu"], minimum=0.01), gpu=_number(path, "resources.gpu", r["gpu"], minimum=0))
     if resources.gpu > 1 and resources.gpu != int(resources.gpu):
         raise _err(path, f"resources.gpu above 1 must be a whole number, but got {resources.gpu}")

@@ -254,6 +254,23 @@ def _held_out(
     )
 
 
+def _three_way(
+    name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str],
+    *, test_fraction: float, val_fraction: float, seed: int,
+) -> DataBundle:
+    """Bundle a data set with no official splits: stratified, seeded test and val fractions."""
+    test_idx, val_idx, train_idx = stratified_split(labels, [test_fraction, val_fraction], seed)
+    return DataBundle(
+        name=name,
+        train=Split(labels=labels[train_idx], images=images[train_idx]),
+        val=Split(labels=labels[val_idx], images=images[val_idx]),
+        test=Split(labels=labels[test_idx], images=images[test_idx]),
+        class_names=class_names,
+        channels=images.shape[1],
+        image_size=(images.shape[2], images.shape[3]),
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # Registered data sets
 
@@ -266,16 +283,7 @@ def digits(*, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int =
     raw = load_digits()
     images = np.clip(raw.images * 16.0, 0, 255).astype(np.uint8)[:, None, :, :]  # 0..16 -> 0..255
     labels = raw.target.astype(np.int64)
-    test_idx, val_idx, train_idx = stratified_split(labels, [test_fraction, val_fraction], seed)
-    return DataBundle(
-        name="digits",
-        train=Split(labels=labels[train_idx], images=images[train_idx]),
-        val=Split(labels=labels[val_idx], images=images[val_idx]),
-        test=Split(labels=labels[test_idx], images=images[test_idx]),
-        class_names=[str(d) for d in range(10)],
-        channels=1,
-        image_size=(8, 8),
-    )
+    return _three_way("digits", images, labels, [str(d) for d in range(10)], test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
 
 
 def _torchvision_mnist_like(cls_name: str, name: str, root: str, val_fraction: float, seed: int, download: bool) -> DataBundle:
@@ -377,16 +385,7 @@ def fake(
     ds = FakeData(size=size, image_size=(channels, image_size, image_size), num_classes=num_classes, random_offset=seed)
     images = np.stack([_pil_to_array(ds[i][0], (image_size, image_size), channels) for i in range(size)])
     labels = np.asarray([int(ds[i][1]) for i in range(size)], dtype=np.int64)
-    test_idx, val_idx, train_idx = stratified_split(labels, [test_fraction, val_fraction], seed)
-    return DataBundle(
-        name="fake",
-        train=Split(labels=labels[train_idx], images=images[train_idx]),
-        val=Split(labels=labels[val_idx], images=images[val_idx]),
-        test=Split(labels=labels[test_idx], images=images[test_idx]),
-        class_names=[f"class{i}" for i in range(num_classes)],
-        channels=channels,
-        image_size=(image_size, image_size),
-    )
+    return _three_way("fake", images, labels, [f"class{i}" for i in range(num_classes)], test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------
