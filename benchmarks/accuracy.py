@@ -36,6 +36,7 @@ import _common as C
 
 A_CLASSES = ("circle", "square", "triangle")
 D_CLASSES = ("circle", "square", "triangle", "cross", "star", "hexagon")
+SMOKE_BUDGET = {"samples": 1, "max_epochs": 1, "grace_period": 1}
 
 
 def add_args(parser) -> None:
@@ -118,7 +119,7 @@ def specs(data_root: Path, smoke: bool) -> list[tuple[str, dict, str]]:
     raw = C.quickstart_raw()
     changes = "as shipped"
     if smoke:
-        raw["budget"].update({"samples": 3, "max_epochs": 2, "grace_period": 1})
+        raw["budget"].update(SMOKE_BUDGET)
         changes = "smoke budget"
     out.append(("quickstart (digits)", raw, changes))
 
@@ -128,7 +129,8 @@ def specs(data_root: Path, smoke: bool) -> list[tuple[str, dict, str]]:
     changes = ("dataset.root = generated 3-class folder (400 images per class, 48 px PNG), image_size 32, val/test fraction 0.2 "
                "(0.1 in the spec: 40 test images would be too few to compare); budget samples 10, max_epochs 20 (100 in the spec), grace 2")
     if smoke:
-        raw["budget"].update({"samples": 3, "max_epochs": 2, "grace_period": 1})
+        raw["budget"].update(SMOKE_BUDGET)
+        changes += "; smoke budget"
     out.append(("tutorial A (image folder, 3 classes)", raw, changes))
 
     raw = yaml.safe_load((C.REPO / "spaces" / "tutorial_d_dogs_scratch.yaml").read_text())
@@ -137,7 +139,8 @@ def specs(data_root: Path, smoke: bool) -> list[tuple[str, dict, str]]:
     changes = ("dataset.root = generated 6-class Train/Validation/Test folder (150 / 40 / 40 images per class), image_size 32 "
                "(224 in the spec); budget samples 10, max_epochs 15 (20 in the spec), grace 2")
     if smoke:
-        raw["budget"].update({"samples": 3, "max_epochs": 2, "grace_period": 1})
+        raw["budget"].update(SMOKE_BUDGET)
+        changes += "; smoke budget"
     out.append(("tutorial D scratch (Train/Validation/Test, 6 classes)", raw, changes))
     return out
 

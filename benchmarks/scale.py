@@ -129,66 +129,77 @@ def profile(args, storage: Path) -> str:
     return summarise_profile(raw, args.profile_trials)
 
 
-CATEGORIES = (  # first match wins, checked on every frame of a stack (innermost first)
-    ("MLflow tracking (search/tracking.py → mlflow, SQLite)", ("search/tracking.py",)),
+CATEGORIES = (  # first match wins, checked on every frame of a stack
+    ("hpsearch MLflow tracking on the Tune loop (search/tracking.py)", ("search/tracking.py",)),
     ("hpsearch progress (search/progress.py)", ("search/progress.py",)),
     ("Optuna TPE sampling (optuna/)", ("optuna/",)),
     ("ASHA scheduler", ("async_hyperband.py",)),
-    ("Tune experiment-state / searcher checkpointing", ("checkpoint_manager", "save_to_dir", "experiment_state", "_checkpoint", "cloudpickle")),
-    ("Ray actor calls / waiting for results (ray.wait, futures)", ("ray/_private/worker.py", "_raylet", "ray_event_manager", "event_manager")),
-    ("Tune controller other", ("ray/tune/",)),
-    ("Ray / Python other", ("",)),
+    ("Tune's result loggers (json / csv / tensorboardX files)", ("ray/tune/logger/", "tensorboardX/")),
+    ("Tune experiment-state / searcher checkpointing", ("save_to_dir", "experiment_state", "sync_up_experiment_state")),
+    ("waiting for trial actors (ray.wait / futures)", ("wait (ray/_private/worker.py", "RayEventManager.wait", "_raylet")),
+    ("Tune controller, other", ("ray/tune/", "ray/air/")),
+    ("other", ("",)),
 )
+WRITER_PARTS = (  # where the MLflow writer thread spends its time
+    ("create_run (child run + tags)", "MlflowTracker._child"),
+    ("log_batch (params + metrics + end tags)", "MlflowTracker._write_pending"),
+    ("set_terminated", "MlflowTracker._end"),
+    ("experiment + parent run (new SQLite file: schema migrations)", "MlflowTracker.open_parent"),
+    ("mlflow_runs.json saves", "MlflowTracker._save_runs"),
+)
+IDLE = ("Condition.wait", "Queue.get", "Event.wait")
+
+
+def _stacks(raw: Path):
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            yield stack.split(";"), int(count)
 
 
 def summarise_profile(raw: Path, trials: int) -> str:
-    """py-spy raw (collapsed) stacks → share of the driver's main thread per category and top self frames."""
-    totals: collections.Counter = collections.Counter()
-    self_frames: collections.Counter = collections.Counter()
-    inclusive: collections.Counter = collections.Counter()
+    """py-spy raw (collapsed) stacks → the driver's Tune loop (main thread) by category, and the MLflow writer thread."""
+    main: collections.Counter = collections.Counter()
     main_total = 0
-    main_thread = None
-    lines = raw.read_text().splitlines()
-    # The main thread is the one whose stacks start at the script's module level.
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        if len(frames) > 2 and "<module> (" in frames[2] and "scale.py" in frames[2]:
-            main_thread = frames[1] if frames[1].startswith("thread") else frames[0]
-            break
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        frames = stack.split(";")
-        if main_thread is not None and main_thread not in frames[:2]:
-            continue
-        n = int(count)
-        main_total += n
-        innermost_first = list(reversed(frames))
-        for label, needles in CATEGORIES:
-            if any(any(nd in f for nd in needles) for f in innermost_first):
-                totals[label] += n
-                break
-        self_frames[innermost_first[0]] += n
-        for f in set(frames):
-            if "search/tracking.py" in f or "search/progress.py" in f:
-                inclusive[f] += n
+    writer: collections.Counter = collections.Counter()
+    writer_total = writer_busy = 0
+    for frames, n in _stacks(raw):
+        thread = frames[0]
+        if thread.endswith("MainThread") and any("Tuner.fit (" in f for f in frames):
+            main_total += n
+            for label, needles in CATEGORIES:
+                if any(any(nd in f for nd in needles) for f in frames[1:]):
+                    main[label] += n
+                    break
+        elif thread.endswith("hpsearch-mlflow-writer"):
+            writer_total += n
+            if any(frames[-1].startswith(i) for i in IDLE) and not any("MlflowTracker._" in f and "_write_loop" not in f for f in frames):
+                continue  # waiting for work
+            writer_busy += n
+            for label, needle in WRITER_PARTS:
+                if any(needle in f for f in frames):
+                    writer[label] += n
+                    break
+            else:
+                writer["other"] += n
     if not main_total:
-        return "Profile: no samples of the driver's main thread."
-    rows = [[label, f"{100 * totals[label] / main_total:.1f} %", f"{totals[label] / 100:.1f} s"] for label, _ in CATEGORIES if totals[label]]
-    top = [[f.replace("|", "/")[:120], f"{100 * n / main_total:.1f} %"] for f, n in self_frames.most_common(12)]
-    hp = [[f.replace("|", "/")[:120], f"{100 * n / main_total:.1f} %"] for f, n in inclusive.most_common(10)]
-    return "\n\n".join([
-        f"### Profile of the hpsearch run's driver (py-spy, 100 Hz, idle included, {trials} trials, main thread: "
-        f"{main_total} samples ≈ {main_total / 100:.0f} s)",
-        "Share of the main thread's time by what its stack contains (innermost match wins, in this order):",
+        return "Profile: no samples of the driver's Tune loop."
+    rows = [[label, f"{100 * main[label] / main_total:.1f} %", f"{main[label] / 100:.1f} s"] for label, _ in CATEGORIES if main[label]]
+    out = [
+        f"### Profile of the hpsearch run's driver (py-spy, 100 Hz, idle included, {trials} trials)",
+        f"Tune's loop (the driver's main thread inside `Tuner.fit`, {main_total / 100:.0f} s), by what its stack holds "
+        "(first match in this order):",
         C.md_table(["category", "share", "≈ seconds"], rows),
-        "Frames where the main thread is (self time, top 12):",
-        C.md_table(["frame", "share"], top),
-        "hpsearch callback functions, inclusive time:",
-        C.md_table(["function", "share"], hp) if hp else "(none sampled)",
-    ])
+    ]
+    if writer_total:
+        wrows = [[label, f"{writer[label] / 100:.1f} s", f"{1000 * writer[label] / 100 / trials:.1f} ms"]
+                 for label in [*(w[0] for w in WRITER_PARTS), "other"] if writer[label]]
+        out += [
+            f"The MLflow writer thread (search/tracking.py) was busy {writer_busy / 100:.1f} s of {writer_total / 100:.0f} s "
+            f"({1000 * writer_busy / 100 / trials:.0f} ms per trial; it holds the GIL for its Python part, and SQLite I/O runs outside it):",
+            C.md_table(["MLflow work", "seconds", "per trial"], wrows),
+        ]
+    return "\n\n".join(out)
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ def make_spec(setting: str, seed: int, smoke: bool):
     raw.update(SETTINGS[setting][1])
     raw["seed"] = seed
     if smoke:
-        raw["budget"].update({"samples": 3, "max_epochs": 2, "grace_period": 1})
+        raw["budget"].update({"samples": 2, "max_epochs": 1, "grace_period": 1})
     return parse_spec(raw, f"benchmarks/search_efficiency.py:{setting}")
 
 

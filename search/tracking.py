@@ -109,6 +109,7 @@ class MlflowTracker(Callback):
         self._pending: dict[str, dict[str, list[Any]]] = {}  # run id → params / metrics / tags not yet written
         self._pending_round: dict[str, int] = {}  # trial id → highest round among its pending metrics
         self._last_flush = time.monotonic()
+        self._dirty = False  # `runs` changed since it was last saved
         self._started: set[str] = set()  # trials whose run was requested (driver side)
         self._seen_round = dict(self.runs["logged_round"])  # trial id → last round queued (driver side)
 
@@ -121,7 +122,8 @@ class MlflowTracker(Callback):
         return cls(spec, experiment_dir, uri, artifacts, total_rounds)
 
     # -- persistence ------------------------------------------------------------------------
-    _RUNTIME = ("_client", "_lock", "_queue", "_writer", "_error", "_pending", "_pending_round", "_last_flush", "_started", "_seen_round")
+    _RUNTIME = ("_client", "_lock", "_queue", "_writer", "_error", "_pending", "_pending_round", "_last_flush", "_dirty", "_started",
+                "_seen_round")
 
     def __getstate__(self) -> dict[str, Any]:
         with self._lock:
@@ -181,7 +183,7 @@ class MlflowTracker(Callback):
     def _write_loop(self) -> None:
         while True:
             wait = None
-            if self._pending:
+            if self._pending or self._dirty:
                 wait = max(0.0, self.flush_seconds - (time.monotonic() - self._last_flush))
             try:
                 item = self._queue.get(timeout=wait)
@@ -194,7 +196,7 @@ class MlflowTracker(Callback):
                     return
                 fn, args = item
                 self._guarded(fn, *args)
-                if self._pending and time.monotonic() - self._last_flush >= self.flush_seconds:
+                if (self._pending or self._dirty) and time.monotonic() - self._last_flush >= self.flush_seconds:
                     self._guarded(self._write_pending)
             finally:
                 self._queue.task_done()
@@ -251,7 +253,11 @@ class MlflowTracker(Callback):
             self._pending_round.pop(trial_id, None)
         if only is None:
             self._last_flush = time.monotonic()
-        self._save_runs()
+        if written or self._dirty or only is None:
+            # Rounds in MLflow are saved as logged at once (a restart must not log them twice); run ends
+            # wait for the next periodic save (`finish_search` re-derives a lost end from Tune's records).
+            self._dirty = False
+            self._save_runs()
 
     # -- Tune hooks (driver loop: record and queue only) ------------------------------------
     def setup(self, **info: Any) -> None:
@@ -288,6 +294,15 @@ class MlflowTracker(Callback):
         else:
             client.update_run(self.parent_run_id, status="RUNNING")
             client.set_tag(self.parent_run_id, "interrupted", "false")
+            self._sync_logged_rounds()
+
+    def _sync_logged_rounds(self) -> None:
+        """On resume, trust MLflow over the saved map: a killed driver may have logged rounds it never recorded."""
+        for trial_id, run_id in self.runs["trials"].items():
+            history = self.client.get_metric_history(run_id, M.TRAIN_LOSS)
+            if history:
+                self.runs["logged_round"][trial_id] = max(self.runs["logged_round"].get(trial_id, 0), max(m.step for m in history))
+        self._save_runs()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._request_child(trial)
@@ -309,6 +324,7 @@ class MlflowTracker(Callback):
         if run_id is not None:
             with self._lock:
                 self.runs["ended"].pop(trial_id, None)
+            self._dirty = True
             self.client.update_run(run_id, status="RUNNING")
             return run_id
         run = self.client.create_run(self.runs["experiment_id"], run_name=trial_id, tags={
@@ -371,7 +387,7 @@ class MlflowTracker(Callback):
         self.client.set_terminated(run_id, status=status)
         with self._lock:
             self.runs["ended"][trial_id] = status
-        self._save_runs()
+        self._dirty = True
 
     # -- end of search ----------------------------------------------------------------------
     def finish_search(self, result: Any, data: Any, *, refit: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:

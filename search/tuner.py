@@ -33,7 +33,11 @@ from trainables.errors import UserError
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "hpsearch-runs"
-CHECKPOINTS_PER_TRIAL = 2
+# Tune deletes nothing while a search runs: with num_to_keep set, a checkpoint that Tune's last saved
+# experiment state still points to can be deleted before the next save, and a killed driver's resume
+# then fails that trial ("does not exist on storage anymore"). hpsearch prunes each trial to its best
+# and last checkpoints once the search has finished (see prune_checkpoints).
+CHECKPOINTS_PER_TRIAL = None
 MAX_FAILURES = 2  # retries of a failed trial, each from its last checkpoint
 
 
@@ -349,8 +353,13 @@ def run_search(
     spec = with_flags(spec, samples=samples, max_epochs=max_epochs, time_budget=time_budget, overrides=overrides)
     storage_root = _storage_root(storage)
     name = name or default_name(spec)
-    experiment_dir = Path(storage_root) / name if "://" not in storage_root else None
-    if experiment_dir is not None and experiment_dir.exists():
+    if "://" in storage_root:
+        raise UserError(
+            f"--storage {storage_root}: URI storage is not supported yet; mount the bucket at the same path on "
+            "every node (s3fs, gcsfuse, NFS) and pass that path with HPSEARCH_SHARED_STORAGE=1"
+        )
+    experiment_dir = Path(storage_root) / name
+    if experiment_dir.exists():
         raise UserError(f"a search named {name!r} already exists in {storage_root}; continue it with `hpsearch resume {name}` or pick another --name")
     data = create_dataset(spec.dataset, **spec.dataset_options)
     _emit(on_event, f"data: {data.summary()}")
@@ -362,7 +371,6 @@ def run_search(
         "created": dt.datetime.now().isoformat(timespec="seconds"), "tracking_uri": tracking_uri,
         "track": track, "refit": refit,
     }
-    assert experiment_dir is not None, "URI storage is handled by the cluster path"  # see check_storage_reachable
     R.write_state(experiment_dir, state)
     return _fit(spec, data, experiment_dir, state, restore=False, on_event=on_event)
 
@@ -384,6 +392,7 @@ def resume_search(
     _emit(on_event, f"data: {data.summary()}")
     connect(address)
     check_resources(spec)
+    check_storage_reachable(storage_root)
     if not tune.Tuner.can_restore(str(experiment_dir)):
         raise UserError(f"search {name!r} in {experiment_dir} cannot be restored by Ray Tune (experiment state missing)")
     state["resumed"] = state.get("resumed", 0) + 1
@@ -441,11 +450,34 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[s
     tracker = next((c for c in callbacks if hasattr(c, "finish_search")), None)
     if tracker is not None:
         result.tracking, result.final = tracker.finish_search(result, data, refit=bool(state.get("refit")))
+    if not interrupted:
+        prune_checkpoints(records)
     state["finished"] = not interrupted
     state["final"] = json.loads(json.dumps(result.final, default=str))
     state["tracking"] = result.tracking
     R.write_state(experiment_dir, state)
     return result
+
+
+def prune_checkpoints(records: list[R.TrialRecord]) -> int:
+    """Keep each finished trial's best-round and last checkpoints, delete the rest; returns how many went."""
+    import shutil
+
+    removed = 0
+    for record in records:
+        folders = sorted(record.path.glob("checkpoint_*"))
+        if len(folders) <= 2:
+            continue
+        keep = {folders[-1]}
+        try:
+            keep.add(R.best_checkpoint_dir(record))
+        except UserError:
+            pass
+        for folder in folders:
+            if folder not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+    return removed
 
 
 def _find_baseline(records: list[R.TrialRecord], spec: SearchSpec) -> R.TrialRecord | None:

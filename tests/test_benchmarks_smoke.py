@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED_ROWS = {
-    "overhead": ["| 1 | bare → hpsearch |", "| **median** |", "| trial time / bare loop time (median) |"],
+    "overhead": ["| 1 | bare → hpsearch |", "| **median** |", "| trial time / bare loop time (trial 2, median of reps) |"],
     "data_pipeline": [
         f"| {shape} | {variant}"
         for shape in ("MNIST 1x28x28, tutorial C net", "CIFAR-10 3x32x32, tutorial E net")

@@ -315,7 +315,7 @@ def _stop_cluster(root: Path) -> None:
     own = {os.getpid(), os.getppid()}
     pids = _marked(marker, _proc_table()) - own
     _kill(pids, signal.SIGTERM)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 5
     while _alive(pids) and time.monotonic() < deadline:
         time.sleep(0.3)
     _kill(_alive(pids) | (_marked(marker, _proc_table()) - own), signal.SIGKILL)
@@ -347,8 +347,7 @@ class Cli:
     """`python -m search.cli ...` in its own session, its output collected line by line."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        prelude = ["-c", "import sys, search.tuner as T; T.CHECKPOINTS_PER_TRIAL = None; from search.cli import main; sys.exit(main(sys.argv[1:]))"] if os.environ.get("HPSC_KEEP_ALL") else ["-m", "search.cli"]
-        self.proc = subprocess.Popen([sys.executable, *prelude, *args], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO, start_new_session=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -401,13 +400,13 @@ def _histories(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _live_histories(cluster: RayCluster, name: str) -> dict[str, list[dict[str, Any]]]:
+def _live_histories(cluster: RayCluster, experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Like `_histories`, but from the driver's staging folder on the head node, written at every
-    result (the storage copy is synced only with Tune's experiment snapshots, seconds behind)."""
+    result (the storage copy is synced with Tune's experiment snapshots, seconds behind)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for experiment in cluster.temp_dir.glob(f"session_*/artifacts/*/{name}/driver_artifacts"):
-        out.update(_histories(experiment))
-    return out
+    for staging in cluster.temp_dir.glob(f"session_*/artifacts/*/{experiment_dir.name}/driver_artifacts"):
+        out.update(_histories(staging))
+    return out or _histories(experiment_dir)
 
 
 def _raw_rows(trial_dir: Path) -> list[dict[str, Any]]:
@@ -505,18 +504,27 @@ def test_driver_killed_then_resumed_on_the_cluster(ray_cluster, tmp_path):
     by_id = {r.trial_id: r for r in records}
     for record in records:
         assert [int(h["round"]) for h in record.history] == list(range(1, record.rounds + 1)), record.trial_id
-    for trial_id, rounds in ended.items():  # what had ended is still there: not lost, not shortened
-        assert by_id[trial_id].rounds >= rounds, (trial_id, rounds, _summary(records))
+    # A trial the killed driver started after Tune's last save of the experiment does not exist for
+    # the resumed search (Tune samples another in its place); its MLflow run is closed and hidden below.
+    lost = {t for t in {*saved, *ended} if t not in by_id}
+    print(f"\ndriver kill: {len(ended)} trials had ended, {len(saved)} had results in storage, "
+          f"{len(lost)} started after the last save; after resume: {_summary(records)}")
+    for trial_id, rounds in ended.items():
+        if trial_id in by_id:  # what had ended is still there: not lost, not shortened
+            assert by_id[trial_id].rounds >= rounds, (trial_id, rounds, _summary(records))
     for trial_id, history in saved.items():
-        # Rounds the killed driver had saved are unchanged; the few it ran after its last save are
-        # trained again from the last saved checkpoint, and give the same numbers (seeded RNG state).
-        now = {int(h["round"]): h["val_acc"] for h in by_id[trial_id].history}
-        assert {int(h["round"]): h["val_acc"] for h in history}.items() <= now.items(), trial_id
+        # Rounds in storage at the kill are unchanged; the few the killed driver ran after its last
+        # save are trained again from the last saved checkpoint, with the same numbers (seeded RNG state).
+        if trial_id in by_id:
+            now = {int(h["round"]): h["val_acc"] for h in by_id[trial_id].history}
+            assert {int(h["round"]): h["val_acc"] for h in history}.items() <= now.items(), trial_id
 
     all_runs = mlflow_runs(uri, "driver-kill-test")
     assert not [r.info.run_id for r in all_runs if r.info.status == "RUNNING"]
-    for orphan in [r for r in all_runs if r.info.lifecycle_stage == "deleted"]:
+    orphans = [r for r in all_runs if r.info.lifecycle_stage == "deleted"]
+    for orphan in orphans:
         assert orphan.data.tags.get("orphaned", "").startswith("true") and orphan.info.status == "KILLED"
+    assert lost <= {r.data.tags.get("trial_id") for r in orphans}  # their child runs are closed and hidden
     active = [r for r in all_runs if r.info.lifecycle_stage == "active"]
     parents = [r for r in active if r.data.tags.get("hpsearch.kind") == "search"]
     assert [p.info.run_id for p in parents] == [parent_id]  # the parent run was reused
@@ -547,7 +555,7 @@ def test_second_node_killed_mid_search(ray_cluster, tmp_path):
             assert run.proc.poll() is None, "search ended before the node could be killed:\n" + run.tail()
             assert time.monotonic() < deadline, run.tail()
             ended = run.ended()
-            live_on_worker = [t for t, h in _live_histories(ray_cluster, "nk").items()
+            live_on_worker = [t for t, h in _live_histories(ray_cluster, experiment).items()
                               if t not in ended and h[-1]["node_id"] == worker and 4 <= h[-1]["round"] <= 14]
             if ended and live_on_worker:
                 break
@@ -556,7 +564,7 @@ def test_second_node_killed_mid_search(ray_cluster, tmp_path):
         ray_cluster.kill_worker_node()
         time.sleep(0.5)
         ended = run.ended()  # trials that ended before the kill, with their rounds
-        before = _live_histories(ray_cluster, "nk")
+        before = _live_histories(ray_cluster, experiment)
         interrupted = {t for t, h in before.items() if t not in ended and h[-1]["node_id"] == worker}
         assert interrupted >= set(live_on_worker), (interrupted, live_on_worker)
         code = run.finish()
@@ -587,6 +595,8 @@ def test_second_node_killed_mid_search(ray_cluster, tmp_path):
         raw = _raw_rows(by_id[trial_id].path)
         assert min(int(r["round"]) for r in raw if r["node_id"] == head) == rounds[switch], (trial_id, raw)
         assert [h["val_acc"] for h in history[:switch]] == [h["val_acc"] for h in before[trial_id][:switch]]
+        print(f"\nnode kill: trial {trial_id} ran rounds 1-{switch} on the second node, "
+              f"{switch + 1}-{len(rounds)} on the head after the kill ({by_id[trial_id].status})")
     for record in records:  # after the kill, only the head node trained
         late = [h for h in record.history if h.get("timestamp", 0) > killed_at + 2]
         assert all(h["node_id"] == head for h in late), (record.trial_id, [(h["round"], h["node_id"]) for h in late])
