@@ -40,7 +40,9 @@ def add_args(parser) -> None:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--profile", action="store_true", help="also profile the hpsearch run's driver with py-spy")
     parser.add_argument("--profile-trials", type=int, default=400)
-    parser.add_argument("--only", choices=["bare", "hpsearch"], help=argparse_hidden())
+    parser.add_argument("--what-if", action="store_true",
+                        help="also run bare Tune with its CSV and tensorboardX result loggers off (JSON kept: hpsearch reads it)")
+    parser.add_argument("--only", choices=["bare", "hpsearch", "bare-json-only"], help=argparse_hidden())
     parser.add_argument("--storage", help=argparse_hidden())
 
 
@@ -80,10 +82,21 @@ def one_run(which: str, spec, data, storage: Path) -> dict:
     state = {"name": name, "storage": str(storage), "tracking_uri": None, "track": which == "hpsearch", "spec": spec.raw}
     lines: list[str] = []
     callbacks = T._callbacks(spec, data, experiment_dir, state, lines.append) if which == "hpsearch" else []
+    json_only = which == "bare-json-only"
+    if json_only:  # what-if: Tune's CSV and tensorboardX loggers off; result.json (read by search.results) kept
+        from ray.tune.logger import JsonLoggerCallback
+
+        callbacks = [JsonLoggerCallback()]
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     tuner = T.build_tuner(spec, data, name=name, storage=str(storage), callbacks=callbacks, trainable=trivial)
-    with C.Stopwatch() as fit:
-        tuner.fit()
-    out = {"fit": fit.seconds, "trials": spec.budget.samples, "finish": float("nan"), "mlflow_runs": float("nan")}
+    try:
+        with C.LoadWatch(interval=1.0) as load, C.Stopwatch() as fit:
+            tuner.fit()
+    finally:
+        if json_only:
+            os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+    out = {"fit": fit.seconds, "trials": spec.budget.samples, "finish": float("nan"), "mlflow_runs": float("nan"),
+           "other_cores": load.other_cores()}
     with C.Stopwatch() as read:
         records = R.trial_records(experiment_dir, metric=spec.metric, mode=spec.mode, total_rounds=T.total_rounds(spec, len(data.train)))
     out["read_results"] = read.seconds
@@ -228,7 +241,7 @@ def main() -> None:
         with C.LoadWatch() as load:
             with C.Stopwatch() as start:
                 connect(None)
-            for which in ("bare", "hpsearch"):
+            for which in ("bare", "hpsearch", *(["bare-json-only"] if args.what_if else [])):
                 results[which] = one_run(which, spec, data, storage)
                 r = results[which]
                 print(f"{which}: {r['trials']} trials in {r['fit']:.1f} s = {3600 * r['trials'] / r['fit']:,.0f} trials/hour", flush=True)
@@ -242,12 +255,17 @@ def main() -> None:
     per_hour = {k: 3600 * v["trials"] / v["fit"] for k, v in results.items()}
     ms = {k: 1000 * v["fit"] / v["trials"] for k, v in results.items()}
     rows = [
-        ["bare Tune + Optuna + ASHA", bare["trials"], bare["pruned"], bare["fit"], per_hour["bare"], ms["bare"], "-", bare["read_results"], "-"],
+        ["bare Tune + Optuna + ASHA", bare["trials"], bare["pruned"], bare["fit"], per_hour["bare"], ms["bare"], "-", bare["read_results"], "-",
+         f"{bare['other_cores']:.2f}"],
         ["hpsearch (+ ProgressCallback + MlflowTracker)", hp["trials"], hp["pruned"], hp["fit"], per_hour["hpsearch"], ms["hpsearch"],
-         ms["hpsearch"] - ms["bare"], hp["read_results"], hp["finish"]],
+         ms["hpsearch"] - ms["bare"], hp["read_results"], hp["finish"], f"{hp['other_cores']:.2f}"],
     ]
+    if "bare-json-only" in results:
+        r = results["bare-json-only"]
+        rows.append(["what-if: bare, Tune's CSV + tensorboardX loggers off", r["trials"], r["pruned"], r["fit"], per_hour["bare-json-only"],
+                     ms["bare-json-only"], "-", r["read_results"], "-", f"{r['other_cores']:.2f}"])
     table = C.md_table(["run", "trials", "pruned by ASHA", "Tuner.fit s", "trials/hour", "ms per trial", "hpsearch bookkeeping ms/trial",
-                        "reading results s", "finish_search s"], rows)
+                        "reading results s", "finish_search s", "other processes' CPU during the run (cores)"], rows)
     ratio = per_hour["hpsearch"] / per_hour["bare"]
     target = C.md_table(["check", "measured", "target"], [
         ["hpsearch throughput / bare throughput", f"{ratio:.2f}", f"≥ {TARGET_RATIO} ({'met' if ratio >= TARGET_RATIO else '**missed**'})"],

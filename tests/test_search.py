@@ -80,6 +80,9 @@ def test_best_is_ranked_by_best_round_and_beats_baseline(search):
     assert best.best_round == 1 + values.index(max(values))
     assert best.best_value >= baseline.best_value
     assert all(best.best_value >= r.best_value for r in search.records if r.best_value is not None)
+    for r in search.records:  # pruned to the best-round and last checkpoints once the search finished
+        kept = sorted(p.name for p in r.path.glob("checkpoint_*"))
+        assert f"checkpoint_{r.best_round - 1:06d}" in kept and f"checkpoint_{r.rounds - 1:06d}" in kept and len(kept) <= 2, kept
 
 
 def test_mlflow_has_one_parent_and_a_nested_run_per_trial(search):
