@@ -532,9 +532,12 @@ def test_token_auth_check_can_fail(cfg, text, breakage):
 # --------------------------------------------------------------------------
 
 
-def test_documents_shared_s3_storage_and_usage(text):
-    assert re.search(r"s3://YOUR-BUCKET/hpsearch", text), "S3 storage placeholder missing"
-    assert re.search(r"hpsearch run \S+ --address auto --storage", text), "usage example missing"
+def test_documents_shared_storage_and_usage(text, config):
+    setup = "\n".join(config["setup_commands"])
+    assert "mount -t nfs4" in setup and "/mnt/hpsearch" in setup, "every node must mount the shared storage"
+    assert "HPSEARCH_SHARED_STORAGE=1" in setup, "nodes must declare the storage shared"
+    assert re.search(r"hpsearch run \S+ --address auto --storage /mnt/hpsearch", text), "usage example missing"
+    assert "ray job submit" in text, "job submission example missing"
 
 
 def test_autoscaling_knobs(config):
