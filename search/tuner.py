@@ -406,9 +406,13 @@ def _emit(on_event: Callable[[str], None] | None, message: str) -> None:
 
 
 def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[str, Any], on_event) -> list[Any]:
+    from ray.tune.logger import JsonLoggerCallback
+
     from search.progress import ProgressCallback
 
-    callbacks: list[Any] = [ProgressCallback(spec, total_rounds(spec, len(data.train)), on_event)]
+    # Only Tune's JSON logger (result.json: what hpsearch reads back). Its default CSV and tensorboardX
+    # loggers took ~20 % of Tune's loop on 1,000 short trials (benchmarks/results/scale.md); MLflow is the UI.
+    callbacks: list[Any] = [JsonLoggerCallback(), ProgressCallback(spec, total_rounds(spec, len(data.train)), on_event)]
     if state.get("track", True):
         from search.tracking import MlflowTracker
 
@@ -420,10 +424,8 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[s
     from ray import tune
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own console tables off: progress.py reports
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the JSON logger is added in _callbacks
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # experiment state saved often: a killed driver loses little
-    # Tune force-saves experiment state when a trial has made num_to_keep checkpoints since the last save (keeps
-    # checkpoint deletion consistent); that is intended here, so its warning is noise.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     state["total_rounds"] = total_rounds(spec, len(data.train))
     callbacks = _callbacks(spec, data, experiment_dir, state, on_event)
     if restore:
