@@ -8,6 +8,7 @@ best epoch count.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -109,14 +110,13 @@ def final_report(result: Any, data: DataBundle, *, tracker: Any, refit: bool = F
 
         with torch.no_grad():
             out = scripted(example).numpy()
-        mlflow.set_tracking_uri(tracker.tracking_uri)
         (tmp / "model_meta.json").write_text(json.dumps({
             "class_names": state["class_names"], "mean": state["mean"], "std": state["std"],
             "input_shape": [data.channels, *data.image_size], "model_name": state["model_name"],
             "model_kwargs": state["model_kwargs"], "hparams": state["hparams"], "input": "normalised float32 NCHW",
         }, indent=2, default=str))
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        with mlflow.start_run(run_id=parent), warnings.catch_warnings():
+        with _tracking_uri(tracker.tracking_uri), mlflow.start_run(run_id=parent), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MLflow's generic pickle caution and jit deprecations: the model is TorchScript
             info = mlflow.pytorch.log_model(
                 scripted, name="model", signature=infer_signature(example.numpy(), out),
@@ -129,6 +129,26 @@ def final_report(result: Any, data: DataBundle, *, tracker: Any, refit: bool = F
             client.set_tag(parent, "registered_model", f"{spec.name}/{final['model_version']}")
     trainer.close()
     return final
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str):
+    """MLflow's fluent API needs a global tracking URI (it also sets $MLFLOW_TRACKING_URI): set it for
+    this block only, so a later search in the same process does not inherit this one's store."""
+    import mlflow
+
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri() if previous_env else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            mlflow.set_tracking_uri(None)
+        else:
+            mlflow.set_tracking_uri(previous)
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
 def _metric_key(name: str) -> str:

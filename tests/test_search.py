@@ -88,6 +88,7 @@ def test_best_is_ranked_by_best_round_and_beats_baseline(search):
 def test_mlflow_has_one_parent_and_a_nested_run_per_trial(search):
     uri = search.tracking["tracking_uri"]
     assert uri.startswith("sqlite:///")
+    assert os.environ.get("MLFLOW_TRACKING_URI") != uri, "a search must not leave its store as the process default"
     runs = mlflow_runs(uri, search.spec.name)
     parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "search"]
     children = [r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]
