@@ -121,8 +121,10 @@ def test_mlflow_has_one_parent_and_a_nested_run_per_trial(search):
     assert {"plots/learning_curves.png", "plots/confusion_matrix.png", "plots/parallel_coordinates.png"} <= artifacts
 
 
-def test_registered_model_reproduces_logged_val_accuracy(search):
+def test_registered_model_reproduces_logged_val_accuracy(search, monkeypatch):
     import mlflow.pytorch
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", search.tracking["tracking_uri"])  # the search's store, as a user would
 
     from trainables.data import create_dataset
 
