@@ -11,6 +11,10 @@
     first Adam imports torch._dynamo, seconds on this machine), trial 2 reuses that
     worker (`reuse_actors`), which is what every later trial of a search sees. The
     bare loop is warmed up the same way (one Adam built before timing).
+(c) hpsearch's `Trainer` (trainables/train.py) run round by round in this process,
+    without Ray: the same training code as (b), without Tune, checkpoints or MLflow.
+    (c) vs (a) is the cost of hpsearch's training loop; (b) vs (c) that of running
+    it as a trial (Ray worker, Tune, checkpoints, MLflow, Ray's daemons on the cores).
 
 Measured: each trial's own time (`time_total_s` of its last result, and the sum of its
 epochs' `epoch_seconds`) against the bare loop's time; Ray start-up, the Tuner's wall
@@ -93,6 +97,20 @@ def bare_loop(data, epochs: int, seed: int = 0, batch_size: int = 64, lr: float 
         epoch_seconds.append(time.perf_counter() - t0)
     return {"seconds": time.perf_counter() - started, "epoch_seconds": epoch_seconds, "val_acc": val_acc,
             "params": sum(p.numel() for p in model.parameters())}
+
+
+def trainer_loop(spec, data) -> dict:
+    """hpsearch's training loop alone: `Trainer.run_round` until the spec's epochs are done (no Ray)."""
+    from trainables.train import Trainer
+
+    started = time.perf_counter()
+    trainer = Trainer(spec.full_config({}), data, spec.settings())
+    epoch_seconds = []
+    while not trainer.finished:
+        epoch_seconds.append(trainer.run_round()["epoch_seconds"])
+    seconds = time.perf_counter() - started
+    trainer.close()
+    return {"seconds": seconds, "epoch_seconds": epoch_seconds}
 
 
 class Timed:
@@ -191,15 +209,20 @@ def main() -> None:
     try:
         with C.LoadWatch() as load:
             for rep in range(args.reps):
-                order = ("bare", "hpsearch") if rep % 2 == 0 else ("hpsearch", "bare")
+                order = [("bare", "trainer", "hpsearch"), ("hpsearch", "bare", "trainer"), ("trainer", "hpsearch", "bare")][rep % 3]
                 results = {}
                 for which in order:
                     if which == "bare":
                         results["bare"] = bare_loop(data, args.epochs)
+                    elif which == "trainer":
+                        results["trainer"] = trainer_loop(spec, data)
                     else:
                         results["hp"] = hpsearch_trial(spec, data, storage, f"rep{rep}")
                     print(f"rep {rep + 1}: {which} done", flush=True)
-                b, h = results["bare"], results["hp"]
+                b, h, t = results["bare"], results["hp"], results["trainer"]
+                h["trainer"], h["trainer_epochs"] = t["seconds"], sum(t["epoch_seconds"])
+                h["trainer_ratio"] = t["seconds"] / b["seconds"]
+                h["in_ray"] = h["epochs2"] / h["trainer_epochs"]
                 b["overhead"] = b["seconds"] - sum(b["epoch_seconds"])
                 h["overhead2"] = h["trial2"] - h["epochs2"]
                 h["ratio"] = h["trial2"] / b["seconds"]
@@ -207,7 +230,7 @@ def main() -> None:
                 bare_all.append(b)
                 hp_all.append(h)
                 rows.append([
-                    str(rep + 1), " → ".join(order), b["seconds"], h["trial1"], h["trial2"], h["epochs2"], h["overhead2"],
+                    str(rep + 1), " → ".join(order), b["seconds"], h["trainer"], h["trial1"], h["trial2"], h["epochs2"], h["overhead2"],
                     f"{h['ratio']:.3f}", f"{h['ratio_overhead']:.3f}", h["ray_start"], h["fit"], h["final_report"], h["ray_stop"],
                     h["run_search"] + h["ray_start"] + h["ray_stop"],
                 ])
@@ -217,11 +240,11 @@ def main() -> None:
     med = lambda key, src: C.median(r[key] for r in src)  # noqa: E731
     ratio, ratio_overhead = med("ratio", hp_all), med("ratio_overhead", hp_all)
     rows.append([
-        "**median**", "", med("seconds", bare_all), med("trial1", hp_all), med("trial2", hp_all), med("epochs2", hp_all),
+        "**median**", "", med("seconds", bare_all), med("trainer", hp_all), med("trial1", hp_all), med("trial2", hp_all), med("epochs2", hp_all),
         med("overhead2", hp_all), f"{ratio:.3f}", f"{ratio_overhead:.3f}", med("ray_start", hp_all), med("fit", hp_all),
         med("final_report", hp_all), med("ray_stop", hp_all), C.median(h["run_search"] + h["ray_start"] + h["ray_stop"] for h in hp_all),
     ])
-    headers = ["rep", "order", "(a) bare loop s", "(b) trial 1 (new worker) time_total_s", "(b) trial 2 (reused worker) time_total_s",
+    headers = ["rep", "order", "(a) bare loop s", "(c) Trainer, no Ray s", "(b) trial 1 (new worker) time_total_s", "(b) trial 2 (reused worker) time_total_s",
                "trial 2: its epochs' epoch_seconds", "trial 2: in-trial overhead s", "(b) trial 2 / (a)", "(a + overhead) / (a)",
                "Ray start s", "Tuner.fit wall s (2 trials)", "final report s", "Ray shutdown s", "(b) end to end s"]
     table = C.md_table(headers, rows)
@@ -230,6 +253,10 @@ def main() -> None:
         ["trial time / bare loop time (trial 2, median of reps)", f"{ratio:.3f}", f"≤ {TARGET} ({verdict(ratio)})"],
         ["(bare loop + hpsearch's in-trial overhead) / bare loop (median): the same without the epochs' load noise",
          f"{ratio_overhead:.3f}", f"≤ {TARGET} ({verdict(ratio_overhead)})"],
+        ["(c) hpsearch's Trainer without Ray / (a) bare loop (median): hpsearch's training loop itself",
+         f"{med('trainer_ratio', hp_all):.3f}", "-"],
+        ["trial 2's epochs / (c)'s epochs (median): the same epochs run inside a Ray worker, with the driver's Tune loop, "
+         "raylet and Ray's agents sharing the 2 cores", f"{med('in_ray', hp_all):.3f}", "-"],
         ["in-trial overhead of trial 2 (model build, a checkpoint + report per epoch; median)",
          f"{med('overhead2', hp_all):.2f} s = {med('overhead2', hp_all) / args.epochs:.2f} s per epoch", "-"],
         ["extra time of a trial on a new worker (trial 1 − trial 2; median): once per worker process",

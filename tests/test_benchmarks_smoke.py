@@ -19,14 +19,14 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED_ROWS = {
-    "overhead": ["| 1 | bare → hpsearch |", "| **median** |", "| trial time / bare loop time (trial 2, median of reps) |"],
+    "overhead": ["| 1 | bare → trainer → hpsearch |", "| **median** |", "| trial time / bare loop time (trial 2, median of reps) |"],
     "data_pipeline": [
         f"| {shape} | {variant}"
         for shape in ("MNIST 1x28x28, tutorial C net", "CIFAR-10 3x32x32, tutorial E net")
         for variant in ("pure compute (ready batches)", "hpsearch (Trainer.run_round", "tutorial DataLoader, PIL + ToTensor, num_workers=0",
                         "tutorial DataLoader, PIL + ToTensor, num_workers=2")
     ],
-    "search_efficiency": ["| 0 | hpsearch: TPE + ASHA |", "| 0 | random + FIFO |", "| 0 | TPE + FIFO |", "| trial-epochs to bar |"],
+    "search_efficiency": ["| 0 | hpsearch: TPE + ASHA |", "| 0 | random + FIFO |", "| 0 | TPE + FIFO |", "| trial-epochs to bar (not reached = ∞) |"],
     "scale": ["| bare Tune + Optuna + ASHA |", "| hpsearch (+ ProgressCallback + MlflowTracker) |", "| hpsearch throughput / bare throughput |"],
     "accuracy": ["| quickstart (digits) | 0 |", "| tutorial A (image folder, 3 classes) | 0 |",
                  "| tutorial D scratch (Train/Validation/Test, 6 classes) | 0 |"],
