@@ -208,6 +208,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     metrics = {"val": {k: v for k, v in val.items() if k.startswith("val_")}, "test": final.get("test")}
     out = export_model(checkpoint, fmt=args.format, out_dir=args.out, metrics=metrics, extra={"search": args.name, "spec": spec.name})
     print(f"exported {args.format} model of search {args.name} to {out}")
+    check = json.loads((Path(out) / "model.json").read_text()).get("verification") or {}
+    if "max_abs_diff" in check:
+        runtime = check.get("runtime", "torch")
+        print(f"checked with {runtime} against the torch model on batches {check.get('batch_sizes')}: max abs diff {check['max_abs_diff']:.2e} (limit 1e-4)")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -162,13 +163,16 @@ def test_results_csv_matches_trials(search, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx", "state_dict"])
-def test_export_and_predict_from_a_search(search, tmp_path, fmt):
+def test_export_and_predict_from_a_search(search, tmp_path, fmt, capsys):
     from PIL import Image
 
     from trainables.data import create_dataset
 
     out = tmp_path / fmt
     assert main(["export", search.name, "--storage", str(search.experiment_dir.parent), "--format", fmt, "--out", str(out)]) == 0
+    if fmt == "onnx":
+        diff = re.search(r"checked with onnxruntime .* max abs diff (\S+) ", capsys.readouterr().out)
+        assert diff and float(diff.group(1)) <= 1e-4
     meta = json.loads((out / "model.json").read_text())
     assert meta["class_names"] == [str(d) for d in range(10)]
     assert meta["metrics"]["test"]["acc"] == pytest.approx(search.final["test"]["acc"])
