@@ -361,11 +361,7 @@ def run_search(
     experiment_dir = Path(storage_root) / name
     if experiment_dir.exists():
         raise UserError(f"a search named {name!r} already exists in {storage_root}; continue it with `hpsearch resume {name}` or pick another --name")
-    data = create_dataset(spec.dataset, **spec.dataset_options)
-    _emit(on_event, f"data: {data.summary()}")
-    connect(address)
-    check_resources(spec)
-    check_storage_reachable(storage_root)
+    data = _prepare(spec, address, storage_root, on_event)
     state = {
         "name": name, "storage": storage_root, "spec": spec.raw, "spec_path": spec.path,
         "created": dt.datetime.now().isoformat(timespec="seconds"), "tracking_uri": tracking_uri,
@@ -388,16 +384,22 @@ def resume_search(
     spec = parse_spec(state["spec"], state.get("spec_path", "<spec>"))
     if not list(experiment_dir.glob("experiment_state-*.json")) or not (experiment_dir / "tuner.pkl").is_file():
         raise UserError(f"search {name!r} stopped before its first trial was saved; start it again with `hpsearch run`")
-    data = create_dataset(spec.dataset, **spec.dataset_options)
-    _emit(on_event, f"data: {data.summary()}")
-    connect(address)
-    check_resources(spec)
-    check_storage_reachable(storage_root)
+    data = _prepare(spec, address, storage_root, on_event)
     if not tune.Tuner.can_restore(str(experiment_dir)):
         raise UserError(f"search {name!r} in {experiment_dir} cannot be restored by Ray Tune (experiment state missing)")
     state["resumed"] = state.get("resumed", 0) + 1
     R.write_state(experiment_dir, state)
     return _fit(spec, data, experiment_dir, state, restore=True, on_event=on_event)
+
+
+def _prepare(spec: SearchSpec, address: str | None, storage_root: str, on_event: Callable[[str], None] | None) -> DataBundle:
+    """Everything checked before a search starts or resumes: the data, the cluster's resources, the storage."""
+    data = create_dataset(spec.dataset, **spec.dataset_options)
+    _emit(on_event, f"data: {data.summary()}")
+    connect(address)
+    check_resources(spec)
+    check_storage_reachable(storage_root)
+    return data
 
 
 def _emit(on_event: Callable[[str], None] | None, message: str) -> None:
