@@ -22,6 +22,7 @@ results.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -97,6 +98,7 @@ def tune_space(spec):
 def alternative_tuner(method: str, spec, data, name: str, storage: Path, callbacks: list):
     """random + FIFO or TPE + FIFO, assembled like `search.tuner.build_tuner` except the searcher / scheduler."""
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -117,7 +119,7 @@ def alternative_tuner(method: str, spec, data, name: str, storage: Path, callbac
         max_concurrent_trials=concurrent if method == "random + FIFO" else None,
     )
     run_config = tune.RunConfig(
-        name=name, storage_path=str(storage), callbacks=callbacks, verbose=0,
+        name=name, storage_path=str(storage), callbacks=[JsonLoggerCallback(), *callbacks], verbose=0,  # Tune logging as hpsearch sets it
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_PER_TRIAL, checkpoint_score_attribute=spec.metric,
                                                 checkpoint_score_order=spec.mode),
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
@@ -175,6 +177,7 @@ def main() -> None:
     if args.smoke:
         args.seeds, args.settings = [0], ["quickstart"]
     C.quiet_ray_env()
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # as run_search sets it: every method logs result.json only
     from search.tuner import connect
     from trainables.data import create_dataset
 
@@ -234,7 +237,8 @@ def main() -> None:
         shutil.rmtree(storage, ignore_errors=True)
     intro = (
         "Every method: the same spec and seed (sampler seed, data split, torch seed), the baseline as first trial, 2 trials "
-        "in flight (one per core), `reuse_actors`, a checkpoint per epoch, no MLflow. A round is one epoch here, so "
+        "in flight (one per core), `reuse_actors`, a checkpoint per epoch, Tune's JSON result logger only (as hpsearch sets "
+        "Tune up), no MLflow. A round is one epoch here, so "
         "trial-epochs = rounds summed over trials. `seconds to bar` counts from the Tuner's start. Random search samples "
         "SGD momentum for every trial (unused unless the optimizer is SGD), since Tune's random search has no conditions."
     )

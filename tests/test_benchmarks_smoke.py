@@ -27,7 +27,8 @@ EXPECTED_ROWS = {
                         "tutorial DataLoader, PIL + ToTensor, num_workers=2")
     ],
     "search_efficiency": ["| 0 | hpsearch: TPE + ASHA |", "| 0 | random + FIFO |", "| 0 | TPE + FIFO |", "| trial-epochs to bar (not reached = ∞) |"],
-    "scale": ["| bare Tune + Optuna + ASHA |", "| hpsearch (+ ProgressCallback + MlflowTracker) |", "| hpsearch throughput / bare throughput |"],
+    "scale": ["| bare Tune + Optuna + ASHA, Tune's default result loggers", "| bare Tune + Optuna + ASHA, JSON result logger only",
+              "| hpsearch (+ ProgressCallback + MlflowTracker) |", "| hpsearch throughput / bare throughput (same Tune setup"],
     "accuracy": ["| quickstart (digits) | 0 |", "| tutorial A (image folder, 3 classes) | 0 |",
                  "| tutorial D scratch (Train/Validation/Test, 6 classes) | 0 |"],
 }
