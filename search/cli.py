@@ -98,18 +98,27 @@ def print_summary(result: Any) -> None:
     test = result.final.get("test")
     if test:
         print(f"test (best model, evaluated once): acc {test['acc']:.4f} loss {test['loss']:.4f}" + (f" top5 {test['top5']:.4f}" if "top5" in test else ""))
-    print(f"results: {result.experiment_dir}   (hpsearch results {result.name} --storage {result.experiment_dir.parent})")
+    import shlex
+
+    storage = shlex.quote(getattr(result, "storage", "") or str(result.experiment_dir.parent))  # a URI's ?a=b&c=d needs quotes
+    location = getattr(result, "location", "") or str(result.experiment_dir)
+    print(f"results: {location}   (hpsearch results {result.name} --storage {storage})")
     if result.tracking:
         t = result.tracking
-        print(f"MLflow: run `hpsearch ui --storage {result.experiment_dir.parent}` and open {t['ui_url']}" if t["tracking_uri"].startswith("sqlite:")
-              else f"MLflow: {t['ui_url']}")
+        if t["tracking_uri"].startswith("sqlite:"):
+            from search.storage import is_uri
+
+            ui_storage = storage if not is_uri(storage) else str(Path(t["tracking_uri"][len("sqlite:///"):]).parent)
+            print(f"MLflow: run `hpsearch ui --storage {ui_storage}` and open {t['ui_url']}")
+        else:
+            print(f"MLflow: {t['ui_url']}")
         print(f"        store {t['tracking_uri']}, parent run {t['parent_run_id']}")
     if result.final.get("model_version"):
         print(f"registered model: {spec.name} version {result.final['model_version']}")
     if result.interrupted:
-        print(f"resume with: hpsearch resume {result.name} --storage {result.experiment_dir.parent}")
+        print(f"resume with: hpsearch resume {result.name} --storage {storage}")
     elif result.best is not None:
-        print(f"export: hpsearch export {result.name} --storage {result.experiment_dir.parent} --format onnx --out {result.name}-model")
+        print(f"export: hpsearch export {result.name} --storage {storage} --format onnx --out {result.name}-model")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -168,12 +177,14 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from search import results as R
 
+    from search import storage as S
+
     names = R.list_searches(args.storage)
     if not names:
-        print(f"no searches in {Path(args.storage).resolve()}")
+        print(f"no searches in {S.display(args.storage) if S.is_uri(args.storage) else Path(args.storage).resolve()}")
         return 0
     for name in names:
-        state = R.read_state(Path(args.storage) / name)
+        state = R.read_state(R.search_location(args.storage, name))
         status = "finished" if state.get("finished") else "unfinished (hpsearch resume " + name + ")"
         best = (state.get("final") or {}).get("test", {}).get("acc")
         extra = f", test acc {best:.4f}" if isinstance(best, float) else ""
@@ -191,8 +202,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from search.report import BEST_DIR
 
     spec, folder, _, state = _load_records(args.name, args.storage)
-    checkpoint = folder / BEST_DIR / "checkpoint.pt"
-    if not checkpoint.is_file():
+    checkpoint = R.fetch_file(folder, f"{BEST_DIR}/checkpoint.pt")  # downloaded when the search lives on a URI
+    if checkpoint is None:
         from search.tuner import total_rounds
         from trainables.data import create_dataset
 
@@ -232,8 +243,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
+    from search.storage import is_uri
     from search.tracking import artifact_root, resolve_tracking_uri
 
+    if is_uri(args.storage):  # a bucket holds no SQLite store: the searches' embedded store is local (see `run`)
+        from search.tuner import local_tracking_root
+
+        args.storage = str(local_tracking_root(args.storage))
     uri = resolve_tracking_uri(args.tracking_uri, args.storage)
     if uri.startswith(("http://", "https://")):
         print(f"the tracking server at {uri} already serves the UI: open {uri}")
@@ -254,7 +270,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpsearch", description="Distributed hyperparameter search for PyTorch CNN image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    storage_help = f"folder (or URI) holding searches and the embedded MLflow store (default: ./{DEFAULT_STORAGE})"
+    storage_help = (f"folder or URI (s3://bucket/prefix, gs://..., any pyarrow filesystem) holding searches "
+                    f"(default: ./{DEFAULT_STORAGE}; with a URI the embedded MLflow store stays in ./{DEFAULT_STORAGE})")
 
     p = sub.add_parser("train", help="train a spec's baseline once (no search)")
     p.add_argument("spec")
@@ -272,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="search name (default: SPECNAME-DATE-TIME)")
     p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
     p.add_argument("--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: $RAY_ADDRESS or a local Ray)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or an SQLite file in the storage)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or an SQLite file in the storage, "
+                                          f"./{DEFAULT_STORAGE}/mlflow.db when the storage is a URI)")
     p.add_argument("--refit", action="store_true", help="retrain the best config on train+val before the test evaluation")
     p.set_defaults(func=cmd_run)
 

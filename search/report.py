@@ -26,7 +26,7 @@ from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.data import DataBundle, Split
 from trainables.train import RunSettings, Trainer
 
-BEST_DIR = "best"  # <search folder>/best/checkpoint.pt: the final model (refit if asked)
+BEST_DIR = R.BEST_DIR  # <search folder>/best/checkpoint.pt: the final model (refit if asked)
 
 
 def trainer_from_checkpoint(state: dict[str, Any], data: DataBundle, settings: RunSettings) -> Trainer:

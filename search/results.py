@@ -7,51 +7,110 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from search import storage as S
 from trainables import metrics as M
 from trainables.errors import UserError
 
 STATE_FILE = "hpsearch.json"  # the search's own state beside Ray's experiment_state-*.json
+RUNS_FILE = "mlflow_runs.json"  # search.tracking's trial → MLflow run map (same name as tracking.RUNS_FILE)
+BEST_DIR = "best"  # <search folder>/best/checkpoint.pt: the final model (search.report writes it)
+
+# A search folder is a local Path, or a URI string (s3://bucket/prefix/NAME?...) read through
+# search.storage: Tune's files are downloaded into a local mirror (search.storage.mirror_dir),
+# a checkpoint only when it is needed.
 
 # Trial outcomes as users see them.
 COMPLETED, PRUNED, FAILED, DIVERGED, RUNNING, PENDING = "completed", "pruned", "failed", "diverged", "running", "pending"
 
 
-def read_state(experiment_dir: Path) -> dict[str, Any]:
-    """The search state (`hpsearch.json`) of a search folder."""
-    path = experiment_dir / STATE_FILE
+def read_state(experiment_dir: Path | str) -> dict[str, Any]:
+    """The search state (`hpsearch.json`) of a search folder (a path or a URI)."""
+    if S.is_uri(experiment_dir):
+        text = S.read_text(S.join(str(experiment_dir), STATE_FILE))
+        if text is None:
+            raise UserError(f"{S.display(str(experiment_dir))} is not an hpsearch search folder (no {STATE_FILE}); see `hpsearch list`")
+        return json.loads(text)
+    path = Path(experiment_dir) / STATE_FILE
     if not path.is_file():
         raise UserError(f"{experiment_dir} is not an hpsearch search folder (no {STATE_FILE}); see `hpsearch list`")
     return json.loads(path.read_text())
 
 
-def write_state(experiment_dir: Path, state: dict[str, Any]) -> None:
+def write_state(experiment_dir: Path | str, state: dict[str, Any]) -> None:
+    text = json.dumps(state, indent=2, default=str)
+    if S.is_uri(experiment_dir):
+        S.write_text(S.join(str(experiment_dir), STATE_FILE), text)
+        return
+    experiment_dir = Path(experiment_dir)
     experiment_dir.mkdir(parents=True, exist_ok=True)
     tmp = experiment_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=2, default=str))
+    tmp.write_text(text)
     tmp.replace(experiment_dir / STATE_FILE)
 
 
-def find_search(storage: str | Path, name: str) -> Path:
-    """The folder of search `name` under `storage`, or a `UserError` listing what is there."""
-    folder = Path(storage).expanduser().resolve() / name
-    if (folder / STATE_FILE).is_file():
+def search_location(storage: str | Path, name: str) -> Path | str:
+    """Where search `name` lives (or would live) under `storage`: a path, or a URI."""
+    if S.is_uri(storage):
+        return S.join(S.normalize(str(storage)), name)
+    return S.local_path(str(storage)) / name
+
+
+def find_search(storage: str | Path, name: str) -> Path | str:
+    """The folder (path or URI) of search `name` under `storage`, or a `UserError` listing what is there."""
+    folder = search_location(storage, name)
+    found = S.is_file(S.join(folder, STATE_FILE)) if isinstance(folder, str) else (folder / STATE_FILE).is_file()
+    if found:
         return folder
     known = list_searches(storage)
-    hint = f"searches in {storage}: {', '.join(known)}" if known else f"no searches in {storage}"
+    shown = S.display(str(storage)) if S.is_uri(storage) else storage
+    hint = f"searches in {shown}: {', '.join(known)}" if known else f"no searches in {shown}"
     raise UserError(f"no search named {name!r} ({hint}); pass --storage if it lives elsewhere")
 
 
 def list_searches(storage: str | Path) -> list[str]:
-    root = Path(storage).expanduser()
+    if S.is_uri(storage):
+        root = S.normalize(str(storage))
+        return [n for n in S.list_names(root, dirs_only=True) if S.is_file(S.join(root, n, STATE_FILE))]
+    root = S.local_path(str(storage))
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / STATE_FILE).is_file())
+
+
+def _not_mirrored(relpath: str) -> bool:
+    """Files of a URI search that reading it back does not download (checkpoints: on demand)."""
+    first = relpath.split("/", 1)[0]
+    parts = relpath.split("/")
+    return (any(p.startswith("checkpoint_") for p in parts) or first in (BEST_DIR, RUNS_FILE, STATE_FILE)
+            or parts[-1].startswith(".hpsearch-"))
+
+
+def local_folder(experiment_dir: Path | str) -> Path:
+    """A local folder holding a search's Tune files: the folder itself, or the refreshed mirror of a URI."""
+    if not S.is_uri(experiment_dir):
+        return Path(experiment_dir)
+    return S.download(str(experiment_dir), S.mirror_dir(str(experiment_dir)), skip=_not_mirrored)
+
+
+def fetch_file(experiment_dir: Path | str, relpath: str) -> Path | None:
+    """One file of a search folder as a local path (downloaded into the mirror for a URI), or None."""
+    if not S.is_uri(experiment_dir):
+        path = Path(experiment_dir) / relpath
+        return path if path.is_file() else None
+    uri = S.join(str(experiment_dir), relpath)
+    if not S.is_file(uri):
+        return None
+    target = S.mirror_dir(str(experiment_dir)) / relpath
+    S.download(S.join(str(experiment_dir), posixpath.dirname(relpath)), target.parent,
+               skip=lambda rel: rel != posixpath.basename(relpath))
+    return target
 
 
 def read_history(trial_dir: Path) -> list[dict[str, Any]]:
@@ -85,16 +144,19 @@ class TrialRecord:
     path: Path
     history: list[dict[str, Any]]
     error: str = ""
+    remote: str = ""  # the trial folder's URI when the search lives on a URI (`path` is then its local mirror)
 
 
 def _is_better(a: float, b: float | None, mode: str) -> bool:
     return b is None or (a > b if mode == "max" else a < b)
 
 
-def trial_records(experiment_dir: Path, *, metric: str, mode: str, total_rounds: int) -> list[TrialRecord]:
-    """Trials of a search folder with outcome and best round, in creation order."""
+def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_rounds: int) -> list[TrialRecord]:
+    """Trials of a search folder (a path, or a URI read through its local mirror) with outcome and best round, in creation order."""
     from ray.tune import ExperimentAnalysis
 
+    remote = str(experiment_dir) if S.is_uri(experiment_dir) else ""
+    experiment_dir = local_folder(experiment_dir)
     if not list(experiment_dir.glob("experiment_state-*.json")):
         return []
     analysis = ExperimentAnalysis(str(experiment_dir))
@@ -129,7 +191,7 @@ def trial_records(experiment_dir: Path, *, metric: str, mode: str, total_rounds:
         records.append(TrialRecord(
             trial_id=trial.trial_id, index=int(tag) if tag.isdigit() else len(records) + 1, config=dict(trial.config), status=status, rounds=rounds,
             best_value=best_value, best_round=best_round, best_epoch=best_epoch, last_value=last,
-            path=trial_dir, history=history, error=error,
+            path=trial_dir, history=history, error=error, remote=S.join(remote, trial_dir.name) if remote else "",
         ))
     records.sort(key=lambda r: r.index)
     return records
@@ -153,18 +215,37 @@ def best_record(records: list[TrialRecord], mode: str) -> TrialRecord | None:
     return best
 
 
-def best_checkpoint_dir(record: TrialRecord) -> Path:
-    """The checkpoint folder of a trial's best round (kept by the scored CheckpointConfig)."""
-    folder = record.path / f"checkpoint_{record.best_round - 1:06d}"
-    if (folder / "checkpoint.pt").is_file():
-        return folder
+def checkpoint_names(record: TrialRecord) -> list[str]:
+    """The trial's checkpoint folders that hold a checkpoint, oldest first (listed on the URI for a URI search)."""
+    if record.remote:
+        files = S.list_files(record.remote)
+        return sorted({rel.split("/", 1)[0] for rel in files if rel.startswith("checkpoint_") and rel.endswith("/checkpoint.pt")})
+    return sorted(c.parent.name for c in record.path.glob("checkpoint_*/checkpoint.pt"))
+
+
+def best_checkpoint_name(record: TrialRecord, names: list[str]) -> str:
+    """Which of `names` (checkpoint folders) holds the trial's best round."""
+    want = f"checkpoint_{record.best_round - 1:06d}"
+    if want in names:
+        return want
     # Fall back: the kept checkpoint whose round's metric is best.
-    candidates = sorted(record.path.glob("checkpoint_*/checkpoint.pt"))
-    if not candidates:
-        raise UserError(f"trial {record.trial_id} has no checkpoint in {record.path}")
-    by_round = {int(c.parent.name.split("_")[1]) + 1: c.parent for c in candidates}
+    if not names:
+        raise UserError(f"trial {record.trial_id} has no checkpoint in {record.remote and S.display(record.remote) or record.path}")
+    by_round = {int(n.split("_")[1]) + 1: n for n in names}
     scored = [(row, by_round[int(row[M.ROUND])]) for row in record.history if int(row.get(M.ROUND, -1)) in by_round]
-    return scored[0][1] if scored else candidates[-1].parent
+    return scored[0][1] if scored else names[-1]
+
+
+def best_checkpoint_dir(record: TrialRecord) -> Path:
+    """The checkpoint folder of a trial's best round (kept by the scored CheckpointConfig), local
+    (downloaded into the mirror when the search lives on a URI)."""
+    folder = record.path / f"checkpoint_{record.best_round - 1:06d}"
+    if not record.remote and (folder / "checkpoint.pt").is_file():
+        return folder
+    name = best_checkpoint_name(record, checkpoint_names(record))
+    if record.remote:
+        S.download(S.join(record.remote, name), record.path / name)
+    return record.path / name
 
 
 def results_table(records: list[TrialRecord], *, metric: str, mode: str, baseline_id: str | None) -> pd.DataFrame:

@@ -11,6 +11,12 @@
 `run_search` starts a search, `resume_search` continues one after Ctrl-C or a
 killed driver: finished trials are kept, unfinished ones restart from their
 last checkpoint, the sampler's state is restored from Tune's searcher state.
+
+Storage is a local folder or a URI (s3://, gs://, any pyarrow filesystem, see search.storage).
+With a URI, Tune writes checkpoints and results there itself; the driver keeps a local mirror
+of the search folder for what it writes (the MLflow run map, uploaded every
+MIRROR_UPLOAD_SECONDS and at the end; the best model, uploaded at the end), and the embedded
+MLflow store stays on the driver's machine (./hpsearch-runs/mlflow.db unless --tracking-uri).
 """
 from __future__ import annotations
 
@@ -19,12 +25,14 @@ import json
 import logging
 import math
 import os
+import posixpath
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from search import results as R
+from search import storage as S
 from search.spec import Param, SearchSpec, apply_override, load_spec, parse_spec
 from trainables import metrics as M
 from trainables.data import DataBundle, create_dataset
@@ -39,6 +47,7 @@ DEFAULT_STORAGE = "hpsearch-runs"
 # and last checkpoints once the search has finished (see prune_checkpoints).
 CHECKPOINTS_PER_TRIAL = None
 MAX_FAILURES = 2  # retries of a failed trial, each from its last checkpoint
+MIRROR_UPLOAD_SECONDS = 30.0  # URI storage: how often the driver uploads the MLflow run map
 
 
 @dataclass
@@ -55,6 +64,8 @@ class SearchResult:
     counts: dict[str, int] = field(default_factory=dict)
     tracking: dict[str, Any] = field(default_factory=dict)  # uri, experiment id, parent run id, ui url
     final: dict[str, Any] = field(default_factory=dict)  # test metrics of the best model, model version
+    storage: str = ""  # the storage root as given (a path or a URI): what --storage takes
+    location: str = ""  # where the search lives: experiment_dir, or its URI (experiment_dir is then its local mirror)
 
     def table(self):
         """The trials as a pandas DataFrame, best first."""
@@ -213,9 +224,15 @@ def check_resources(spec: SearchSpec, nodes: list[dict[str, Any]] | None = None)
 
 
 def _storage_root(storage: str | None) -> str:
-    if storage and "://" in storage:
-        return storage
-    return str(Path(storage or DEFAULT_STORAGE).expanduser().resolve())
+    if S.is_uri(storage):
+        return S.normalize(str(storage))
+    return str(S.local_path(storage or DEFAULT_STORAGE))
+
+
+def local_tracking_root(storage_root: str) -> Path:
+    """Where the embedded MLflow store (mlflow.db, mlartifacts/) of a search goes: beside the searches,
+    or for URI storage (SQLite cannot live in a bucket) ./hpsearch-runs on the driver's machine."""
+    return Path(DEFAULT_STORAGE).resolve() if S.is_uri(storage_root) else Path(storage_root)
 
 
 def _truthy(value: str | None) -> bool:
@@ -269,9 +286,11 @@ def _trainable(spec: SearchSpec, data: DataBundle):
     return tune.with_resources(with_data, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, callbacks: list[Any], trainable: Any = None):
+def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, callbacks: list[Any], trainable: Any = None,
+                storage_filesystem: Any = None):
     """One `tune.Tuner` composed from TuneConfig and RunConfig (see the module docstring).
 
+    `storage` is a local folder, or with `storage_filesystem` (a pyarrow filesystem) a path on it.
     `trainable` replaces hpsearch's training function (benchmarks use a trivial one).
     """
     from ray import tune
@@ -299,7 +318,7 @@ def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, 
         reuse_actors=True,  # a trial after the first skips process start-up, imports and the data fetch
     )
     run_config = tune.RunConfig(
-        name=name, storage_path=storage, callbacks=callbacks, verbose=0,
+        name=name, storage_path=storage, storage_filesystem=storage_filesystem, callbacks=callbacks, verbose=0,
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=CHECKPOINTS_PER_TRIAL, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode,
         ),
@@ -353,13 +372,13 @@ def run_search(
     spec = with_flags(spec, samples=samples, max_epochs=max_epochs, time_budget=time_budget, overrides=overrides)
     storage_root = _storage_root(storage)
     name = name or default_name(spec)
-    if "://" in storage_root:
-        raise UserError(
-            f"--storage {storage_root}: URI storage is not supported yet; mount the bucket at the same path on "
-            "every node (s3fs, gcsfuse, NFS) and pass that path with HPSEARCH_SHARED_STORAGE=1"
-        )
-    experiment_dir = Path(storage_root) / name
-    if experiment_dir.exists():
+    experiment = R.search_location(storage_root, name)
+    if S.is_uri(storage_root):
+        S.check_writable(storage_root)  # a bad URI, a missing bucket, no credentials: one line, before anything else
+        if R.list_searches(storage_root).count(name) or S.list_names(experiment):
+            raise UserError(f"a search named {name!r} already exists in {S.display(storage_root)}; continue it with "
+                            f"`hpsearch resume {name} --storage {storage_root}` or pick another --name")
+    elif Path(experiment).exists():
         raise UserError(f"a search named {name!r} already exists in {storage_root}; continue it with `hpsearch resume {name}` or pick another --name")
     data = _prepare(spec, address, storage_root, on_event)
     state = {
@@ -367,8 +386,12 @@ def run_search(
         "created": dt.datetime.now().isoformat(timespec="seconds"), "tracking_uri": tracking_uri,
         "track": track, "refit": refit,
     }
-    R.write_state(experiment_dir, state)
-    return _fit(spec, data, experiment_dir, state, restore=False, on_event=on_event)
+    if S.is_uri(storage_root):
+        import shutil
+
+        shutil.rmtree(S.mirror_dir(str(experiment)), ignore_errors=True)  # a mirror left by an older search of that name
+    R.write_state(experiment, state)
+    return _fit(spec, data, experiment, state, restore=False, on_event=on_event)
 
 
 def resume_search(
@@ -379,17 +402,49 @@ def resume_search(
     from ray import tune
 
     storage_root = _storage_root(storage)
-    experiment_dir = R.find_search(storage_root, name)
-    state = R.read_state(experiment_dir)
+    experiment = R.find_search(storage_root, name)
+    state = R.read_state(experiment)
     spec = parse_spec(state["spec"], state.get("spec_path", "<spec>"))
-    if not list(experiment_dir.glob("experiment_state-*.json")) or not (experiment_dir / "tuner.pkl").is_file():
+    if S.is_uri(experiment):
+        names = S.list_names(str(experiment))
+        saved = any(n.startswith("experiment_state-") and n.endswith(".json") for n in names) and "tuner.pkl" in names
+    else:
+        saved = bool(list(Path(experiment).glob("experiment_state-*.json"))) and (Path(experiment) / "tuner.pkl").is_file()
+    if not saved:
         raise UserError(f"search {name!r} stopped before its first trial was saved; start it again with `hpsearch run`")
     data = _prepare(spec, address, storage_root, on_event)
-    if not tune.Tuner.can_restore(str(experiment_dir)):
-        raise UserError(f"search {name!r} in {experiment_dir} cannot be restored by Ray Tune (experiment state missing)")
+    if not tune.Tuner.can_restore(*_tune_path(experiment)):
+        raise UserError(f"search {name!r} in {experiment} cannot be restored by Ray Tune (experiment state missing)")
+    if S.is_uri(experiment):
+        _mirror_runs_down(str(experiment))
     state["resumed"] = state.get("resumed", 0) + 1
-    R.write_state(experiment_dir, state)
-    return _fit(spec, data, experiment_dir, state, restore=True, on_event=on_event)
+    R.write_state(experiment, state)
+    return _fit(spec, data, experiment, state, restore=True, on_event=on_event)
+
+
+def _tune_path(experiment: Path | str) -> tuple[str, Any]:
+    """(path, storage_filesystem) of a search folder as Ray Tune takes them."""
+    if S.is_uri(experiment):
+        return S.filesystem(str(experiment))[1], S.filesystem(str(experiment))[0]
+    return str(experiment), None
+
+
+def _mirror_runs_down(experiment_uri: str) -> None:
+    """Resuming a URI search: the MLflow run map from the bucket, unless this machine's mirror holds
+    a newer one of the same search (a killed driver's last writes may not have been uploaded)."""
+    local = S.mirror_dir(experiment_uri) / R.RUNS_FILE
+    text = S.read_text(S.join(experiment_uri, R.RUNS_FILE))
+    if text is None:
+        return
+    if local.is_file():
+        try:
+            mine = json.loads(local.read_text())
+        except json.JSONDecodeError:
+            mine = {}
+        if mine.get("parent_run_id") and mine.get("parent_run_id") == json.loads(text).get("parent_run_id"):
+            return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text(text)
 
 
 def _prepare(spec: SearchSpec, address: str | None, storage_root: str, on_event: Callable[[str], None] | None) -> DataBundle:
@@ -415,60 +470,154 @@ def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: 
     # Only Tune's JSON logger (result.json: what hpsearch reads back). Its default CSV and tensorboardX
     # loggers took ~20 % of Tune's loop on 1,000 short trials (benchmarks/results/scale.md); MLflow is the UI.
     callbacks: list[Any] = [JsonLoggerCallback(), ProgressCallback(spec, total_rounds(spec, len(data.train)), on_event)]
+    uri_storage = S.is_uri(state.get("storage"))
     if state.get("track", True):
         from search.tracking import MlflowTracker
 
-        callbacks.append(MlflowTracker.for_search(spec, experiment_dir, state, total_rounds(spec, len(data.train))))
+        rounds = total_rounds(spec, len(data.train))
+        if uri_storage:  # the tracker writes its run map to the local mirror; the store is local (SQLite is no bucket file)
+            uri, artifacts = _tracking_for_uri_storage(state)
+            callbacks.append(MlflowTracker(spec, experiment_dir, uri, artifacts, rounds))
+        else:
+            callbacks.append(MlflowTracker.for_search(spec, experiment_dir, state, rounds))
+    if uri_storage:
+        callbacks.append(MirrorUpload(experiment_dir, S.join(state["storage"], state["name"])))
     return callbacks
 
 
-def _fit(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[str, Any], *, restore: bool, on_event) -> SearchResult:
+def _tracking_for_uri_storage(state: dict[str, Any]) -> tuple[str, str | None]:
+    """MLflow tracking URI and artifact root of a search stored on a URI (fixed in `state` for resume)."""
+    from search.tracking import artifact_root, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(state.get("tracking_uri"), local_tracking_root(state["storage"]))
+    state["tracking_uri"] = uri
+    if not uri.startswith("sqlite:"):
+        return uri, None
+    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else Path("mlflow.db").resolve()
+    return uri, artifact_root(db.parent)  # artifacts beside the SQLite file, as for local storage
+
+
+class MirrorUpload:
+    """Tune callback (URI storage): uploads the driver's MLflow run map from the local mirror to the
+    search's URI every MIRROR_UPLOAD_SECONDS and when the experiment ends, so a resume on another
+    machine reuses the same MLflow runs."""
+
+    def __init__(self, mirror: Path, experiment_uri: str, every: float = MIRROR_UPLOAD_SECONDS) -> None:
+        self.mirror, self.experiment_uri, self.every = Path(mirror), experiment_uri, every
+        self._last = time.monotonic()
+
+    # The hooks of `ray.tune.Callback` this one does not use (duck-typed: importing Ray's class here
+    # would slow down every CLI command that imports this module).
+    def setup(self, **info: Any) -> None: ...
+    def on_step_begin(self, **info: Any) -> None: ...
+    def on_trial_start(self, **info: Any) -> None: ...
+    def on_trial_restore(self, **info: Any) -> None: ...
+    def on_trial_save(self, **info: Any) -> None: ...
+    def on_trial_result(self, **info: Any) -> None: ...
+    def on_trial_complete(self, **info: Any) -> None: ...
+    def on_trial_recover(self, **info: Any) -> None: ...
+    def on_trial_error(self, **info: Any) -> None: ...
+    def on_checkpoint(self, **info: Any) -> None: ...
+    def get_state(self) -> None:
+        return None
+
+    def set_state(self, state: Any) -> None: ...
+
+    def upload(self) -> None:
+        path = self.mirror / R.RUNS_FILE
+        if path.is_file():
+            S.upload(path, S.join(self.experiment_uri, R.RUNS_FILE))
+        self._last = time.monotonic()
+
+    def on_step_end(self, **info: Any) -> None:
+        if time.monotonic() - self._last >= self.every:
+            try:
+                self.upload()
+            except UserError as exc:  # a transient storage error must not stop the search: retried next time
+                log.warning("uploading %s failed: %s", R.RUNS_FILE, exc)
+
+    def on_experiment_end(self, **info: Any) -> None:
+        self.upload()
+
+
+def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict[str, Any], *, restore: bool, on_event) -> SearchResult:
+    """Run (or restore and continue) the Tuner of a search folder; `experiment` is a path or a URI."""
     from ray import tune
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own console tables off: progress.py reports
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the JSON logger is added in _callbacks
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # experiment state saved often: a killed driver loses little
+    remote = str(experiment) if S.is_uri(experiment) else ""
+    experiment_dir = S.mirror_dir(remote) if remote else Path(experiment)  # where the driver writes its own files
     state["total_rounds"] = total_rounds(spec, len(data.train))
     callbacks = _callbacks(spec, data, experiment_dir, state, on_event)
+    path, filesystem = _tune_path(experiment)
     if restore:
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable=_trainable(spec, data), resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable=_trainable(spec, data), resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=filesystem)
         tuner._local_tuner.get_run_config().callbacks = callbacks  # fresh callbacks, not the pickled ones
     else:
-        tuner = build_tuner(spec, data, name=experiment_dir.name, storage=str(experiment_dir.parent), callbacks=callbacks)
+        root = posixpath.dirname(path.rstrip("/")) if remote else str(experiment_dir.parent)
+        tuner = build_tuner(spec, data, name=posixpath.basename(path.rstrip("/")), storage=root, callbacks=callbacks,
+                            storage_filesystem=filesystem)
     started = time.monotonic()
     interrupted = False
     try:
         tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
-    records = R.trial_records(experiment_dir, metric=spec.metric, mode=spec.mode, total_rounds=total_rounds(spec, len(data.train)))
+    records = R.trial_records(experiment, metric=spec.metric, mode=spec.mode, total_rounds=total_rounds(spec, len(data.train)))
     unfinished = [r for r in records if r.status in (R.RUNNING, R.PENDING)]
     time_out = spec.budget.time_budget_s is not None and time.monotonic() - started >= spec.budget.time_budget_s * 0.98
     interrupted = interrupted or (bool(unfinished) and not time_out) or (len(records) < spec.budget.samples and not time_out)
     baseline = _find_baseline(records, spec)
     counts = {s: sum(r.status == s for r in records) for s in (R.COMPLETED, R.PRUNED, R.FAILED, R.DIVERGED, R.RUNNING, R.PENDING)}
     result = SearchResult(
-        name=experiment_dir.name, experiment_dir=experiment_dir, spec=spec, records=records,
+        name=experiment_dir.name if not remote else state["name"], experiment_dir=experiment_dir, spec=spec, records=records,
         best=R.best_record(records, spec.mode), baseline=baseline, interrupted=interrupted, counts=counts,
+        storage=state.get("storage") or str(experiment_dir.parent), location=remote or str(experiment_dir),
     )
     tracker = next((c for c in callbacks if hasattr(c, "finish_search")), None)
     if tracker is not None:
         result.tracking, result.final = tracker.finish_search(result, data, refit=bool(state.get("refit")))
+    if remote:  # what the driver wrote locally goes up to the search's URI
+        if (experiment_dir / R.BEST_DIR).is_dir():
+            S.upload(experiment_dir / R.BEST_DIR, S.join(remote, R.BEST_DIR))
+            result.final["checkpoint"] = S.join(remote, R.BEST_DIR, "checkpoint.pt")
+        if (experiment_dir / R.RUNS_FILE).is_file():
+            S.upload(experiment_dir / R.RUNS_FILE, S.join(remote, R.RUNS_FILE))
     if not interrupted:
         prune_checkpoints(records)
     state["finished"] = not interrupted
     state["final"] = json.loads(json.dumps(result.final, default=str))
     state["tracking"] = result.tracking
-    R.write_state(experiment_dir, state)
+    R.write_state(experiment, state)
     return result
 
 
 def prune_checkpoints(records: list[R.TrialRecord]) -> int:
-    """Keep each finished trial's best-round and last checkpoints, delete the rest; returns how many went."""
+    """Keep each finished trial's best-round and last checkpoints, delete the rest; returns how many went.
+
+    For a search on a URI the checkpoints are listed and deleted there (the mirror holds few)."""
     import shutil
 
     removed = 0
     for record in records:
+        if record.remote:
+            names = R.checkpoint_names(record)
+            if len(names) <= 2:
+                continue
+            keep = {names[-1]}
+            try:
+                keep.add(R.best_checkpoint_name(record, names))
+            except UserError:
+                pass
+            for name in names:
+                if name not in keep:
+                    S.delete(S.join(record.remote, name))
+                    shutil.rmtree(record.path / name, ignore_errors=True)
+                    removed += 1
+            continue
         folders = sorted(record.path.glob("checkpoint_*"))
         if len(folders) <= 2:
             continue
