@@ -68,6 +68,10 @@ def find_search(storage: str | Path, name: str) -> Path | str:
     found = S.is_file(S.join(folder, STATE_FILE)) if isinstance(folder, str) else (folder / STATE_FILE).is_file()
     if found:
         return folder
+    if S.is_uri(storage):
+        problem = S.missing_bucket(str(storage))
+        if problem:
+            raise UserError(problem)
     known = list_searches(storage)
     shown = S.display(str(storage)) if S.is_uri(storage) else storage
     hint = f"searches in {shown}: {', '.join(known)}" if known else f"no searches in {shown}"

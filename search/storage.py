@@ -247,31 +247,52 @@ def delete(uri: str) -> None:
         raise _io_error(uri, "delete", exc) from None
 
 
+def missing_bucket(uri: str) -> str | None:
+    """Why the bucket of an s3:// or gs:// URI cannot be used (it does not exist), or None."""
+    import pyarrow.fs
+
+    fs, path = filesystem(uri)
+    scheme = _scheme(uri)
+    if scheme not in ("s3", "gs"):
+        return None
+    bucket = path.split("/", 1)[0]
+    try:
+        if fs.get_file_info(bucket).type != pyarrow.fs.FileType.NotFound:
+            return None
+    except Exception as exc:  # noqa: BLE001
+        raise _io_error(uri, "reach", exc) from None
+    make = f"aws s3 mb s3://{bucket}" if scheme == "s3" else f"gcloud storage buckets create gs://{bucket}"
+    return (f"--storage {uri}: bucket {bucket!r} does not exist (or these credentials cannot see it); "
+            f"create it first (`{make}`) or fix the name")
+
+
 def check_writable(uri: str) -> None:
     """Refuse, in one line, a URI whose bucket does not exist or that these credentials cannot write.
 
     Writes and deletes one small probe object under the URI.
     """
-    import pyarrow.fs
-
     fs, path = filesystem(uri)
-    scheme = _scheme(uri)
-    bucket = path.split("/", 1)[0]
     try:
-        if scheme in ("s3", "gs") and fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound:
-            make = f"aws s3 mb s3://{bucket}" if scheme == "s3" else f"gcloud storage buckets create gs://{bucket}"
-            raise UserError(f"--storage {uri}: bucket {bucket!r} does not exist (or these credentials cannot see it); "
-                            f"create it first (`{make}`) or fix the name")
+        problem = missing_bucket(uri)
+        if problem:
+            raise UserError(problem)
         probe = f"{path.rstrip('/')}/.hpsearch-write-check-{uuid.uuid4().hex[:12]}"
         with fs.open_output_stream(probe) as f:
             f.write(b"ok")
         fs.delete_file(probe)
-    except UserError:
-        raise
+    except UserError as exc:
+        if str(exc).startswith("--storage"):
+            raise
+        cause = str(exc).split(" (", 1)[1].rsplit("); check", 1)[0] if " (" in str(exc) else str(exc)
+        raise UserError(_unusable(uri, cause)) from None
     except Exception as exc:  # noqa: BLE001
-        hint = _CREDENTIALS_HINT.get(scheme, "the filesystem's credentials in the environment")
-        raise UserError(f"--storage {uri}: cannot write there ({_first_line(exc)}); check the bucket, endpoint_override "
-                        f"and region, and {hint}") from None
+        raise UserError(_unusable(uri, _first_line(exc))) from None
+
+
+def _unusable(uri: str, cause: str) -> str:
+    hint = _CREDENTIALS_HINT.get(_scheme(uri), "the filesystem's credentials in the environment")
+    return (f"--storage {uri}: cannot reach or write to it ({cause}); check the bucket, endpoint_override and region, "
+            f"and {hint}")
 
 
 # ----------------------------------------------------------------------------------------------
