@@ -1,8 +1,9 @@
 """Helpers for tests that run real searches: small specs and MLflow queries."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -30,3 +31,26 @@ def mlflow_runs(tracking_uri: str, experiment_name: str) -> list[Any]:
     experiment = client.get_experiment_by_name(experiment_name)
     assert experiment is not None, f"no MLflow experiment {experiment_name!r}"
     return client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000)
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str) -> Iterator[str]:
+    """A real S3-compatible server on 127.0.0.1 (moto's ThreadedMotoServer) holding an empty `bucket`;
+    yields the query string that points a pyarrow s3:// URI at it (`endpoint_override=...&scheme=http`).
+    Any credentials are accepted; processes that talk to it need some in their environment (AWS_*)."""
+    import logging
+
+    import pyarrow.fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        query = f"endpoint_override={host}:{port}&scheme=http"
+        fs, _ = pyarrow.fs.FileSystem.from_uri(f"s3://{bucket}?{query}&allow_bucket_creation=true")
+        fs.create_dir(bucket)
+        yield query
+    finally:
+        server.stop()

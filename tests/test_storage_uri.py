@@ -7,7 +7,6 @@ fresh hpsearch cache, as from another machine. Credentials travel only in the en
 """
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 from search import results as R
 from search import storage as S
 from search.cli import main
-from tests._search_helpers import REPO, mlflow_runs, small_spec
+from tests._search_helpers import REPO, mlflow_runs, s3_server, small_spec
 
 SECRET = "hpsearch-test-secret-4b1e"  # a fake key: it must appear in no file of the bucket
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "hpsearch-test-key", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
@@ -32,23 +31,12 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "hpsearch-test-key", "AWS_SECRET_ACCESS_KEY"
 def s3():
     """A local S3 server with bucket `hps`; yields the server's `endpoint_override` query string.
     The fake credentials are in this process's environment for the module."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     saved = {k: os.environ.get(k) for k in CREDENTIALS}
     os.environ.update(CREDENTIALS)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    query = f"endpoint_override={host}:{port}&scheme=http"
-    import pyarrow.fs
-
-    fs, _ = pyarrow.fs.FileSystem.from_uri(f"s3://hps?{query}&allow_bucket_creation=true")
-    fs.create_dir("hps")
     try:
-        yield query
+        with s3_server("hps") as query:
+            yield query
     finally:
-        server.stop()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
