@@ -3,8 +3,23 @@
     from search import run_search
     result = run_search("spaces/quickstart.yaml", samples=8)
     print(result.best.config, result.best.best_value)
-"""
-from search.spec import SearchSpec, load_spec
-from search.tuner import SearchResult, resume_search, run_search
 
-__all__ = ["SearchSpec", "SearchResult", "load_spec", "resume_search", "run_search"]
+The names below load on first use (PEP 562), so a light submodule such as
+`search.mlflow_writer` (the MLflow writer process) does not pull in Ray and torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SearchSpec": "search.spec", "load_spec": "search.spec",
+    "SearchResult": "search.tuner", "resume_search": "search.tuner", "run_search": "search.tuner",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'search' has no attribute {name!r}")

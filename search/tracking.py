@@ -7,11 +7,13 @@ them, marks ASHA-stopped trials as finished and duplicates runs on restart
   id to its child run (`mlflow.parentRunId`), persisting the map beside the
   search so resume and retries reuse the same runs;
 - buffers per-round metrics (`step` = round, an epoch by default) and writes
-  them with `log_batch` at most every `flush_seconds`, from the driver only
-  (one SQLite writer, optuna#820): Tune's hooks only queue, one writer thread
-  makes the MLflow calls, a run's params, metrics and end tags going out in
-  one `log_batch` (benchmarks/scale.py: MLflow calls on Tune's loop halved its
-  trial throughput on 1,000 short trials);
+  them with `log_batch` at most every `flush_seconds`, from one writer only
+  (one SQLite writer, optuna#820): Tune's hooks only queue; a writer *process*
+  makes the MLflow calls, a run's params, metrics and end tags going out in one
+  `log_batch`. A process, not a thread: MLflow's client is CPU-bound Python, and
+  a writer thread fighting Tune's loop for the GIL made every MLflow call ~4x
+  slower and capped a search of short trials at the writer's pace
+  (benchmarks/scale.py);
 - ends each child run FINISHED (complete), KILLED + `pruned=true` (ASHA) or
   FAILED + the error (failed or diverged), and never leaves a run RUNNING when
   the search ends or is interrupted; at the end, what a killed driver had not
@@ -19,25 +21,24 @@ them, marks ASHA-stopped trials as finished and duplicates runs on restart
 """
 from __future__ import annotations
 
-import json
 import math
+import multiprocessing
 import os
 import queue
-import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
 from search import results as R
+from search.mlflow_writer import RUNS_FILE, SYNC, RunWriter, writer_main
 from search.spec import SearchSpec
 from trainables import metrics as M
 
-RUNS_FILE = "mlflow_runs.json"
-PARAM_VALUE_MAX = 500
-_STOP = object()  # tells the writer thread to flush and exit
+__all__ = ["RUNS_FILE", "MlflowTracker", "artifact_root", "default_tracking_uri", "resolve_tracking_uri", "ui_url"]
 
 
 def default_tracking_uri(storage_root: str | Path) -> str:
@@ -60,62 +61,37 @@ def ui_url(tracking_uri: str, experiment_id: str, host: str = "127.0.0.1", port:
     return f"{base}/#/experiments/{experiment_id}/runs"
 
 
-def flatten(prefix: str, value: Any) -> dict[str, str]:
-    """Nested spec → flat `a.b` params, values as short strings."""
-    if isinstance(value, dict):
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
-        return out
-    return {prefix: str(value)[:PARAM_VALUE_MAX]}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-    except Exception:  # noqa: BLE001 - not a git checkout, or no git
-        return "unknown"
-
-
-def hpsearch_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("hpsearch")
-    except PackageNotFoundError:
-        return "unknown"
+def search_info(spec: SearchSpec) -> dict[str, Any]:
+    """What the parent run records about the spec (plain data for the writer process)."""
+    return {"name": spec.name, "raw": spec.raw, "tags": {
+        "dataset": spec.dataset, "model": spec.model, "seed": str(spec.seed), "metric": spec.metric, "mode": spec.mode}}
 
 
 class MlflowTracker(Callback):
     """Tune callback that mirrors a search into MLflow (see the module docstring).
 
-    Tune calls the hooks on its driver loop; they only record what happened and queue it.
-    One writer thread (the store's only writer) does the MLflow calls in order, batching a
-    run's params, metrics and end tags into one `log_batch` (at most every `flush_seconds`,
-    and when the run ends), so a search of many short trials is not slowed down by SQLite
-    round trips. `flush()` waits until everything queued is in MLflow; the end of the
-    experiment and `finish_search` do that.
+    Tune calls the hooks on its driver loop; they only record what happened and queue it
+    for the writer process (`search.mlflow_writer.RunWriter`, the store's only writer), so
+    a search of many short trials is slowed down neither by SQLite round trips nor by
+    MLflow's Python competing with Tune's loop for the GIL. `flush()` waits until
+    everything queued is in MLflow and takes back the writer's run map; the end of the
+    experiment and `finish_search` do that, after which the driver writes synchronously.
+    The writer dies with the driver (a killed driver loses at most its queue, which the
+    resumed search's `finish_search` re-derives from Tune's records).
     """
 
     def __init__(self, spec: SearchSpec, experiment_dir: Path, tracking_uri: str, artifact_location: str | None,
-                 total_rounds: int, *, flush_seconds: float = 2.0) -> None:
+                 total_rounds: int, *, flush_seconds: float = 2.0, runs: dict[str, Any] | None = None) -> None:
         self.spec, self.experiment_dir, self.tracking_uri = spec, Path(experiment_dir), tracking_uri
         self.artifact_location, self.total_rounds, self.flush_seconds = artifact_location, total_rounds, flush_seconds
-        self.runs = self._load_runs()
-        self._init_runtime()
-
-    def _init_runtime(self) -> None:
-        self._client: Any = None
-        self._lock = threading.Lock()  # guards `runs` between the writer and pickling / saving
-        self._queue: queue.Queue = queue.Queue()
-        self._writer: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._pending: dict[str, dict[str, list[Any]]] = {}  # run id → params / metrics / tags not yet written
-        self._pending_round: dict[str, int] = {}  # trial id → highest round among its pending metrics
-        self._last_flush = time.monotonic()
-        self._dirty = False  # `runs` changed since it was last saved
-        self._started: set[str] = set()  # trials whose run was requested (driver side)
-        self._seen_round = dict(self.runs["logged_round"])  # trial id → last round queued (driver side)
+        self.writer = RunWriter(self.experiment_dir, tracking_uri, artifact_location, search_info(spec),
+                                flush_seconds=flush_seconds, runs=runs)
+        self._proc: Any = None  # the writer process
+        self._commands: Any = None  # driver → writer: (operation, args)
+        self._replies: Any = None  # writer → driver: ("error", line) | ("synced", token, run map, error)
+        self._error: str | None = None
+        self._started: set[str] = set()  # trials whose run was requested
+        self._seen_round = dict(self.runs["logged_round"])  # trial id → last round queued
 
     @classmethod
     def for_search(cls, spec: SearchSpec, experiment_dir: Path, state: dict[str, Any], total_rounds: int) -> "MlflowTracker":
@@ -125,188 +101,98 @@ class MlflowTracker(Callback):
         artifacts = artifact_root(state["storage"]) if uri.startswith("sqlite:") else None
         return cls(spec, experiment_dir, uri, artifacts, total_rounds)
 
-    # -- persistence ------------------------------------------------------------------------
-    _RUNTIME = ("_client", "_lock", "_queue", "_writer", "_error", "_pending", "_pending_round", "_last_flush", "_dirty", "_started",
-                "_seen_round")
-
+    # Tune may pickle its callbacks with the experiment state: plain data only, no process handles.
     def __getstate__(self) -> dict[str, Any]:
-        with self._lock:
-            state = {k: v for k, v in self.__dict__.items() if k not in self._RUNTIME}
-            state["runs"] = json.loads(json.dumps(self.runs))
-        return state
+        return {"spec": self.spec, "experiment_dir": self.experiment_dir, "tracking_uri": self.tracking_uri,
+                "artifact_location": self.artifact_location, "total_rounds": self.total_rounds,
+                "flush_seconds": self.flush_seconds, "runs": self.writer.runs_copy()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
+        MlflowTracker.__init__(self, state["spec"], state["experiment_dir"], state["tracking_uri"], state["artifact_location"],
+                               state["total_rounds"], flush_seconds=state["flush_seconds"], runs=state["runs"])
 
-    def _load_runs(self) -> dict[str, Any]:
-        path = self.experiment_dir / RUNS_FILE
-        if path.is_file():
-            return json.loads(path.read_text())
-        return {"experiment_id": None, "parent_run_id": None, "trials": {}, "logged_round": {}, "ended": {}}
-
-    def _save_runs(self) -> None:
-        self.experiment_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.experiment_dir / f".{RUNS_FILE}.tmp"
-        with self._lock:
-            text = json.dumps(self.runs, separators=(",", ":"))
-        tmp.write_text(text)
-        tmp.replace(self.experiment_dir / RUNS_FILE)
+    @property
+    def runs(self) -> dict[str, Any]:
+        return self.writer.runs
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            import logging
-
-            from mlflow.tracking import MlflowClient
-
-            for noisy in ("mlflow", "alembic"):
-                logging.getLogger(noisy).setLevel(logging.WARNING)
-
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-        return self._client
+        return self.writer.client
 
     @property
     def parent_run_id(self) -> str:
-        return self.runs["parent_run_id"]
+        return self.writer.parent_run_id
 
-    # -- the writer thread ------------------------------------------------------------------
-    def _submit(self, fn: Any, *args: Any) -> None:
-        """Queue one MLflow operation for the writer (started on first use)."""
+    # -- the writer process -----------------------------------------------------------------
+    def _submit(self, operation: str, *args: Any) -> None:
+        """Queue one `RunWriter` operation for the writer process, started on first use."""
         self._raise_writer_error()
-        if self._writer is None or not self._writer.is_alive():
-            self._writer = threading.Thread(target=self._write_loop, name="hpsearch-mlflow-writer", daemon=True)
-            self._writer.start()
-        self._queue.put((fn, args))
+        if self._proc is None:
+            context = multiprocessing.get_context("spawn")  # fork would copy Ray's and gRPC's threads
+            self._commands, self._replies = context.Queue(), context.Queue()
+            die_with_parent = threading.current_thread() is threading.main_thread()
+            self._proc = context.Process(target=writer_main, name="hpsearch-mlflow-writer", daemon=True,
+                                         args=(self.writer.state(), self._commands, self._replies, os.getpid(), die_with_parent))
+            self._proc.start()
+        elif not self._proc.is_alive():
+            raise RuntimeError(f"MLflow tracking failed: the writer process exited with code {self._proc.exitcode}")
+        self._commands.put((operation, args))
 
     def _raise_writer_error(self) -> None:
+        while self._replies is not None:
+            try:
+                message = self._replies.get_nowait()
+            except queue.Empty:
+                break
+            if message[0] == "error":
+                self._error = self._error or message[1]
         if self._error is not None:
             error, self._error = self._error, None
-            raise RuntimeError(f"MLflow tracking failed: {type(error).__name__}: {error}") from error
+            raise RuntimeError(f"MLflow tracking failed: {error}")
 
-    def _write_loop(self) -> None:
+    def _sync(self, *, stop: bool) -> None:
+        """Have the writer write everything pending; take back its run map (and stop it if asked)."""
+        token = uuid.uuid4().hex
+        self._commands.put((SYNC, (token, stop)))
         while True:
-            wait = None
-            if self._pending or self._dirty:
-                wait = max(0.0, self.flush_seconds - (time.monotonic() - self._last_flush))
             try:
-                item = self._queue.get(timeout=wait)
+                message = self._replies.get(timeout=1.0)
             except queue.Empty:
-                self._guarded(self._write_pending)
+                if not self._proc.is_alive():
+                    code, self._proc = self._proc.exitcode, None
+                    raise RuntimeError(f"MLflow tracking failed: the writer process exited with code {code}") from None
                 continue
-            try:
-                if item is _STOP:
-                    self._guarded(self._write_pending)
-                    return
-                fn, args = item
-                self._guarded(fn, *args)
-                if (self._pending or self._dirty) and time.monotonic() - self._last_flush >= self.flush_seconds:
-                    self._guarded(self._write_pending)
-            finally:
-                self._queue.task_done()
-
-    def _guarded(self, fn: Any, *args: Any) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:  # noqa: BLE001 - surfaced on the driver at its next hook or flush
-            if self._error is None:
-                self._error = exc
+            if message[0] == "error":
+                self._error = self._error or message[1]
+            elif message[0] == "synced" and message[1] == token:
+                with self.writer.lock:
+                    self.writer.runs = message[2]
+                self._error = self._error or message[3]
+                break
+        if stop:
+            self._proc.join(timeout=30)
+            for channel in (self._commands, self._replies):
+                channel.close()
+            self._proc = self._commands = self._replies = None
 
     def flush(self) -> None:
         """Write everything queued and buffered; returns when it is in MLflow."""
-        if self._writer is not None and self._writer.is_alive():
-            self._queue.put((self._write_pending, ()))
-            self._queue.join()
+        if self._proc is not None:
+            self._sync(stop=False)
         else:
-            self._write_pending()
+            self.writer.write_pending()
         self._raise_writer_error()
 
     def close(self) -> None:
-        """Flush, then stop the writer thread (a later hook starts a new one)."""
-        if self._writer is not None and self._writer.is_alive():
-            self._queue.put(_STOP)
-            self._queue.join()
-            self._writer.join(timeout=30)
-        self._writer = None
-        self._write_pending()
+        """Flush, then stop the writer process (a later hook starts a new one)."""
+        if self._proc is not None:
+            self._sync(stop=True)
+        self.writer.write_pending()
         self._raise_writer_error()
-
-    def _run_of(self, trial_id: str) -> str:
-        return self.runs["trials"][trial_id]
-
-    def _add(self, run_id: str, kind: str, items: list[Any]) -> None:
-        self._pending.setdefault(run_id, {"params": [], "metrics": [], "tags": []})[kind].extend(items)
-
-    def _write_pending(self, only: str | None = None) -> None:
-        """One `log_batch` per run with pending params, metrics and tags (split at MLflow's batch limits)."""
-        for run_id in [only] if only is not None else list(self._pending):
-            batch = self._pending.pop(run_id, None)
-            if batch is None:
-                continue
-            params, metrics, tags = batch["params"], batch["metrics"], batch["tags"]
-            while params or metrics or tags:
-                p, params = params[:100], params[100:]
-                t, tags = tags[:100], tags[100:]
-                m, metrics = metrics[: 1000 - len(p) - len(t)], metrics[1000 - len(p) - len(t):]
-                self.client.log_batch(run_id, metrics=m, params=p, tags=t)
-        written = {t: r for t, r in self._pending_round.items() if only is None or self.runs["trials"].get(t) == only}
-        with self._lock:
-            for trial_id, step in written.items():
-                self.runs["logged_round"][trial_id] = max(step, self.runs["logged_round"].get(trial_id, 0))
-        for trial_id in written:
-            self._pending_round.pop(trial_id, None)
-        if only is None:
-            self._last_flush = time.monotonic()
-        if written or self._dirty or only is None:
-            # Rounds in MLflow are saved as logged at once (a restart must not log them twice); run ends
-            # wait for the next periodic save (`finish_search` re-derives a lost end from Tune's records).
-            self._dirty = False
-            self._save_runs()
 
     # -- Tune hooks (driver loop: record and queue only) ------------------------------------
     def setup(self, **info: Any) -> None:
-        self._submit(self.open_parent)
-
-    def open_parent(self) -> None:
-        """Create the experiment and the parent run, or reopen them on resume."""
-        client = self.client
-        if self.runs["experiment_id"] is None:
-            experiment = client.get_experiment_by_name(self.spec.name)
-            if experiment is None:
-                experiment_id = client.create_experiment(self.spec.name, artifact_location=self.artifact_location)
-            else:
-                experiment_id = experiment.experiment_id
-            with self._lock:
-                self.runs["experiment_id"] = experiment_id
-        if self.runs["parent_run_id"] is None:
-            import yaml
-            from mlflow.entities import Param
-
-            run = client.create_run(self.runs["experiment_id"], run_name=self.experiment_dir.name, tags={
-                "hpsearch.kind": "search", "hpsearch.search_name": self.experiment_dir.name,
-                "hpsearch.search_dir": str(self.experiment_dir), "dataset": self.spec.dataset, "model": self.spec.model,
-                "seed": str(self.spec.seed), "git_commit": git_commit(), "hpsearch_version": hpsearch_version(),
-                "metric": self.spec.metric, "mode": self.spec.mode,
-            })
-            with self._lock:
-                self.runs["parent_run_id"] = run.info.run_id
-            self._save_runs()
-            params = [Param(k, v) for k, v in flatten("", {k: v for k, v in self.spec.raw.items() if k != "description"}).items()]
-            for start in range(0, len(params), 100):
-                client.log_batch(run.info.run_id, params=params[start : start + 100])
-            client.log_text(run.info.run_id, yaml.safe_dump(self.spec.raw, sort_keys=False), "spec.yaml")
-        else:
-            client.update_run(self.parent_run_id, status="RUNNING")
-            client.set_tag(self.parent_run_id, "interrupted", "false")
-            self._sync_logged_rounds()
-
-    def _sync_logged_rounds(self) -> None:
-        """On resume, trust MLflow over the saved map: a killed driver may have logged rounds it never recorded."""
-        for trial_id, run_id in self.runs["trials"].items():
-            history = self.client.get_metric_history(run_id, M.TRAIN_LOSS)
-            if history:
-                self.runs["logged_round"][trial_id] = max(self.runs["logged_round"].get(trial_id, 0), max(m.step for m in history))
-        self._save_runs()
+        self._submit("open_parent")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._request_child(trial)
@@ -314,37 +200,15 @@ class MlflowTracker(Callback):
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._request_child(trial)
 
+    def _child_args(self, trial_id: str, config: dict[str, Any]) -> tuple[str, dict[str, Any], str, str]:
+        baseline = str(all(config.get(k) == v for k, v in self.spec.baseline_point().items())).lower()
+        return trial_id, self.spec.full_config(dict(config)), baseline, ",".join(sorted(config))
+
     def _request_child(self, trial: Any) -> None:
         self._started.add(trial.trial_id)
-        config = self.spec.full_config(dict(trial.config))
-        baseline = str(all(trial.config.get(k) == v for k, v in self.spec.baseline_point().items())).lower()
-        self._submit(self._child, trial.trial_id, config, baseline, ",".join(sorted(trial.config)))
-
-    def _child(self, trial_id: str, config: dict[str, Any], baseline: str, sampled: str) -> str:
-        """The child run of a trial: created once, reopened (RUNNING) when the trial restarts (writer thread)."""
-        from mlflow.entities import Param
-
-        run_id = self.runs["trials"].get(trial_id)
-        if run_id is not None:
-            with self._lock:
-                self.runs["ended"].pop(trial_id, None)
-            self._dirty = True
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        run = self.client.create_run(self.runs["experiment_id"], run_name=trial_id, tags={
-            "mlflow.parentRunId": self.parent_run_id, "hpsearch.kind": "trial", "trial_id": trial_id,
-            "baseline": baseline, "sampled": sampled,
-        })
-        run_id = run.info.run_id
-        with self._lock:
-            self.runs["trials"][trial_id] = run_id
-        self._save_runs()  # at once: a run the map does not know would be a duplicate after a restart
-        self._add(run_id, "params", [Param(k, str(v)[:PARAM_VALUE_MAX]) for k, v in sorted(config.items())])
-        return run_id
+        self._submit("child", *self._child_args(trial.trial_id, trial.config))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        from mlflow.entities import Metric
-
         if trial.trial_id not in self._started:
             self._request_child(trial)
         step = int(result.get(M.ROUND, 0))
@@ -356,12 +220,8 @@ class MlflowTracker(Callback):
         for key in (*M.CURVE_METRICS, M.EPOCH):
             value = result.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                batch.append(Metric(key, float(value), ts, step))
-        self._submit(self._queue_metrics, trial.trial_id, step, batch)
-
-    def _queue_metrics(self, trial_id: str, step: int, batch: list[Any]) -> None:
-        self._add(self._run_of(trial_id), "metrics", batch)
-        self._pending_round[trial_id] = max(step, self._pending_round.get(trial_id, 0))
+                batch.append((key, float(value), ts, step))
+        self._submit("queue_metrics", trial.trial_id, step, batch)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._raise_writer_error()
@@ -370,28 +230,16 @@ class MlflowTracker(Callback):
         last = trial.last_result or {}
         if trial.trial_id not in self._started:
             self._request_child(trial)
-        self._submit(self._end, trial.trial_id, *_outcome(last, self.total_rounds))
+        self._submit("end", trial.trial_id, *_outcome(last, self.total_rounds))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         message = _error_line(trial)
         if trial.trial_id not in self._started:
             self._request_child(trial)
-        self._submit(self._end, trial.trial_id, "FAILED", {"outcome": R.FAILED, "error": message})
+        self._submit("end", trial.trial_id, "FAILED", {"outcome": R.FAILED, "error": message})
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.close()
-
-    def _end(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
-        """The run's pending params / metrics / tags in one batch, then its end status (writer thread)."""
-        from mlflow.entities import RunTag
-
-        run_id = self._run_of(trial_id)
-        self._add(run_id, "tags", [RunTag(key, value[:5000]) for key, value in tags.items()])
-        self._write_pending(only=run_id)
-        self.client.set_terminated(run_id, status=status)
-        with self._lock:
-            self.runs["ended"][trial_id] = status
-        self._dirty = True
 
     # -- end of search ----------------------------------------------------------------------
     def finish_search(self, result: Any, data: Any, *, refit: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -440,7 +288,7 @@ class MlflowTracker(Callback):
                 client.set_terminated(run_id, status="KILLED")
         client.set_tag(parent, "interrupted", str(result.interrupted).lower())
         client.set_terminated(parent, status="KILLED" if result.interrupted else "FINISHED")
-        self._save_runs()
+        self.writer.save_runs()
         tracking = {
             "tracking_uri": self.tracking_uri, "experiment_id": self.runs["experiment_id"], "parent_run_id": parent,
             "ui_url": ui_url(self.tracking_uri, self.runs["experiment_id"]),
@@ -461,9 +309,8 @@ class MlflowTracker(Callback):
             if record.trial_id not in self.runs["trials"]:
                 if not record.history and record.status in (R.RUNNING, R.PENDING):
                     continue  # never started: nothing to show
-                baseline = str(all(record.config.get(k) == v for k, v in self.spec.baseline_point().items())).lower()
-                self._child(record.trial_id, self.spec.full_config(dict(record.config)), baseline, ",".join(sorted(record.config)))
-            run_id = self._run_of(record.trial_id)
+                self.writer.child(*self._child_args(record.trial_id, record.config))
+            run_id = self.writer.run_of(record.trial_id)
             logged = self.runs["logged_round"].get(record.trial_id, 0)
             missing = [row for row in record.history if int(row.get(M.ROUND, 0)) > logged]
             metrics = []
@@ -474,17 +321,79 @@ class MlflowTracker(Callback):
                     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                         metrics.append(Metric(key, float(value), ts, step))
             if metrics:
-                self._add(run_id, "metrics", metrics)
-                self._pending_round[record.trial_id] = int(missing[-1][M.ROUND])
+                self.writer.add(run_id, "metrics", metrics)
+                self.writer.pending_round[record.trial_id] = int(missing[-1][M.ROUND])
             if record.trial_id in self.runs["ended"] or record.status in (R.RUNNING, R.PENDING):
-                self._write_pending(only=run_id)
+                self.writer.write_pending(only=run_id)
                 continue
             if record.status == R.FAILED:
                 status, tags = "FAILED", {"outcome": R.FAILED, "error": record.error or "trial failed"}
             else:
                 status, tags = _outcome(record.history[-1] if record.history else {}, self.total_rounds)
-            self._end(record.trial_id, status, tags)
-        self._save_runs()
+            self.writer.end(record.trial_id, status, tags)
+        self.writer.save_runs()
+
+
+def _writer_main(state: dict[str, Any], commands: Any, replies: Any, parent_pid: int, die_with_parent: bool) -> None:
+    """Entry point of the writer process: a copy of the driver's tracker serving its queue."""
+    if die_with_parent:  # started from the driver's main thread: its exit is the process's exit
+        try:  # Linux: die with the driver even while an MLflow call blocks
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the driver, which then flushes us
+    tracker = MlflowTracker.__new__(MlflowTracker)
+    tracker.__setstate__(state)
+    _fast_sqlite_commits(tracker.tracking_uri)
+    tracker._serve(commands, replies, parent_pid)
+
+
+NETWORK_FILESYSTEMS = ("nfs", "cifs", "smb", "fuse", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs")
+
+
+def _fast_sqlite_commits(tracking_uri: str) -> None:
+    """WAL journal + synchronous=NORMAL on this process's connections to a local SQLite store.
+
+    MLflow commits every call; in SQLite's default rollback journal each commit waits for
+    fsync, which on a busy disk made the writer the bottleneck of short trials. WAL keeps the
+    store crash-safe (a commit can only be lost on power failure, never corrupt the file) and
+    lets the UI read while the search writes. Skipped on network file systems (NFS, EFS, ...),
+    where SQLite's WAL is unsupported.
+    """
+    if not tracking_uri.startswith("sqlite:///") or _on_network_filesystem(Path(tracking_uri[len("sqlite:///"):])):
+        return
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(connection: Any, _record: Any) -> None:
+        if isinstance(connection, sqlite3.Connection):
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.OperationalError:
+                pass  # another process holds the file (e.g. the UI mid-read): keep its journal mode
+
+
+def _on_network_filesystem(path: Path, mounts_table: str | None = None) -> bool:
+    """Whether `path` is on a network or FUSE mount (by /proc/mounts); True when that cannot be told."""
+    try:
+        text = Path("/proc/mounts").read_text() if mounts_table is None else mounts_table
+    except OSError:
+        return True
+    mounts = [line.split()[1:3] for line in text.splitlines() if len(line.split()) >= 3]
+    target = str(path.expanduser().resolve())
+    best, fstype = "", ""
+    for mount_point, kind in mounts:
+        mount_point = mount_point.replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > len(best):
+            best, fstype = mount_point, kind
+    return not best or fstype.startswith(NETWORK_FILESYSTEMS)
 
 
 def _outcome(last: dict[str, Any], total_rounds: int) -> tuple[str, dict[str, str]]:
