@@ -334,68 +334,6 @@ class MlflowTracker(Callback):
         self.writer.save_runs()
 
 
-def _writer_main(state: dict[str, Any], commands: Any, replies: Any, parent_pid: int, die_with_parent: bool) -> None:
-    """Entry point of the writer process: a copy of the driver's tracker serving its queue."""
-    if die_with_parent:  # started from the driver's main thread: its exit is the process's exit
-        try:  # Linux: die with the driver even while an MLflow call blocks
-            import ctypes
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the driver, which then flushes us
-    tracker = MlflowTracker.__new__(MlflowTracker)
-    tracker.__setstate__(state)
-    _fast_sqlite_commits(tracker.tracking_uri)
-    tracker._serve(commands, replies, parent_pid)
-
-
-NETWORK_FILESYSTEMS = ("nfs", "cifs", "smb", "fuse", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs")
-
-
-def _fast_sqlite_commits(tracking_uri: str) -> None:
-    """WAL journal + synchronous=NORMAL on this process's connections to a local SQLite store.
-
-    MLflow commits every call; in SQLite's default rollback journal each commit waits for
-    fsync, which on a busy disk made the writer the bottleneck of short trials. WAL keeps the
-    store crash-safe (a commit can only be lost on power failure, never corrupt the file) and
-    lets the UI read while the search writes. Skipped on network file systems (NFS, EFS, ...),
-    where SQLite's WAL is unsupported.
-    """
-    if not tracking_uri.startswith("sqlite:///") or _on_network_filesystem(Path(tracking_uri[len("sqlite:///"):])):
-        return
-    import sqlite3
-
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _pragmas(connection: Any, _record: Any) -> None:
-        if isinstance(connection, sqlite3.Connection):
-            try:
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.OperationalError:
-                pass  # another process holds the file (e.g. the UI mid-read): keep its journal mode
-
-
-def _on_network_filesystem(path: Path, mounts_table: str | None = None) -> bool:
-    """Whether `path` is on a network or FUSE mount (by /proc/mounts); True when that cannot be told."""
-    try:
-        text = Path("/proc/mounts").read_text() if mounts_table is None else mounts_table
-    except OSError:
-        return True
-    mounts = [line.split()[1:3] for line in text.splitlines() if len(line.split()) >= 3]
-    target = str(path.expanduser().resolve())
-    best, fstype = "", ""
-    for mount_point, kind in mounts:
-        mount_point = mount_point.replace("\\040", " ")
-        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) > len(best):
-            best, fstype = mount_point, kind
-    return not best or fstype.startswith(NETWORK_FILESYSTEMS)
-
-
 def _outcome(last: dict[str, Any], total_rounds: int) -> tuple[str, dict[str, str]]:
     """MLflow end status and tags of a trial from its last result."""
     if last.get(M.STATUS) == M.STATUS_DIVERGED:

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,9 @@ import pytest
 
 from search import results as R
 from search.tuner import _auth_message, _is_auth_error, _storage_problem, check_storage_reachable, connect
-from tests._search_helpers import REPO, mlflow_runs, s3_server, small_spec
+from tests._search_helpers import mlflow_runs, s3_server, small_spec
 from trainables.errors import UserError
+from tests._cli_process import CliProcess
 
 RAY = Path(sys.executable).with_name("ray")
 # Fake credentials for the local S3 server of the URI-storage test: every node and driver gets them from
@@ -270,9 +270,9 @@ class RayCluster:
         assert not _alive(victims), f"still alive after SIGKILL: {_alive(victims)}"
         return victims
 
-    def cli(self, args: list[str], tmp_path: Path, **extra_env: str) -> "Cli":
+    def cli(self, args: list[str], tmp_path: Path, **extra_env: str) -> CliProcess:
         env = {**self.env, "HPSEARCH_CACHE": str(tmp_path / "cache"), **extra_env}
-        return Cli(args, env)
+        return CliProcess(args, env)
 
 
 def _start_cluster(root: Path) -> RayCluster:
@@ -348,53 +348,6 @@ def ray_cluster():
 # Driving the CLI
 
 
-class Cli:
-    """`python -m search.cli ...` in its own session, its output collected line by line."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO, start_new_session=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def tail(self, n: int = 40) -> str:
-        return "\n".join(self.lines[-n:])
-
-    def ended(self) -> dict[str, int]:
-        """Trial id -> rounds, of the trials the progress lines reported as completed or pruned."""
-        out = {}
-        for line in list(self.lines):
-            for outcome in ("] completed ", "] pruned "):
-                if outcome in line:
-                    words = line.split(outcome, 1)[1].split()  # "<id> after <n>/<total> rounds, ..."
-                    out[words[0]] = int(words[2].split("/")[0])
-        return out
-
-    def wait_for(self, ended: int, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.ended()) < ended:
-            assert self.proc.poll() is None, self.tail()
-            assert time.monotonic() < deadline, self.tail()
-            time.sleep(0.2)
-
-    def finish(self, timeout: float = 420) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return code
-
-    def kill(self) -> None:
-        """SIGKILL the driver process only: the cluster and its nodes stay up."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-
 def _histories(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """trial id -> its result rows (deduplicated by round), read from result.json."""
     out = {}
@@ -450,7 +403,7 @@ def test_a_driver_without_the_token_is_refused_in_one_line(ray_cluster, tmp_path
     no_token_env = {**ray_cluster.env, "HOME": str(tmp_path), "HPSEARCH_CACHE": str(tmp_path / "cache"), **fast}
     for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
         no_token_env.pop(var)
-    missing = Cli(["run", str(spec), "--storage", str(tmp_path / "b"), "--address", ray_cluster.address], no_token_env)
+    missing = CliProcess(["run", str(spec), "--storage", str(tmp_path / "b"), "--address", ray_cluster.address], no_token_env)
     for cli, why in ((wrong, "(the token in RAY_AUTH_TOKEN is not the cluster's)"),
                      (missing, "(not set here: RAY_AUTH_MODE=token, RAY_AUTH_TOKEN)")):
         assert cli.finish(timeout=180) == 2, cli.tail()

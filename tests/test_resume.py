@@ -7,59 +7,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from search import results as R
 from tests._search_helpers import mlflow_runs, small_spec
+from tests._cli_process import CliProcess
 
 pytestmark = pytest.mark.slow
-
-
-class Cli:
-    """`python -m search.cli ...` in its own session, its output collected line by line."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def ended_trials(self) -> int:
-        return sum(1 for ln in self.lines if "] completed " in ln or "] pruned " in ln)
-
-    def wait_for(self, ended: int, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while self.ended_trials() < ended:
-            assert self.proc.poll() is None, "\n".join(self.lines[-30:])
-            assert time.monotonic() < deadline, "\n".join(self.lines[-30:])
-            time.sleep(0.3)
-
-    def finish(self, timeout: float = 300) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return code
-
-    def kill_hard(self) -> None:
-        """SIGKILL the driver, then everything it started (its local Ray), as a dead machine would."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        time.sleep(1)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _histories(storage: Path, name: str) -> dict[str, list[dict]]:
@@ -74,7 +30,7 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_without_duplicates(tmp_path):
     env.pop("RAY_ADDRESS", None)
 
     # 1. Ctrl-C after two trials ended: exit 130, the resume command printed, nothing left RUNNING in MLflow.
-    run = Cli(["run", str(spec), "--name", "k", "--storage", str(storage)], env)
+    run = CliProcess(["run", str(spec), "--name", "k", "--storage", str(storage)], env)
     run.wait_for(2)
     os.kill(run.proc.pid, signal.SIGINT)
     assert run.finish() == 130, "\n".join(run.lines[-30:])
@@ -87,7 +43,7 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_without_duplicates(tmp_path):
     parent_id = parent[0].info.run_id
 
     # 2. Resume, then SIGKILL the driver mid-search.
-    resumed = Cli(["resume", "k", "--storage", str(storage)], env)
+    resumed = CliProcess(["resume", "k", "--storage", str(storage)], env)
     resumed.wait_for(2)
     resumed.kill_hard()
     state = R.read_state(storage / "k")
@@ -96,7 +52,7 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_without_duplicates(tmp_path):
     assert done_before, "no trial had finished before the kill"
 
     # 3. Resume to the end.
-    final = Cli(["resume", "k", "--storage", str(storage)], env)
+    final = CliProcess(["resume", "k", "--storage", str(storage)], env)
     assert final.finish() == 0, "\n".join(final.lines[-40:])
     records = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"])
     assert len(records) == 8, [(r.trial_id, r.status) for r in records]

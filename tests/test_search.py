@@ -12,14 +12,12 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from search import results as R
 from search.cli import main
-from search.spec import load_spec
 from search.tuner import run_search, total_rounds
 from tests._search_helpers import mlflow_runs, small_spec
 from trainables import metrics as M

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +18,7 @@ from search import results as R
 from search import storage as S
 from search.cli import main
 from tests._search_helpers import REPO, mlflow_runs, s3_server, small_spec
+from tests._cli_process import CliProcess
 
 SECRET = "hpsearch-test-secret-4b1e"  # a fake key: it must appear in no file of the bucket
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "hpsearch-test-key", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}
@@ -42,41 +39,6 @@ def s3():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-class Cli:
-    """`python -m search.cli ...` in its own process (and process group), output collected line by line."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env, cwd=cwd, start_new_session=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def tail(self, n: int = 40) -> str:
-        return "\n".join(self.lines[-n:])
-
-    def wait_for(self, ended: int, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while sum(1 for ln in self.lines if "] completed " in ln or "] pruned " in ln) < ended:
-            assert self.proc.poll() is None, self.tail()
-            assert time.monotonic() < deadline, self.tail()
-            time.sleep(0.3)
-
-    def finish(self, timeout: float = 600) -> int:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self._reader.join(timeout=10)
-        return code
 
 
 def _env(tmp: Path, cache: str) -> dict[str, str]:
@@ -100,7 +62,7 @@ def uri_search(s3, tmp_path_factory):  # about 60 s (a CLI process with its own 
     tmp = tmp_path_factory.mktemp("uri-search")
     spec = small_spec(tmp, name="uri-test", samples=4, max_epochs=3, grace_period=1)
     storage = f"s3://hps/runs?{s3}"
-    run = Cli(["run", str(spec), "--name", "u1", "--storage", storage], _env(tmp, "cache-driver"), cwd=tmp)
+    run = CliProcess(["run", str(spec), "--name", "u1", "--storage", storage], _env(tmp, "cache-driver"), cwd=tmp)
     code = run.finish()
     return {"code": code, "lines": run.lines, "tmp": tmp, "storage": storage, "experiment": S.join(storage, "u1")}
 
@@ -220,7 +182,7 @@ def test_uri_search_interrupted_then_resumed_from_another_machine(s3, tmp_path):
     spec = small_spec(tmp_path, name="uri-resume", samples=5, max_epochs=6, grace_period=2, max_concurrent=2)
     storage = f"s3://hps/resume?{s3}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = Cli(["run", str(spec), "--name", "r1", "--storage", storage, "--tracking-uri", tracking], _env(tmp_path, "cache-a"), cwd=tmp_path)
+    run = CliProcess(["run", str(spec), "--name", "r1", "--storage", storage, "--tracking-uri", tracking], _env(tmp_path, "cache-a"), cwd=tmp_path)
     run.wait_for(2)
     os.kill(run.proc.pid, signal.SIGINT)
     assert run.finish() == 130, run.tail()
@@ -228,7 +190,7 @@ def test_uri_search_interrupted_then_resumed_from_another_machine(s3, tmp_path):
     parent = [r for r in mlflow_runs(tracking, "uri-resume") if r.data.tags.get("hpsearch.kind") == "search"]
     assert len(parent) == 1 and parent[0].info.status == "KILLED"
 
-    resumed = Cli(["resume", "r1", "--storage", storage], _env(tmp_path, "cache-b"), cwd=tmp_path)
+    resumed = CliProcess(["resume", "r1", "--storage", storage], _env(tmp_path, "cache-b"), cwd=tmp_path)
     assert resumed.finish() == 0, resumed.tail()
     state = R.read_state(S.join(storage, "r1"))
     assert state["finished"] and state["resumed"] == 1

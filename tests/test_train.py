@@ -3,7 +3,6 @@ learning, determinism, divergence, lr schedules, sub-epoch rounds, checkpoint re
 device logic (tested on CPU: no GPU is used)."""
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import replace
 
