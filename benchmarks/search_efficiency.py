@@ -17,10 +17,14 @@ time until some trial first reported a val accuracy at or above the bar, and the
 best accuracy reached. Trial-epochs are counted in the order the driver received
 results.
 
-    python benchmarks/search_efficiency.py [--smoke] [--seeds 0 1 2] [--settings quickstart small-train]
+    python benchmarks/search_efficiency.py [--smoke] [--seeds 0 1 2] [--settings quickstart small-train many-trials many-trials-small-train]
+
+The report is rewritten after each setting, so an interrupted run keeps the settings it finished.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import shutil
@@ -38,6 +42,21 @@ SETTINGS = {
         "quickstart with 3x less training data (digits, test_fraction 0.6: 359 train / 359 val), 12 trials, max 12 epochs",
         {"dataset": {"name": "digits", "val_fraction": 0.2, "test_fraction": 0.6}},
     ),
+    # A search where early stopping is meant to pay: many trials, and ASHA at hpsearch's budget defaults
+    # (`search.spec.BUDGET_DEFAULTS`: grace 1 epoch, reduction factor 3 -> rungs at 1, 3 and 9 of 12 epochs).
+    # quickstart.yaml's 12 trials with grace 2 give ASHA two rungs (2, 6) and few results per rung, so its
+    # asynchronous promotions (a trial goes on when it is in the top 1/3 of the results seen *so far* at its
+    # rung) let most early trials through; with 4x the trials most of them meet a full rung.
+    "many-trials": (
+        "quickstart's data, model, space and max 12 epochs with 48 trials and ASHA at hpsearch's budget defaults: "
+        "grace_period 1, reduction_factor 3 (rungs at epochs 1, 3, 9)",
+        {"budget": {"samples": 48, "grace_period": 1, "reduction_factor": 3}},
+    ),
+    "many-trials-small-train": (
+        "`many-trials` (48 trials, grace_period 1, reduction_factor 3) on `small-train`'s data (359 train / 359 val)",
+        {"budget": {"samples": 48, "grace_period": 1, "reduction_factor": 3},
+         "dataset": {"name": "digits", "val_fraction": 0.2, "test_fraction": 0.6}},
+    ),
 }
 METHODS = ("hpsearch: TPE + ASHA", "random + FIFO", "TPE + FIFO")
 
@@ -52,7 +71,8 @@ def make_spec(setting: str, seed: int, smoke: bool):
 
     raw = C.quickstart_raw()
     raw["name"] = f"bench-eff-{setting}"
-    raw.update(SETTINGS[setting][1])
+    for key, value in SETTINGS[setting][1].items():  # budget: only the keys named change
+        raw[key] = {**raw[key], **value} if key == "budget" else value
     raw["seed"] = seed
     if smoke:
         raw["budget"].update({"samples": 2, "max_epochs": 1, "grace_period": 1})
@@ -181,6 +201,28 @@ def main() -> None:
     from search.tuner import connect
     from trainables.data import create_dataset
 
+    intro = (
+        "Every method: the same spec and seed (sampler seed, data split, torch seed), the baseline as first trial, 2 trials "
+        "in flight (one per core), `reuse_actors`, a checkpoint per epoch, Tune's JSON result logger only (as hpsearch sets "
+        "Tune up), no MLflow. A round is one epoch here, so "
+        "trial-epochs = rounds summed over trials. `seconds to bar` counts from the Tuner's start. Random search samples "
+        "SGD momentum for every trial (unused unless the optimizer is SGD), since Tune's random search has no conditions. "
+        "The ASHA settings (grace period, reduction factor) only change hpsearch's run: the two FIFO methods train every "
+        "trial to max_epochs whatever they are."
+    )
+
+    def report(sections: list[str], load, quiet: bool) -> None:
+        summary = C.md_table(["setting", "trials", "max epochs", "hpsearch's ASHA grace / reduction factor",
+                              "trial-epochs vs random + FIFO (median ratio; target ≤ 0.33)", "trial-epochs to bar vs random (median ratio)",
+                              "seeds hpsearch reached the bar", "seeds hpsearch's best ≥ random's"], verdicts)
+        sections = [f"Summary over seeds {', '.join(map(str, args.seeds))} (details per setting below):", summary, *sections]
+        title = "Search efficiency: TPE + ASHA (hpsearch) vs random search vs TPE without pruning"
+        if quiet:  # the report so far, rewritten after each setting
+            with contextlib.redirect_stdout(io.StringIO()):
+                C.write_report("search_efficiency", title, [intro, *sections], args.out, smoke=args.smoke, load=load)
+        else:
+            C.write_report("search_efficiency", title, [intro, *sections], args.out, smoke=args.smoke, load=load)
+
     storage = Path(tempfile.mkdtemp(prefix="hpsearch-bench-eff-"))
     sections = []
     verdicts = []
@@ -230,20 +272,16 @@ def main() -> None:
                     ["seeds where hpsearch's best ≥ random's best", f"{as_high} of {len(per_seed)}",
                      f"all ({'met' if as_high == len(per_seed) else '**missed**'}; within 0.5 pt: {within} of {len(per_seed)})"],
                 ])
-                verdicts.append((setting, ratio_total, ratio_bar, as_high, len(per_seed)))
+                verdicts.append([f"`{setting}`", spec.budget.samples, spec.budget.max_epochs,
+                                 f"{spec.budget.grace_period} / {spec.budget.reduction_factor:g}", f"{ratio_total:.2f}", f"{ratio_bar:.2f}",
+                                 f"{reached} of {len(per_seed)}", f"{as_high} of {len(per_seed)}"])
                 sections += [f"## Setting `{setting}`: {SETTINGS[setting][0]}", table, agg, target]
+                if setting != args.settings[-1]:
+                    report(sections, load, quiet=True)
     finally:
         C.kill_own_ray()
         shutil.rmtree(storage, ignore_errors=True)
-    intro = (
-        "Every method: the same spec and seed (sampler seed, data split, torch seed), the baseline as first trial, 2 trials "
-        "in flight (one per core), `reuse_actors`, a checkpoint per epoch, Tune's JSON result logger only (as hpsearch sets "
-        "Tune up), no MLflow. A round is one epoch here, so "
-        "trial-epochs = rounds summed over trials. `seconds to bar` counts from the Tuner's start. Random search samples "
-        "SGD momentum for every trial (unused unless the optimizer is SGD), since Tune's random search has no conditions."
-    )
-    C.write_report("search_efficiency", "Search efficiency: TPE + ASHA (hpsearch) vs random search vs TPE without pruning",
-                   [intro, *sections], args.out, smoke=args.smoke, load=load)
+    report(sections, load, quiet=False)
 
 
 if __name__ == "__main__":
