@@ -29,6 +29,7 @@ RUNS_FILE = "mlflow_runs.json"
 PARAM_VALUE_MAX = 500
 SYNC = "__sync__"  # command: write everything pending, reply with the run map (and exit if asked)
 COMMANDS = frozenset({"open_parent", "child", "queue_metrics", "end"})  # what the driver may ask the writer process to run
+WRITER_NICENESS = 10  # the writer process's CPU priority below the driver and the trials
 NETWORK_FILESYSTEMS = ("nfs", "cifs", "smb", "fuse", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs")
 
 
@@ -288,6 +289,10 @@ def writer_main(state: dict[str, Any], commands: Any, replies: Any, parent_pid: 
         except (OSError, AttributeError):
             pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the driver, which then flushes us
+    try:  # trials and Tune's loop first: the writer catches up when they wait (the UI lags by seconds at most)
+        os.nice(WRITER_NICENESS)
+    except (OSError, AttributeError):
+        pass
     fast_sqlite_commits(state["tracking_uri"])
     runs = state.pop("runs")
     experiment_dir = Path(state.pop("experiment_dir"))
