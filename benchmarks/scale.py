@@ -27,6 +27,7 @@ import collections
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ RUNS = {  # name: what the table calls it
     "hpsearch": "hpsearch (+ ProgressCallback + MlflowTracker)",
 }
 TARGET_PER_HOUR = 30_000
+PROFILE_TIMEOUT_S = 600  # the profiled run takes ~3 min
 
 
 def add_args(parser) -> None:
@@ -146,9 +148,15 @@ def profile(args, storage: Path) -> str:
     raw = storage / "profile.txt"
     cmd = [str(py_spy), "record", "--rate", "100", "--idle", "--threads", "--subprocesses", "--format", "raw", "--output", str(raw), "--",
            sys.executable, __file__, "--only", "hpsearch", "--trials", str(args.profile_trials), "--storage", str(storage / "prof")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0 or not raw.exists():
-        return f"Profile: py-spy failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate(timeout=PROFILE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        # py-spy --subprocesses can wait forever on a Ray worker it left stopped; Ctrl-C makes it write what it has.
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    if not raw.exists():
+        return f"Profile: py-spy failed ({proc.returncode}): {stderr.strip()[-500:]}"
     return summarise_profile(raw, args.profile_trials)
 
 
