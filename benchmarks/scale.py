@@ -31,7 +31,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import _common as C
@@ -272,7 +271,7 @@ def main() -> None:
     finally:
         C.kill_own_ray()
         shutil.rmtree(storage, ignore_errors=True)
-    bare, hp, default = results["bare"], results["hpsearch"], results["bare-default"]
+    hp = results["hpsearch"]
     per_hour = {k: 3600 * v["trials"] / v["fit"] for k, v in results.items()}
     ms = {k: 1000 * v["fit"] / v["trials"] for k, v in results.items()}
     rows = []

@@ -250,7 +250,7 @@ def main() -> None:
                     per_seed.append(out)
                 table = C.md_table(["seed", "method", "trials", "ran to the end", "trial-epochs", "best val acc", "bar (best of all − 0.5 pt)",
                                     "trial-epochs to bar", "seconds to bar", "wall s"], rows)
-                hp, rnd, tpe = (METHODS[0], METHODS[1], METHODS[2])
+                hp, rnd = METHODS[0], METHODS[1]
                 ratio_total = C.median(s[hp]["trial_epochs"] / s[rnd]["trial_epochs"] for s in per_seed)
                 ratio_bar = C.median(ratio(s[hp]["epochs_to_bar"], s[rnd]["epochs_to_bar"]) for s in per_seed)
                 reached = sum(s[hp]["epochs_to_bar"] != math.inf for s in per_seed)
