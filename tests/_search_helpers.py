@@ -54,3 +54,22 @@ def s3_server(bucket: str) -> Iterator[str]:
         yield query
     finally:
         server.stop()
+
+
+def predict_digit_images(tmp_path: Path, model_dir: Path, data: Any, count: int) -> tuple[Any, float]:
+    """`hpsearch predict` on the first `count` test images of a digits bundle, saved as `<i>_<label>.png`:
+    the predictions table and the share whose class matches the file's label."""
+    import pandas as pd
+    from PIL import Image
+
+    from search.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(count):
+        Image.fromarray(data.test.images[i, 0]).save(images / f"{i:03d}_{data.test.labels[i]}.png")
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", str(model_dir), str(images), "--out", str(preds)]) == 0
+    table = pd.read_csv(preds)
+    truth = table["file"].map(lambda f: Path(f).stem.split("_")[1])
+    return table, float((table.iloc[:, 1].astype(str) == truth).mean())

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,7 +18,7 @@ import torch
 from search import results as R
 from search.cli import main
 from search.tuner import run_search, total_rounds
-from tests._search_helpers import mlflow_runs, small_spec
+from tests._search_helpers import mlflow_runs, predict_digit_images, small_spec
 from trainables import metrics as M
 
 
@@ -162,7 +161,6 @@ def test_results_csv_matches_trials(search, tmp_path, capsys):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx", "state_dict"])
 def test_export_and_predict_from_a_search(search, tmp_path, fmt, capsys):
-    from PIL import Image
 
     from trainables.data import create_dataset
 
@@ -175,16 +173,8 @@ def test_export_and_predict_from_a_search(search, tmp_path, fmt, capsys):
     assert meta["class_names"] == [str(d) for d in range(10)]
     assert meta["metrics"]["test"]["acc"] == pytest.approx(search.final["test"]["acc"])
     data = create_dataset(search.spec.dataset, **search.spec.dataset_options)
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(40):
-        Image.fromarray(data.test.images[i, 0]).save(images / f"{i:03d}_{data.test.labels[i]}.png")
-    preds = tmp_path / "preds.csv"
-    assert main(["predict", str(out), str(images), "--out", str(preds)]) == 0
-    table = pd.read_csv(preds)
+    table, acc = predict_digit_images(tmp_path, out, data, 40)
     assert len(table) == 40
-    truth = table["file"].map(lambda f: Path(f).stem.split("_")[1])
-    acc = float((table.iloc[:, 1].astype(str) == truth).mean())
     assert acc >= 0.9, table.head()
 
 

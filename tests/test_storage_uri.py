@@ -17,7 +17,7 @@ import pytest
 from search import results as R
 from search import storage as S
 from search.cli import main
-from tests._search_helpers import REPO, mlflow_runs, s3_server, small_spec
+from tests._search_helpers import REPO, mlflow_runs, predict_digit_images, s3_server, small_spec
 from tests._cli_process import CliProcess
 
 SECRET = "hpsearch-test-secret-4b1e"  # a fake key: it must appear in no file of the bucket
@@ -110,20 +110,11 @@ def test_results_mlflow_export_and_predict_read_back_from_the_bucket(uri_search,
 
     out = tmp_path / "model"
     assert main(["export", "u1", "--storage", storage, "--format", "torchscript", "--out", str(out)]) == 0
-    from PIL import Image
-
     from trainables.data import create_dataset
 
     data = create_dataset("digits", val_fraction=0.2, test_fraction=0.2)
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(30):
-        Image.fromarray(data.test.images[i, 0]).save(images / f"{i:03d}_{data.test.labels[i]}.png")
-    preds = tmp_path / "preds.csv"
-    assert main(["predict", str(out), str(images), "--out", str(preds)]) == 0
-    table = pd.read_csv(preds)
-    truth = table["file"].map(lambda f: Path(f).stem.split("_")[1])
-    assert float((table.iloc[:, 1].astype(str) == truth).mean()) >= 0.7, table.head()
+    table, acc = predict_digit_images(tmp_path, out, data, 30)
+    assert acc >= 0.7, table.head()
 
 
 def test_storage_helpers_on_s3(s3, tmp_path):
