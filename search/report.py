@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -116,8 +117,8 @@ def final_report(result: Any, data: DataBundle, *, tracker: Any, refit: bool = F
             "model_kwargs": state["model_kwargs"], "hparams": state["hparams"], "input": "normalised float32 NCHW",
         }, indent=2, default=str))
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        with _tracking_uri(tracker.tracking_uri), mlflow.start_run(run_id=parent), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # MLflow's generic pickle caution and jit deprecations: the model is TorchScript
+        with _tracking_uri(tracker.tracking_uri), mlflow.start_run(run_id=parent), warnings.catch_warnings(), _quiet("mlflow.pytorch"):
+            warnings.simplefilter("ignore")  # MLflow's generic pickle caution (warned and logged) and jit deprecations: the model is TorchScript
             info = mlflow.pytorch.log_model(
                 scripted, name="model", signature=infer_signature(example.numpy(), out),
                 input_example=example.numpy(), registered_model_name=spec.name,
@@ -129,6 +130,18 @@ def final_report(result: Any, data: DataBundle, *, tracker: Any, refit: bool = F
             client.set_tag(parent, "registered_model", f"{spec.name}/{final['model_version']}")
     trainer.close()
     return final
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Only errors from `logger_name` while the block runs."""
+    log = logging.getLogger(logger_name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @contextlib.contextmanager
