@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables import metrics as M
+from trainables.errors import UserError
 
 RUNS_FILE = "mlflow_runs.json"
 PARAM_VALUE_MAX = 500
@@ -297,6 +298,22 @@ def writer_main(state: dict[str, Any], commands: Any, replies: Any, parent_pid: 
     runs = state.pop("runs")
     experiment_dir = Path(state.pop("experiment_dir"))
     RunWriter(experiment_dir, runs=runs, **state).serve(commands, replies, parent_pid)
+
+
+def check_tracking_uri(tracking_uri: str) -> None:
+    """A local SQLite store must be writable: a `UserError` naming the URI now, not a writer failure mid-search."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    folder = Path(tracking_uri[len("sqlite:///"):]).expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK)
+        reason = "not writable"
+    except OSError as exc:
+        writable, reason = False, exc.strerror or str(exc)
+    if not writable:
+        raise UserError(f"tracking URI {tracking_uri}: cannot write the SQLite store in {folder} ({reason}); "
+                        "pass --tracking-uri sqlite:///<writable path>/mlflow.db or an http:// MLflow server")
 
 
 def fast_sqlite_commits(tracking_uri: str) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 from ray.tune import Callback
 
 from search import results as R
-from search.mlflow_writer import RUNS_FILE, SYNC, RunWriter, writer_main
+from search.mlflow_writer import RUNS_FILE, SYNC, RunWriter, check_tracking_uri, writer_main
 from search.spec import SearchSpec
 from trainables import metrics as M
 
@@ -83,6 +83,7 @@ class MlflowTracker(Callback):
     def __init__(self, spec: SearchSpec, experiment_dir: Path, tracking_uri: str, artifact_location: str | None,
                  total_rounds: int, *, flush_seconds: float = 2.0, runs: dict[str, Any] | None = None) -> None:
         self.spec, self.experiment_dir, self.tracking_uri = spec, Path(experiment_dir), tracking_uri
+        check_tracking_uri(tracking_uri)
         self.artifact_location, self.total_rounds, self.flush_seconds = artifact_location, total_rounds, flush_seconds
         self.writer = RunWriter(self.experiment_dir, tracking_uri, artifact_location, search_info(spec),
                                 flush_seconds=flush_seconds, runs=runs)

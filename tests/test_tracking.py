@@ -21,6 +21,7 @@ from _search_helpers import mlflow_runs, small_spec
 from search.spec import load_spec
 from search.mlflow_writer import RUNS_FILE, on_network_filesystem
 from search.tracking import MlflowTracker
+from trainables.errors import UserError
 
 
 def _trial(trial_id: str, config: dict, tmp_path: Path) -> SimpleNamespace:
@@ -66,10 +67,15 @@ def test_writer_process_logs_trials_and_hands_back_the_run_map(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_writer_failure_surfaces_on_the_driver(tmp_path):
+def test_unwritable_sqlite_store_is_a_user_error(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the store's folder should be")
-    tracker = _tracker(tmp_path, uri=f"sqlite:///{blocker / 'mlflow.db'}")
+    with pytest.raises(UserError, match=r"tracking URI sqlite:///.*not-a-dir/mlflow.db: cannot write the SQLite store"):
+        _tracker(tmp_path, uri=f"sqlite:///{blocker / 'mlflow.db'}")
+
+
+def test_writer_failure_surfaces_on_the_driver(tmp_path):
+    tracker = _tracker(tmp_path, uri="postgresql://127.0.0.1:1/no-such-db")  # not checked up front: fails in the writer
     tracker.setup()
     with pytest.raises(RuntimeError, match="MLflow tracking failed"):
         tracker.flush()
