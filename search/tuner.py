@@ -462,14 +462,34 @@ def _emit(on_event: Callable[[str], None] | None, message: str) -> None:
         on_event(message)
 
 
-def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[str, Any], on_event) -> list[Any]:
+def result_logger() -> Any:
+    """Tune's JSON result logger, minus the step that loses rows when a trial restarts from a checkpoint.
+
+    Tune's logger writes result.json in the driver's staging folder and copies it to the storage every
+    few minutes; when a trial restarts (a node lost, a crash), it overwrites the staging file with the
+    storage copy, so every round reported since the last copy disappeared from the trial's learning
+    curve (seen on a two-node cluster: rounds 9-14 gone). The staging file of this driver is always
+    the more complete one: it is kept; the storage copy is used only when there is none (a resume
+    by a new driver).
+    """
     from ray.tune.logger import JsonLoggerCallback
 
+    class ResultLogger(JsonLoggerCallback):
+        def _restore_from_remote(self, file_name: str, trial: Any) -> None:
+            local_file = Path(trial.local_path, file_name)
+            if local_file.is_file() and local_file.stat().st_size > 0:
+                return
+            super()._restore_from_remote(file_name, trial)
+
+    return ResultLogger()
+
+
+def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[str, Any], on_event) -> list[Any]:
     from search.progress import ProgressCallback
 
     # Only Tune's JSON logger (result.json: what hpsearch reads back). Its default CSV and tensorboardX
     # loggers took ~20 % of Tune's loop on 1,000 short trials (benchmarks/results/scale.md); MLflow is the UI.
-    callbacks: list[Any] = [JsonLoggerCallback(), ProgressCallback(spec, total_rounds(spec, len(data.train)), on_event)]
+    callbacks: list[Any] = [result_logger(), ProgressCallback(spec, total_rounds(spec, len(data.train)), on_event)]
     uri_storage = S.is_uri(state.get("storage"))
     if state.get("track", True):
         from search.tracking import MlflowTracker

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -73,3 +74,29 @@ def predict_digit_images(tmp_path: Path, model_dir: Path, data: Any, count: int)
     table = pd.read_csv(preds)
     truth = table["file"].map(lambda f: Path(f).stem.split("_")[1])
     return table, float((table.iloc[:, 1].astype(str) == truth).mean())
+
+
+def crash_once_trainable(config: dict) -> None:
+    """Reports rounds 1-8 with a checkpoint each; the first attempt waits after round 3 (Tune copies its
+    files to the storage meanwhile) and dies after round 5."""
+    import tempfile
+    import time
+
+    from ray import tune
+
+    start = 1
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            start = int(open(os.path.join(folder, "round")).read()) + 1
+    for round_ in range(start, 9):
+        with tempfile.TemporaryDirectory() as folder:
+            with open(os.path.join(folder, "round"), "w") as f:
+                f.write(str(round_))
+            tune.report({"round": round_, "val_acc": round_ / 10}, checkpoint=tune.Checkpoint.from_directory(folder))
+        if round_ == 3 and not os.path.exists(config["marker"]):
+            time.sleep(config["pause_s"])
+        if round_ == 5 and not os.path.exists(config["marker"]):
+            open(config["marker"], "w").close()
+            raise RuntimeError("simulated crash of the worker")
+

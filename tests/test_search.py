@@ -199,3 +199,31 @@ def test_seeded_search_reproduces_its_first_configs(ray_local, tmp_path):
     assert a == b
     assert a[0] == c[0]  # the baseline comes first whatever the seed
     assert a[1:] != c[1:]
+
+
+def test_a_trial_restarted_from_its_checkpoint_keeps_every_round(ray_local, tmp_path):
+    """Tune's own JSON logger replaces result.json with the (minutes old) storage copy when a trial restarts,
+    dropping the rounds reported since; hpsearch's result logger keeps them (a node loss on a cluster did this)."""
+    from ray import tune
+
+    from search.tuner import result_logger
+    from tests._search_helpers import crash_once_trainable
+
+    tuner = tune.Tuner(
+        crash_once_trainable, param_space={"marker": str(tmp_path / "crashed"), "pause_s": 12},
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(name="restart", storage_path=str(tmp_path / "runs"), callbacks=[result_logger()], verbose=0,
+                                  sync_config=tune.SyncConfig(sync_period=1),
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    try:
+        grid = tuner.fit()
+    finally:
+        os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+    assert (tmp_path / "crashed").exists()  # the trial did crash and restart
+    assert grid[0].error is None
+    trial_dir = next((tmp_path / "runs" / "restart").glob("crash_once_trainable_*"))
+    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert [r[M.ROUND] for r in rows] == list(range(1, 9)), [r[M.ROUND] for r in rows]
+    assert [r[M.ROUND] for r in R.read_history(trial_dir)] == list(range(1, 9))
