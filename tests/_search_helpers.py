@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -88,15 +87,15 @@ def crash_once_trainable(config: dict) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            start = int(open(os.path.join(folder, "round")).read()) + 1
+            start = int(Path(folder, "round").read_text()) + 1
     for round_ in range(start, 9):
         with tempfile.TemporaryDirectory() as folder:
-            with open(os.path.join(folder, "round"), "w") as f:
-                f.write(str(round_))
+            Path(folder, "round").write_text(str(round_))
             tune.report({"round": round_, "val_acc": round_ / 10}, checkpoint=tune.Checkpoint.from_directory(folder))
-        if round_ == 3 and not os.path.exists(config["marker"]):
+        marker = Path(config["marker"])
+        if round_ == 3 and not marker.exists():
             time.sleep(config["pause_s"])
-        if round_ == 5 and not os.path.exists(config["marker"]):
-            open(config["marker"], "w").close()
+        if round_ == 5 and not marker.exists():
+            marker.touch()
             raise RuntimeError("simulated crash of the worker")
 
