@@ -26,7 +26,9 @@ EXPECTED_ROWS = {
         for variant in ("pure compute (ready batches)", "hpsearch (Trainer.run_round", "tutorial DataLoader, PIL + ToTensor, num_workers=0",
                         "tutorial DataLoader, PIL + ToTensor, num_workers=2")
     ],
-    "search_efficiency": ["| 0 | hpsearch: TPE + ASHA |", "| 0 | random + FIFO |", "| 0 | TPE + FIFO |", "| trial-epochs to bar (not reached = ∞) |"],
+    "search_efficiency": ["| 0 | hpsearch: TPE + ASHA |", "| 0 | hpsearch: TPE + ASHA, rf 4 |", "| 0 | random + FIFO |", "| 0 | TPE + FIFO |",
+                          "| trial-epochs to bar (not reached = ∞) |", "| test acc of the chosen model |",
+                          "| seeds where its chosen model's test acc ≥ random's |"],
     "scale": ["| bare Tune + Optuna + ASHA, Tune's default result loggers", "| bare Tune + Optuna + ASHA, JSON result logger only",
               "| hpsearch (+ ProgressCallback + MlflowTracker) |", "| hpsearch throughput / bare throughput (same Tune setup"],
     "accuracy": ["| quickstart (digits) | 0 |", "| tutorial A (image folder, 3 classes) | 0 |",
