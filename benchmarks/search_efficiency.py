@@ -13,9 +13,11 @@ strategy differs:
 All three evaluate the spec's baseline first (it is the first point of each). For
 each seed the bar is the best validation accuracy any method found, minus 0.5
 points; reported per method: trial-epochs (rounds summed over trials) and wall
-time until some trial first reported a val accuracy at or above the bar, and the
-best accuracy reached. Trial-epochs are counted in the order the driver received
-results.
+time until some trial first reported a val accuracy at or above the bar, the
+best val accuracy reached, and the test accuracy of the model the method hands
+over (its best trial's checkpoint at the best round). Trial-epochs are counted in
+the order the driver received results. `VARIANTS` adds hpsearch runs with other
+ASHA settings to a setting (the FIFO methods do not depend on them).
 
     python benchmarks/search_efficiency.py [--smoke] [--seeds 0 1 2] [--settings quickstart small-train many-trials many-trials-small-train]
 

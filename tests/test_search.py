@@ -227,3 +227,32 @@ def test_a_trial_restarted_from_its_checkpoint_keeps_every_round(ray_local, tmp_
     rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
     assert [r[M.ROUND] for r in rows] == list(range(1, 9)), [r[M.ROUND] for r in rows]
     assert [r[M.ROUND] for r in R.read_history(trial_dir)] == list(range(1, 9))
+
+
+def test_asha_breaks_accuracy_ties_by_val_loss():
+    """Two trials tied on val accuracy at a rung: the one with the higher val loss is the one ASHA stops."""
+    from ray.tune.experiment import Trial
+
+    from search.tuner import asha_scheduler, rank_score
+
+    assert rank_score({"val_acc": 0.99, "val_loss": 0.2}, "val_acc", "max") > rank_score({"val_acc": 0.99, "val_loss": 0.3}, "val_acc", "max")
+    # the loss never outweighs one image of accuracy, even on a huge val split or a large loss
+    assert rank_score({"val_acc": 0.99001, "val_loss": 900.0}, "val_acc", "max") > rank_score({"val_acc": 0.99, "val_loss": 0.0}, "val_acc", "max")
+    assert rank_score({"val_acc": 0.5, "val_loss": float("nan")}, "val_acc", "max") == 0.5
+    assert rank_score({"val_loss": 0.4}, "val_loss", "min") == 0.4
+
+    def outcomes(scheduler, results):
+        trials = [Trial("__fake", trial_id=f"t{i}", stub=True) for i in range(len(results))]
+        for trial in trials:
+            scheduler.on_trial_add(None, trial)
+        return [scheduler.on_trial_result(None, t, {"round": 1, **r}) for t, r in zip(trials, results)]
+
+    tied = [{"val_acc": 0.98, "val_loss": 0.05}, {"val_acc": 0.98, "val_loss": 0.30}]
+    ranked = outcomes(asha_scheduler("val_acc", "max", max_t=9, grace=1, reduction_factor=3), tied)
+    assert ranked == ["CONTINUE", "STOP"]  # same accuracy, worse loss: stopped at the rung
+    # unbroken ties (plain accuracy, as Ray's ASHA sees it) let the second trial through
+    from ray.tune.schedulers import ASHAScheduler
+
+    plain = outcomes(ASHAScheduler(time_attr="round", metric="val_acc", mode="max", max_t=9, grace_period=1, reduction_factor=3), tied)
+    assert plain == ["CONTINUE", "CONTINUE"]
+    assert asha_scheduler("val_acc", "max", max_t=9, grace=1, reduction_factor=3).metric == "val_acc"
