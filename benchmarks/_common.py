@@ -73,6 +73,22 @@ def versions() -> dict[str, str]:
     return out
 
 
+def git_revision() -> str:
+    """The repository's commit (and whether files differed from it), or "unknown" outside a git clone."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit} (with uncommitted changes)" if commit and dirty else (commit or "unknown")
+
+
+CODE_REVISION = git_revision()  # taken when the benchmark starts: a commit made during a run does not change it
+
+
 def machine_lines() -> list[str]:
     v = versions()
     return [
@@ -80,6 +96,7 @@ def machine_lines() -> list[str]:
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- command: `{command_line()}`",
+        f"- code: commit {CODE_REVISION}",
     ]
 
 

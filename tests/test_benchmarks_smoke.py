@@ -44,7 +44,7 @@ def test_benchmark_smoke(name, tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = (tmp_path / f"{name}.md").read_text()
-    for header in ("- machine:", "- versions: python", "torch", "ray", "optuna", "mlflow", "- date:", "- command:", "--smoke", "- mode: **smoke**"):
+    for header in ("- machine:", "- versions: python", "torch", "ray", "optuna", "mlflow", "- date:", "- command:", "- code: commit", "--smoke", "- mode: **smoke**"):
         assert header in report, header
     for row in EXPECTED_ROWS[name]:
         assert row in report, f"{row!r} missing from {name}.md:\n{report}"
