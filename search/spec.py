@@ -40,8 +40,8 @@ DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 TOP_KEYS = {"name", "description", "dataset", "model", "metric", "mode", "seed", "device", "budget", "resources", "baseline", "space"}
 REQUIRED_TOP = ("name", "dataset", "model", "baseline")
 BUDGET_DEFAULTS: dict[str, Any] = {
-    # reduction_factor 4 (Ray's ASHA default): 0.31x random search's trial-epochs vs 0.40x with 3 over two 5-seed
-    # runs of benchmarks/search_efficiency.py (many-trials), best and test accuracy as high (results/search_efficiency*.md)
+    # reduction_factor 4 (Ray's ASHA default): 0.33x random search's trial-epochs vs 0.40x with 3 (median of 15
+    # seed-runs of benchmarks/search_efficiency.py many-trials), accuracy as high on average (benchmarks/README.md)
     "samples": 16, "max_epochs": 10, "grace_period": 1, "reduction_factor": 4,
     "max_concurrent": 2, "time_budget": None, "report_every": "epoch",
 }
