@@ -133,12 +133,11 @@ def tune_space(spec):
 def alternative_tuner(method: str, spec, data, name: str, storage: Path, callbacks: list):
     """random + FIFO or TPE + FIFO, assembled like `search.tuner.build_tuner` except the searcher / scheduler."""
     from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.tuner import CHECKPOINTS_PER_TRIAL, MAX_FAILURES, DefineByRun, _trainable, trial_dirname
+    from search.tuner import CHECKPOINTS_PER_TRIAL, MAX_FAILURES, DefineByRun, _trainable, result_logger, trial_dirname
 
     concurrent = spec.budget.max_concurrent
     param_space = None
@@ -154,7 +153,7 @@ def alternative_tuner(method: str, spec, data, name: str, storage: Path, callbac
         max_concurrent_trials=concurrent if method == "random + FIFO" else None,
     )
     run_config = tune.RunConfig(
-        name=name, storage_path=str(storage), callbacks=[JsonLoggerCallback(), *callbacks], verbose=0,  # Tune logging as hpsearch sets it
+        name=name, storage_path=str(storage), callbacks=[result_logger(), *callbacks], verbose=0,  # Tune logging as hpsearch sets it
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_PER_TRIAL, checkpoint_score_attribute=spec.metric,
                                                 checkpoint_score_order=spec.mode),
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),

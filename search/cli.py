@@ -106,9 +106,11 @@ def print_summary(result: Any) -> None:
     if result.tracking:
         t = result.tracking
         if t["tracking_uri"].startswith("sqlite:"):
+            from search.mlflow_writer import sqlite_file
             from search.storage import is_uri
 
-            ui_storage = storage if not is_uri(storage) else str(Path(t["tracking_uri"][len("sqlite:///"):]).parent)
+            db = sqlite_file(t["tracking_uri"])
+            ui_storage = storage if not is_uri(storage) or db is None else str(db.parent)
             print(f"MLflow: run `hpsearch ui --storage {ui_storage}` and open {t['ui_url']}")
         else:
             print(f"MLflow: {t['ui_url']}")

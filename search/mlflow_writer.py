@@ -300,11 +300,18 @@ def writer_main(state: dict[str, Any], commands: Any, replies: Any, parent_pid: 
     RunWriter(experiment_dir, runs=runs, **state).serve(commands, replies, parent_pid)
 
 
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///PATH` tracking URI; None for any other store."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
+
+
 def check_tracking_uri(tracking_uri: str) -> None:
     """A local SQLite store must be writable: a `UserError` naming the URI now, not a writer failure mid-search."""
-    if not tracking_uri.startswith("sqlite:///"):
+    db = sqlite_file(tracking_uri)
+    if db is None:
         return
-    folder = Path(tracking_uri[len("sqlite:///"):]).expanduser().parent
+    folder = db.expanduser().parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         writable = os.access(folder, os.W_OK)
@@ -325,7 +332,8 @@ def fast_sqlite_commits(tracking_uri: str) -> None:
     lets the UI read while the search writes. Skipped on network file systems (NFS, EFS, ...),
     where SQLite's WAL is unsupported.
     """
-    if not tracking_uri.startswith("sqlite:///") or on_network_filesystem(Path(tracking_uri[len("sqlite:///"):])):
+    db = sqlite_file(tracking_uri)
+    if db is None or on_network_filesystem(db):
         return
     import sqlite3
 

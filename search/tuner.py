@@ -552,13 +552,14 @@ def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: 
 
 def _tracking_for_uri_storage(state: dict[str, Any]) -> tuple[str, str | None]:
     """MLflow tracking URI and artifact root of a search stored on a URI (fixed in `state` for resume)."""
+    from search.mlflow_writer import sqlite_file
     from search.tracking import artifact_root, resolve_tracking_uri
 
     uri = resolve_tracking_uri(state.get("tracking_uri"), local_tracking_root(state["storage"]))
     state["tracking_uri"] = uri
     if not uri.startswith("sqlite:"):
         return uri, None
-    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else Path("mlflow.db").resolve()
+    db = sqlite_file(uri) or Path("mlflow.db").resolve()
     return uri, artifact_root(db.parent)  # artifacts beside the SQLite file, as for local storage
 
 

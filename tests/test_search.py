@@ -161,7 +161,6 @@ def test_results_csv_matches_trials(search, tmp_path, capsys):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx", "state_dict"])
 def test_export_and_predict_from_a_search(search, tmp_path, fmt, capsys):
-
     from trainables.data import create_dataset
 
     out = tmp_path / fmt
@@ -201,7 +200,7 @@ def test_seeded_search_reproduces_its_first_configs(ray_local, tmp_path):
     assert a[1:] != c[1:]
 
 
-def test_a_trial_restarted_from_its_checkpoint_keeps_every_round(ray_local, tmp_path):
+def test_a_trial_restarted_from_its_checkpoint_keeps_every_round(ray_local, tmp_path, monkeypatch):
     """Tune's own JSON logger replaces result.json with the (minutes old) storage copy when a trial restarts,
     dropping the rounds reported since; hpsearch's result logger keeps them (a node loss on a cluster did this)."""
     from ray import tune
@@ -216,11 +215,8 @@ def test_a_trial_restarted_from_its_checkpoint_keeps_every_round(ray_local, tmp_
                                   sync_config=tune.SyncConfig(sync_period=1),
                                   failure_config=tune.FailureConfig(max_failures=1)),
     )
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    try:
-        grid = tuner.fit()
-    finally:
-        os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # result_logger() is the only logger, as in hpsearch
+    grid = tuner.fit()
     assert (tmp_path / "crashed").exists()  # the trial did crash and restart
     assert grid[0].error is None
     trial_dir = next((tmp_path / "runs" / "restart").glob("crash_once_trainable_*"))
