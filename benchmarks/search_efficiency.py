@@ -37,6 +37,18 @@ from pathlib import Path
 import _common as C
 
 BAR_POINTS = 0.005  # 0.5 accuracy points below the best of all methods
+WIDE_SPACE = {
+    "optimizer": {"choice": ["adam", "sgd"]},
+    "lr": {"loguniform": [1.0e-5, 1.0]},
+    "momentum": {"uniform": [0.0, 0.99], "when": {"optimizer": "sgd"}},
+    "batch_size": {"choice": [16, 32, 64, 128, 256]},
+    "channels": {"choice": ["8-16", "16-32", "32-64"]},
+    "hidden": {"int": [16, 512], "log": True},
+    "dropout": {"uniform": [0.0, 0.7]},
+    "weight_decay": {"choice": [0.0, 1.0e-5, 1.0e-4, 1.0e-3, 1.0e-2]},
+    "label_smoothing": {"uniform": [0.0, 0.2]},
+    "schedule": {"choice": ["none", "cosine"]},
+}
 SETTINGS = {
     # name: (description, changes to the quickstart spec)
     "quickstart": ("spaces/quickstart.yaml as is: digits, 1,079 train / 359 val images, 12 trials, max 12 epochs", {}),
@@ -44,21 +56,29 @@ SETTINGS = {
         "quickstart with 3x less training data (digits, test_fraction 0.6: 359 train / 359 val), 12 trials, max 12 epochs",
         {"dataset": {"name": "digits", "val_fraction": 0.2, "test_fraction": 0.6}},
     ),
-    # A search where early stopping is meant to pay: many trials, and ASHA with grace 1 epoch, reduction
-    # factor 3 (rungs at 1, 3 and 9 of 12 epochs; hpsearch's default until this benchmark made it 4, the
-    # `rf 4` variant below, rungs at 1 and 4).
+    # A search where early stopping is meant to pay: many trials, and hpsearch's ASHA defaults, grace 1 epoch and
+    # reduction factor 4 (rungs at 1 and 4 of 12 epochs; results/search_efficiency*.md before 2026-11-30 ran reduction
+    # factor 3 here, rungs at 1, 3, 9, with 4 as a variant: 0.40x vs 0.33x of random's trial-epochs over 15 seed-runs).
     # quickstart.yaml's 12 trials with grace 2 give ASHA two rungs (2, 6) and few results per rung, so its
     # asynchronous promotions (a trial goes on when it is in the top 1/3 of the results seen *so far* at its
     # rung) let most early trials through; with 4x the trials most of them meet a full rung.
     "many-trials": (
-        "quickstart's data, model, space and max 12 epochs with 48 trials and ASHA grace_period 1, reduction_factor 3 "
-        "(rungs at epochs 1, 3, 9); variant `rf 4`: reduction_factor 4 (rungs at 1, 4), hpsearch's budget default",
-        {"budget": {"samples": 48, "grace_period": 1, "reduction_factor": 3}},
+        "quickstart's data, model, space and max 12 epochs with 48 trials and hpsearch's ASHA defaults: grace_period 1, "
+        "reduction_factor 4 (rungs at epochs 1 and 4)",
+        {"budget": {"samples": 48, "grace_period": 1, "reduction_factor": 4}},
     ),
     "many-trials-small-train": (
         "`many-trials` (48 trials, grace_period 1, reduction_factor 3) on `small-train`'s data (359 train / 359 val)",
         {"budget": {"samples": 48, "grace_period": 1, "reduction_factor": 3},
          "dataset": {"name": "digits", "val_fraction": 0.2, "test_fraction": 0.6}},
+    ),
+    # The space of a user who does not know good ranges yet: lr over five decades (divergent at the top, too slow at
+    # the bottom), batch sizes 16-256, regularisation from none to heavy, a schedule. hpsearch with its budget defaults
+    # (grace 1, reduction factor 4: rungs at 1 and 4).
+    "wide-space": (
+        "quickstart's data and model, 48 trials, max 12 epochs, a wide space (lr 1e-5..1, batch 16-256, dropout 0-0.7, "
+        "weight decay 0-1e-2, label smoothing 0-0.2, schedule none/cosine), hpsearch's ASHA defaults (grace 1, reduction factor 4)",
+        {"budget": {"samples": 48, "grace_period": 1, "reduction_factor": 4}, "space": WIDE_SPACE},
     ),
 }
 METHODS = ("hpsearch: TPE + ASHA", "random + FIFO", "TPE + FIFO")
@@ -66,8 +86,12 @@ HPSEARCH, RANDOM = METHODS[0], METHODS[1]
 # Extra hpsearch runs per setting (label -> budget changes), measured beside the others in the same run.
 # The FIFO methods train every trial to the end, so ASHA's settings do not change them: one run serves all.
 VARIANTS = {
-    "many-trials": {"hpsearch: TPE + ASHA, rf 4": {"reduction_factor": 4}},
+    "many-trials": {"hpsearch: TPE + ASHA, Ray's cutoff": {}},
+    "wide-space": {"hpsearch: TPE + ASHA, Ray's cutoff": {}},
 }
+# Variants whose ASHA ranks a trial against every result its rung has seen (Ray's ASHA as is) instead of hpsearch's
+# latest 2 x reduction_factor (search.tuner.asha_window).
+ALL_RESULTS_CUTOFF = {"hpsearch: TPE + ASHA, Ray's cutoff"}
 
 
 def methods_for(setting: str) -> tuple[str, ...]:
@@ -168,12 +192,14 @@ def run_method(method: str, spec, data, storage: Path, name: str) -> dict:
     recorder = _recorder_class()()
     started = time.monotonic()
     if method.startswith("hpsearch"):
-        original = T._callbacks
+        original, original_window = T._callbacks, T.asha_window
         T._callbacks = lambda *a, **k: [*original(*a, **k), recorder]  # observe only; run_search runs unchanged
+        if method in ALL_RESULTS_CUTOFF:
+            T.asha_window = lambda reduction_factor: 0
         try:
             result = T.run_search(spec, name=name, storage=str(storage), track=False, on_event=None)
         finally:
-            T._callbacks = original
+            T._callbacks, T.asha_window = original, original_window
         records = result.records
     else:
         alternative_tuner(method, spec, data, name, storage, [recorder]).fit()
@@ -182,6 +208,7 @@ def run_method(method: str, spec, data, storage: Path, name: str) -> dict:
     best = R.best_record(records, spec.mode)
     return {
         "trials": len(records), "trial_epochs": sum(r.rounds for r in records), "best": best.best_value if best else float("nan"),
+        "final": max((r.last_value for r in records if r.status == R.COMPLETED and r.last_value is not None), default=float("nan")),
         "test": test_accuracy(best, spec, data),
         "events": recorder.events, "wall": wall, "completed": sum(r.status == R.COMPLETED for r in records),
         "configs": [r.config for r in records],
@@ -231,10 +258,12 @@ def checks(hp: str, per_seed: list[dict], spec, setting: str) -> tuple[str, list
     reached = sum(s[hp]["epochs_to_bar"] != math.inf for s in per_seed)
     as_high = sum(s[hp]["best"] >= s[RANDOM]["best"] for s in per_seed)
     within = sum(s[hp]["best"] >= s[RANDOM]["best"] - BAR_POINTS for s in per_seed)
+    final_as_high = sum(s[hp]["final"] >= s[RANDOM]["final"] for s in per_seed)
     test_as_high = sum(s[hp]["test"] >= s[RANDOM]["test"] for s in per_seed)
     test_gap = C.median(s[hp]["test"] - s[RANDOM]["test"] for s in per_seed)
     mean_val = [sum(s[m]["best"] for s in per_seed) / n for m in (hp, RANDOM)]
     mean_test = [sum(s[m]["test"] for s in per_seed) / n for m in (hp, RANDOM)]
+    mean_final = [sum(s[m]["final"] for s in per_seed) / n for m in (hp, RANDOM)]
     table = C.md_table([f"check ({hp} vs random + FIFO)", "measured", "target"], [
         ["trial-epochs, whole search (median ratio)", f"{ratio_total:.2f}", f"≤ 0.33 ({'met' if ratio_total <= 1 / 3 else '**missed**'})"],
         ["trial-epochs to the bar (median of per-seed ratios; a search that never reached it counts as ∞)",
@@ -242,15 +271,18 @@ def checks(hp: str, per_seed: list[dict], spec, setting: str) -> tuple[str, list
         ["seeds where it reached the bar", f"{reached} of {n}", "all"],
         ["seeds where its best val acc ≥ random's (max over every trial's rounds)", f"{as_high} of {n}",
          f"all ({'met' if as_high == n else '**missed**'}; within 0.5 pt: {within} of {n})"],
+        ["seeds where its best final val acc ≥ random's (a trial's val acc after its last epoch, over trials trained to the end)",
+         f"{final_as_high} of {n}", f"all ({'met' if final_as_high == n else '**missed**'})"],
         ["seeds where its chosen model's test acc ≥ random's", f"{test_as_high} of {n}",
          f"all ({'met' if test_as_high == n else '**missed**'}; median difference {test_gap * 100:+.2f} pt)"],
-        ["mean over seeds: best val acc / test acc of the chosen model (it vs random)",
-         f"{mean_val[0]:.4f} vs {mean_val[1]:.4f} / {mean_test[0]:.4f} vs {mean_test[1]:.4f}",
-         f"≥ random's: val {'met' if mean_val[0] >= mean_val[1] else '**missed**'}, test {'met' if mean_test[0] >= mean_test[1] else '**missed**'}"],
+        ["mean over seeds: best val acc / best final val acc / test acc of the chosen model (it vs random)",
+         f"{mean_val[0]:.4f} vs {mean_val[1]:.4f} / {mean_final[0]:.4f} vs {mean_final[1]:.4f} / {mean_test[0]:.4f} vs {mean_test[1]:.4f}",
+         f"≥ random's: val {'met' if mean_val[0] >= mean_val[1] else '**missed**'}, final val {'met' if mean_final[0] >= mean_final[1] else '**missed**'}, "
+         f"test {'met' if mean_test[0] >= mean_test[1] else '**missed**'}"],
     ])
     verdict = [f"`{setting}`", hp, spec.budget.samples, spec.budget.max_epochs,
                f"{spec.budget.grace_period} / {spec.budget.reduction_factor:g}" if hp == HPSEARCH else "see method",
-               f"{ratio_total:.2f}", f"{ratio_bar:.2f}", f"{reached} of {n}", f"{as_high} of {n}", f"{test_as_high} of {n}"]
+               f"{ratio_total:.2f}", f"{ratio_bar:.2f}", f"{reached} of {n}", f"{as_high} of {n}", f"{final_as_high} of {n}", f"{test_as_high} of {n}"]
     return table, verdict
 
 
@@ -270,15 +302,18 @@ def main() -> None:
         "trial-epochs = rounds summed over trials. `seconds to bar` counts from the Tuner's start. Random search samples "
         "SGD momentum for every trial (unused unless the optimizer is SGD), since Tune's random search has no conditions. "
         "The ASHA settings (grace period, reduction factor) only change hpsearch's run: the two FIFO methods train every "
-        "trial to max_epochs whatever they are. `its test acc`: the accuracy on the test split (never seen by any search) of "
+        "trial to max_epochs whatever they are. hpsearch's ASHA ranks a trial at a rung against the rung's latest 2 x reduction_factor "
+        "results; the variant `Ray's cutoff` against all of them, as Ray's ASHA does. `its test acc`: the accuracy on the test split (never seen by any search) of "
         "the model the method hands over, its best trial's checkpoint at its best val round; unlike the best val acc, a max "
-        "over every round of every trial, it does not favour the method that trains more trials to the end."
+        "over every round of every trial, it does not favour the method that trains more trials to the end. `best final val acc`: "
+        "the best val accuracy a trial ends with (after its last epoch), over the trials trained to max_epochs."
     )
 
     def report(sections: list[str], load, quiet: bool) -> None:
         summary = C.md_table(["setting", "method", "trials", "max epochs", "ASHA grace / reduction factor",
                               "trial-epochs vs random + FIFO (median ratio; target ≤ 0.33)", "trial-epochs to bar vs random (median ratio)",
-                              "seeds it reached the bar", "seeds its best val ≥ random's", "seeds its test acc ≥ random's"], verdicts)
+                              "seeds it reached the bar", "seeds its best val ≥ random's", "seeds its best final val ≥ random's",
+                              "seeds its test acc ≥ random's"], verdicts)
         sections = [f"Summary over seeds {', '.join(map(str, args.seeds))} (details per setting below):", summary, *sections]
         title = "Search efficiency: TPE + ASHA (hpsearch) vs random search vs TPE without pruning"
         if quiet:  # the report so far, rewritten after each setting
@@ -311,10 +346,10 @@ def main() -> None:
                     for method in methods:
                         o = out[method]
                         o["epochs_to_bar"], o["seconds_to_bar"] = to_bar(o["events"], bar)
-                        rows.append([str(seed), method, o["trials"], o["completed"], o["trial_epochs"], f"{o['best']:.4f}", f"{o['test']:.4f}",
+                        rows.append([str(seed), method, o["trials"], o["completed"], o["trial_epochs"], f"{o['best']:.4f}", f"{o['final']:.4f}", f"{o['test']:.4f}",
                                      f"{bar:.4f}", shown(o["epochs_to_bar"]), shown(o["seconds_to_bar"], 2), o["wall"]])
                     per_seed.append(out)
-                table = C.md_table(["seed", "method", "trials", "ran to the end", "trial-epochs", "best val acc", "its test acc",
+                table = C.md_table(["seed", "method", "trials", "ran to the end", "trial-epochs", "best val acc", "best final val acc", "its test acc",
                                     "bar (best of all − 0.5 pt)", "trial-epochs to bar", "seconds to bar", "wall s"], rows)
                 agg = C.md_table(["median over seeds", *methods], [
                     ["trial-epochs (total)", *(C.median(s[m]["trial_epochs"] for s in per_seed) for m in methods)],
@@ -322,6 +357,7 @@ def main() -> None:
                     ["seconds to bar (not reached = ∞)", *(shown(C.median(s[m]["seconds_to_bar"] for s in per_seed), 1) for m in methods)],
                     ["seeds that reached the bar", *(f"{sum(s[m]['epochs_to_bar'] != math.inf for s in per_seed)} of {len(per_seed)}" for m in methods)],
                     ["best val acc", *(f"{C.median(s[m]['best'] for s in per_seed):.4f}" for m in methods)],
+                    ["best final val acc", *(f"{C.median(s[m]['final'] for s in per_seed):.4f}" for m in methods)],
                     ["test acc of the chosen model", *(f"{C.median(s[m]['test'] for s in per_seed):.4f}" for m in methods)],
                     ["wall s (whole search)", *(C.median(s[m]["wall"] for s in per_seed) for m in methods)],
                 ])

@@ -252,3 +252,27 @@ def test_asha_breaks_accuracy_ties_by_val_loss():
     plain = outcomes(ASHAScheduler(time_attr="round", metric="val_acc", mode="max", max_t=9, grace_period=1, reduction_factor=3), tied)
     assert plain == ["CONTINUE", "CONTINUE"]
     assert asha_scheduler("val_acc", "max", max_t=9, grace=1, reduction_factor=3).metric == "val_acc"
+
+
+def test_asha_ranks_a_trial_against_its_rungs_latest_results():
+    """Once the searcher proposes better trials, a rung's old weak results stop letting mediocre new ones through."""
+    from ray.tune.experiment import Trial
+
+    from search.tuner import asha_scheduler, asha_window
+
+    assert asha_window(4) == 8 and asha_window(3) == 6 and asha_window(1.5) == 3
+
+    def last_outcome(scheduler, accuracies):
+        outcomes = []
+        for i, acc in enumerate(accuracies):
+            trial = Trial("__fake", trial_id=f"t{i}", stub=True)
+            scheduler.on_trial_add(None, trial)
+            outcomes.append(scheduler.on_trial_result(None, trial, {"round": 1, "val_acc": acc, "val_loss": 1.0 - acc}))
+        return outcomes[-1]
+
+    # 12 weak early trials, then 4 strong ones; a new trial at 0.8 is in the top quarter of all 16, not of the last 8
+    history = [0.5] * 12 + [0.9] * 4 + [0.8]
+    assert last_outcome(asha_scheduler("val_acc", "max", max_t=16, grace=1, reduction_factor=4), history) == "STOP"
+    assert last_outcome(asha_scheduler("val_acc", "max", max_t=16, grace=1, reduction_factor=4, window=0), history) == "CONTINUE"
+    # it still goes on when it is in the top quarter of the recent ones
+    assert last_outcome(asha_scheduler("val_acc", "max", max_t=16, grace=1, reduction_factor=4), history[:-1] + [0.95]) == "CONTINUE"

@@ -1,0 +1,32 @@
+"""The search-efficiency benchmark's settings are valid hpsearch specs (fast: no search runs).
+
+A full benchmark run takes tens of minutes; a setting whose spec the loader rejects would die at its
+first seed. This checks each setting and its hpsearch variants parse, and that random search gets a
+distribution for every searched parameter.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("setting", ["quickstart", "small-train", "many-trials", "many-trials-small-train", "wide-space"])
+def test_search_efficiency_settings_are_valid_specs(setting):
+    """Each setting's spec (and its hpsearch variants) passes the spec loader, so a full run does not die at its setting."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import search_efficiency as S
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert setting in S.SETTINGS
+    for method in S.methods_for(setting):
+        spec = S.make_spec(setting, seed=3, smoke=False, method=method)
+        assert spec.seed == 3 and spec.budget.samples == (12 if setting in {"quickstart", "small-train"} else 48)
+        assert S.tune_space(spec).keys() == {p.name for p in spec.space}
+    if setting == "wide-space":
+        lr = next(p for p in spec.space if p.name == "lr")
+        assert (lr.low, lr.high) == (1.0e-5, 1.0) and spec.budget.reduction_factor == 4
