@@ -2,7 +2,8 @@
 
     OptunaSearch (TPE, seeded, define-by-run space with conditions, baseline enqueued first)
       behind a ConcurrencyLimiter (ray#52535: no burst of random start-up trials)
-    ASHAScheduler on the `round` counter (an epoch, or `report_every` samples)
+    ASHAScheduler on the `round` counter (an epoch, or `report_every` samples), ties broken by
+      val loss, a trial ranked against its rung's latest 2 x reduction_factor results (asha_scheduler)
     function trainable with the data set shared through the object store
     CheckpointConfig: 2 checkpoints per trial scored by the metric (the best round survives)
     FailureConfig: a failed trial is retried from its last checkpoint
