@@ -521,9 +521,10 @@ def test_driver_killed_then_resumed_on_the_cluster(ray_cluster, tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    for child in children:  # a round trained again is not logged twice
+    for child in children:  # a round trained again is not logged twice (in any order: the resumed driver's
+        # reconciliation can write a round the killed driver had queued after later live rounds; the UI plots by step)
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
-        assert steps == sorted(set(steps)), (child.data.tags["trial_id"], steps)
+        assert len(steps) == len(set(steps)), (child.data.tags["trial_id"], steps)
 
 
 @pytest.mark.cluster
