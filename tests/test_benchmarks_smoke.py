@@ -50,4 +50,3 @@ def test_benchmark_smoke(name, tmp_path):
     for row in EXPECTED_ROWS[name]:
         assert row in report, f"{row!r} missing from {name}.md:\n{report}"
     assert report in proc.stdout  # the table is printed too
-
