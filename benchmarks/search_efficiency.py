@@ -15,11 +15,17 @@ each seed the bar is the best validation accuracy any method found, minus 0.5
 points; reported per method: trial-epochs (rounds summed over trials) and wall
 time until some trial first reported a val accuracy at or above the bar, the
 best val accuracy reached, and the test accuracy of the model the method hands
-over (its best trial's checkpoint at the best round). Trial-epochs are counted in
+over (its best trial's checkpoint at the best round). Both are single noisy draws
+(one val or test image is 0.28 points on digits), so `--retrain N` also trains the
+config each method chose N more times from scratch with fresh torch seeds (the same
+seeds for every method) and reports the mean: the quality of the config the search
+found without the luck of one training run, and the spread over seeds (the noise
+floor of a per-seed comparison). Trial-epochs are counted in
 the order the driver received results. `VARIANTS` adds hpsearch runs with other
 ASHA settings to a setting (the FIFO methods do not depend on them).
 
-    python benchmarks/search_efficiency.py [--smoke] [--seeds 0 1 2] [--settings quickstart small-train many-trials many-trials-small-train]
+    python benchmarks/search_efficiency.py [--smoke] [--seeds 0 1 2] [--settings quickstart many-trials wide-space ...]
+        [--only hpsearch random] [--retrain 3]
 
 The report is rewritten after each setting, so an interrupted run keeps the settings it finished.
 """
@@ -83,25 +89,37 @@ SETTINGS = {
 }
 METHODS = ("hpsearch: TPE + ASHA", "random + FIFO", "TPE + FIFO")
 HPSEARCH, RANDOM = METHODS[0], METHODS[1]
+RAYS_CUTOFF = "hpsearch: TPE + ASHA, Ray's cutoff"
+# --only's names for the methods (hpsearch and random + FIFO are always run: every check compares the two).
+SHORT_NAMES = {"hpsearch": HPSEARCH, "rays-cutoff": RAYS_CUTOFF, "random": RANDOM, "tpe-fifo": METHODS[2]}
 # Extra hpsearch runs per setting (label -> budget changes), measured beside the others in the same run.
 # The FIFO methods train every trial to the end, so ASHA's settings do not change them: one run serves all.
 VARIANTS = {
-    "many-trials": {"hpsearch: TPE + ASHA, Ray's cutoff": {}},
-    "wide-space": {"hpsearch: TPE + ASHA, Ray's cutoff": {}},
+    "many-trials": {RAYS_CUTOFF: {}},
+    "wide-space": {RAYS_CUTOFF: {}},
 }
 # Variants whose ASHA ranks a trial against every result its rung has seen (Ray's ASHA as is) instead of hpsearch's
 # latest 2 x reduction_factor (search.tuner.asha_window).
-ALL_RESULTS_CUTOFF = {"hpsearch: TPE + ASHA, Ray's cutoff"}
+ALL_RESULTS_CUTOFF = {RAYS_CUTOFF}
+RETRAIN_SEED = 10_000  # fresh torch seeds of the retrains: RETRAIN_SEED + 100 x seed + k (the search's is the seed)
 
 
-def methods_for(setting: str) -> tuple[str, ...]:
-    """The methods a setting runs: hpsearch, its variants, then the two alternatives."""
-    return (HPSEARCH, *VARIANTS.get(setting, {}), *METHODS[1:])
+def methods_for(setting: str, only: list[str] | None = None) -> tuple[str, ...]:
+    """The methods a setting runs: hpsearch, its variants, then the two alternatives (those of `only`, if given)."""
+    methods = (HPSEARCH, *VARIANTS.get(setting, {}), *METHODS[1:])
+    if only is None:
+        return methods
+    chosen = {SHORT_NAMES[name] for name in only} | {HPSEARCH, RANDOM}
+    return tuple(m for m in methods if m in chosen)
 
 
 def add_args(parser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=["quickstart"], choices=sorted(SETTINGS))
+    parser.add_argument("--only", nargs="+", choices=sorted(SHORT_NAMES), default=None,
+                        help="run only these methods (hpsearch and random are always run)")
+    parser.add_argument("--retrain", type=int, default=3, metavar="N",
+                        help="retrain each method's chosen config N times with fresh seeds (0: skip)")
 
 
 def make_spec(setting: str, seed: int, smoke: bool, method: str = HPSEARCH):
@@ -185,7 +203,7 @@ def alternative_tuner(method: str, spec, data, name: str, storage: Path, callbac
     return tune.Tuner(_trainable(spec, data), param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def run_method(method: str, spec, data, storage: Path, name: str) -> dict:
+def run_method(method: str, spec, data, storage: Path, name: str, retrain_seeds: list[int]) -> dict:
     import search.tuner as T
     from search import results as R
 
@@ -206,12 +224,14 @@ def run_method(method: str, spec, data, storage: Path, name: str) -> dict:
         records = R.trial_records(storage / name, metric=spec.metric, mode=spec.mode, total_rounds=T.total_rounds(spec, len(data.train)))
     wall = time.monotonic() - started
     best = R.best_record(records, spec.mode)
+    retrained = retrain(best, spec, data, retrain_seeds)
     return {
         "trials": len(records), "trial_epochs": sum(r.rounds for r in records), "best": best.best_value if best else float("nan"),
         "final": max((r.last_value for r in records if r.status == R.COMPLETED and r.last_value is not None), default=float("nan")),
         "test": test_accuracy(best, spec, data),
         "events": recorder.events, "wall": wall, "completed": sum(r.status == R.COMPLETED for r in records),
         "configs": [r.config for r in records],
+        "retrain_val": [v for v, _ in retrained], "retrain_test": [t for _, t in retrained],
     }
 
 
@@ -229,6 +249,49 @@ def test_accuracy(best, spec, data) -> float:
         return float("nan")
     state = load_checkpoint(R.best_checkpoint_dir(best))
     return float(trainer_from_checkpoint(state, data, spec.settings()).evaluate(data.test)["acc"])
+
+
+def retrain(best, spec, data, seeds: list[int]) -> list[tuple[float, float]]:
+    """(val acc, test acc) of the best trial's config trained from scratch once per seed, as a trial trains it.
+
+    Each run keeps its best-val round (as hpsearch's trials and export do) and tests it; no Tune, no checkpoint.
+    """
+    from dataclasses import replace
+
+    from search import results as R
+    from trainables.checkpoint import load_checkpoint
+    from trainables.train import fit
+
+    if best is None or data.test is None:
+        return []
+    state = load_checkpoint(R.best_checkpoint_dir(best))
+    scores = []
+    for seed in seeds:
+        settings = replace(spec.settings(), model=state["model_name"], seed=seed, threads=os.cpu_count() or 1)
+        outcome = fit(dict(state["hparams"]), data, settings)
+        scores.append((float(outcome.best_metrics[spec.metric]), float(outcome.test["acc"]) if outcome.test else float("nan")))
+    return scores
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def pooled_sd(groups) -> float:
+    """Standard deviation within groups (one group = one config's retrains), pooled over groups."""
+    groups = [g for g in groups if len(g) > 1]
+    dof = sum(len(g) - 1 for g in groups)
+    if not dof:
+        return float("nan")
+    return math.sqrt(sum(sum((x - mean(g)) ** 2 for x in g) for g in groups) / dof)
+
+
+def retrained(o: dict) -> str:
+    """'val / test' means of a method's retrains, for a table cell."""
+    if not o["retrain_test"]:
+        return "not run"
+    return f"{mean(o['retrain_val']):.4f} / {mean(o['retrain_test']):.4f}"
 
 
 def to_bar(events, bar: float) -> tuple[float, float]:
@@ -264,6 +327,27 @@ def checks(hp: str, per_seed: list[dict], spec, setting: str) -> tuple[str, list
     mean_val = [sum(s[m]["best"] for s in per_seed) / n for m in (hp, RANDOM)]
     mean_test = [sum(s[m]["test"] for s in per_seed) / n for m in (hp, RANDOM)]
     mean_final = [sum(s[m]["final"] for s in per_seed) / n for m in (hp, RANDOM)]
+    retrain_rows = []
+    if all(s[hp]["retrain_test"] and s[RANDOM]["retrain_test"] for s in per_seed):
+        k = len(per_seed[0][hp]["retrain_test"])
+        re_test = [(mean(s[hp]["retrain_test"]), mean(s[RANDOM]["retrain_test"])) for s in per_seed]
+        re_val = [(mean(s[hp]["retrain_val"]), mean(s[RANDOM]["retrain_val"])) for s in per_seed]
+        re_as_high = sum(a >= b for a, b in re_test)
+        re_gap = [a - b for a, b in re_test]
+        sd_test = pooled_sd(s[m]["retrain_test"] for s in per_seed for m in (hp, RANDOM))
+        sd_val = pooled_sd(s[m]["retrain_val"] for s in per_seed for m in (hp, RANDOM))
+        n_val, n_test = per_seed[0]["data_sizes"]
+        retrain_rows = [
+            [f"seeds where its chosen config, retrained {k}x from scratch (fresh seeds), tests ≥ random's (mean of the {k})",
+             f"{re_as_high} of {n}", f"all ({'met' if re_as_high == n else '**missed**'}; median difference {C.median(re_gap) * 100:+.2f} pt, "
+             f"mean {mean(re_gap) * 100:+.2f} pt)"],
+            ["mean over seeds of the retrained chosen config: val acc / test acc (it vs random)",
+             f"{mean(a for a, _ in re_val):.4f} vs {mean(b for _, b in re_val):.4f} / {mean(a for a, _ in re_test):.4f} vs {mean(b for _, b in re_test):.4f}",
+             f"≥ random's: val {'met' if mean(a for a, _ in re_val) >= mean(b for _, b in re_val) else '**missed**'}, "
+             f"test {'met' if mean(a for a, _ in re_test) >= mean(b for _, b in re_test) else '**missed**'}"],
+            ["noise floor: SD of one config's accuracy over fresh seeds (pooled over the chosen configs): val / test",
+             f"{sd_val * 100:.2f} / {sd_test * 100:.2f} pt", f"(one val / test image: {100 / max(n_val, 1):.2f} / {100 / max(n_test, 1):.2f} pt)"],
+        ]
     table = C.md_table([f"check ({hp} vs random + FIFO)", "measured", "target"], [
         ["trial-epochs, whole search (median ratio)", f"{ratio_total:.2f}", f"≤ 0.33 ({'met' if ratio_total <= 1 / 3 else '**missed**'})"],
         ["trial-epochs to the bar (median of per-seed ratios; a search that never reached it counts as ∞)",
@@ -279,6 +363,7 @@ def checks(hp: str, per_seed: list[dict], spec, setting: str) -> tuple[str, list
          f"{mean_val[0]:.4f} vs {mean_val[1]:.4f} / {mean_final[0]:.4f} vs {mean_final[1]:.4f} / {mean_test[0]:.4f} vs {mean_test[1]:.4f}",
          f"≥ random's: val {'met' if mean_val[0] >= mean_val[1] else '**missed**'}, final val {'met' if mean_final[0] >= mean_final[1] else '**missed**'}, "
          f"test {'met' if mean_test[0] >= mean_test[1] else '**missed**'}"],
+        *retrain_rows,
     ])
     verdict = [f"`{setting}`", hp, spec.budget.samples, spec.budget.max_epochs,
                f"{spec.budget.grace_period} / {spec.budget.reduction_factor:g}" if hp == HPSEARCH else "see method",
@@ -289,7 +374,7 @@ def checks(hp: str, per_seed: list[dict], spec, setting: str) -> tuple[str, list
 def main() -> None:
     args = C.parse_args(__doc__.splitlines()[0], add_args)
     if args.smoke:
-        args.seeds, args.settings = [0], ["many-trials"]  # the setting with an hpsearch variant
+        args.seeds, args.settings, args.retrain = [0], ["many-trials"], 2  # the setting with an hpsearch variant
     C.quiet_ray_env()
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # as run_search sets it: every method logs result.json only
     from search.tuner import connect
@@ -329,28 +414,30 @@ def main() -> None:
         with C.LoadWatch() as load:
             connect(None)
             for setting in args.settings:
-                methods = methods_for(setting)
+                methods = methods_for(setting, args.only)
                 rows = []
                 per_seed = []
                 for seed in args.seeds:
                     spec = make_spec(setting, seed, args.smoke)
                     data = create_dataset(spec.dataset, **spec.dataset_options)
                     out = {}
+                    retrain_seeds = [RETRAIN_SEED + 100 * seed + k for k in range(args.retrain)]
                     order = methods if seed % 2 == 0 else tuple(reversed(methods))
                     for method in order:
                         method_spec = make_spec(setting, seed, args.smoke, method)
-                        out[method] = run_method(method, method_spec, data, storage, f"{setting}-s{seed}-{methods.index(method)}")
+                        out[method] = run_method(method, method_spec, data, storage, f"{setting}-s{seed}-{methods.index(method)}", retrain_seeds)
                         print(f"{setting} seed {seed}: {method}: {out[method]['trial_epochs']} trial-epochs, best val {out[method]['best']:.4f}, "
-                              f"test {out[method]['test']:.4f}, {out[method]['wall']:.0f} s", flush=True)
+                              f"test {out[method]['test']:.4f}, retrained test {mean(out[method]['retrain_test']):.4f}, "
+                              f"{out[method]['wall']:.0f} s", flush=True)
                     bar = max(o["best"] for o in out.values()) - BAR_POINTS
                     for method in methods:
                         o = out[method]
                         o["epochs_to_bar"], o["seconds_to_bar"] = to_bar(o["events"], bar)
                         rows.append([str(seed), method, o["trials"], o["completed"], o["trial_epochs"], f"{o['best']:.4f}", f"{o['final']:.4f}", f"{o['test']:.4f}",
-                                     f"{bar:.4f}", shown(o["epochs_to_bar"]), shown(o["seconds_to_bar"], 2), o["wall"]])
-                    per_seed.append(out)
+                                     retrained(o), f"{bar:.4f}", shown(o["epochs_to_bar"]), shown(o["seconds_to_bar"], 2), o["wall"]])
+                    per_seed.append({**out, "data_sizes": (len(data.val), len(data.test) if data.test is not None else 0)})
                 table = C.md_table(["seed", "method", "trials", "ran to the end", "trial-epochs", "best val acc", "best final val acc", "its test acc",
-                                    "bar (best of all − 0.5 pt)", "trial-epochs to bar", "seconds to bar", "wall s"], rows)
+                                    f"its config retrained {args.retrain}x: val / test (mean)", "bar (best of all − 0.5 pt)", "trial-epochs to bar", "seconds to bar", "wall s"], rows)
                 agg = C.md_table(["median over seeds", *methods], [
                     ["trial-epochs (total)", *(C.median(s[m]["trial_epochs"] for s in per_seed) for m in methods)],
                     ["trial-epochs to bar (not reached = ∞)", *(shown(C.median(s[m]["epochs_to_bar"] for s in per_seed)) for m in methods)],
@@ -359,10 +446,12 @@ def main() -> None:
                     ["best val acc", *(f"{C.median(s[m]['best'] for s in per_seed):.4f}" for m in methods)],
                     ["best final val acc", *(f"{C.median(s[m]['final'] for s in per_seed):.4f}" for m in methods)],
                     ["test acc of the chosen model", *(f"{C.median(s[m]['test'] for s in per_seed):.4f}" for m in methods)],
+                    [f"test acc of the chosen config retrained {args.retrain}x (mean)",
+                     *(f"{C.median(mean(s[m]['retrain_test']) for s in per_seed):.4f}" for m in methods)],
                     ["wall s (whole search)", *(C.median(s[m]["wall"] for s in per_seed) for m in methods)],
                 ])
                 sections += [f"## Setting `{setting}`: {SETTINGS[setting][0]}", table, agg]
-                for hp in methods[:-2]:
+                for hp in [m for m in methods if m.startswith("hpsearch")]:
                     check, verdict = checks(hp, per_seed, spec, setting)
                     sections.append(check)
                     verdicts.append(verdict)
