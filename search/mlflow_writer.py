@@ -192,8 +192,15 @@ class RunWriter:
         return run_id
 
     def queue_metrics(self, trial_id: str, step: int, batch: list[tuple[str, float, int, int]]) -> None:
-        """Buffer one round's metrics (key, value, timestamp ms, step) of a trial."""
+        """Buffer one round's metrics (key, value, timestamp ms, step) of a trial, unless that round is logged.
+
+        The driver skips rounds it knows are logged; this catches the rest: on resume the writer
+        learns from MLflow (`sync_logged_rounds`) of rounds a killed driver wrote but never saved.
+        """
         from mlflow.entities import Metric
+
+        if step <= max(self.runs["logged_round"].get(trial_id, 0), self.pending_round.get(trial_id, 0)):
+            return
 
         self.add(self.run_of(trial_id), "metrics", [Metric(*m) for m in batch])
         self.pending_round[trial_id] = max(step, self.pending_round.get(trial_id, 0))

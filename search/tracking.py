@@ -81,10 +81,12 @@ class MlflowTracker(Callback):
     """
 
     def __init__(self, spec: SearchSpec, experiment_dir: Path, tracking_uri: str, artifact_location: str | None,
-                 total_rounds: int, *, flush_seconds: float = 2.0, runs: dict[str, Any] | None = None) -> None:
+                 total_rounds: int, *, flush_seconds: float = 2.0, runs: dict[str, Any] | None = None,
+                 resumed: bool = False) -> None:
         self.spec, self.experiment_dir, self.tracking_uri = spec, Path(experiment_dir), tracking_uri
         check_tracking_uri(tracking_uri)
         self.artifact_location, self.total_rounds, self.flush_seconds = artifact_location, total_rounds, flush_seconds
+        self.resumed = resumed  # an earlier driver of this search may have died with writes queued
         self.writer = RunWriter(self.experiment_dir, tracking_uri, artifact_location, search_info(spec),
                                 flush_seconds=flush_seconds, runs=runs)
         self._proc: Any = None  # the writer process
@@ -100,17 +102,18 @@ class MlflowTracker(Callback):
         uri = resolve_tracking_uri(state.get("tracking_uri"), state["storage"])
         state["tracking_uri"] = uri
         artifacts = artifact_root(state["storage"]) if uri.startswith("sqlite:") else None
-        return cls(spec, experiment_dir, uri, artifacts, total_rounds)
+        return cls(spec, experiment_dir, uri, artifacts, total_rounds, resumed=bool(state.get("resumed")))
 
     # Tune may pickle its callbacks with the experiment state: plain data only, no process handles.
     def __getstate__(self) -> dict[str, Any]:
         return {"spec": self.spec, "experiment_dir": self.experiment_dir, "tracking_uri": self.tracking_uri,
                 "artifact_location": self.artifact_location, "total_rounds": self.total_rounds,
-                "flush_seconds": self.flush_seconds, "runs": self.writer.runs_copy()}
+                "flush_seconds": self.flush_seconds, "runs": self.writer.runs_copy(), "resumed": self.resumed}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         MlflowTracker.__init__(self, state["spec"], state["experiment_dir"], state["tracking_uri"], state["artifact_location"],
-                               state["total_rounds"], flush_seconds=state["flush_seconds"], runs=state["runs"])
+                               state["total_rounds"], flush_seconds=state["flush_seconds"], runs=state["runs"],
+                               resumed=state.get("resumed", False))
 
     @property
     def runs(self) -> dict[str, Any]:
@@ -302,7 +305,11 @@ class MlflowTracker(Callback):
 
         A trial Tune saved as ended whose run was never created, misses rounds, or was not
         closed (the driver died with those writes queued) gets its run, its missing rounds
-        (from the trial's result.json) and its end status.
+        (from the trial's result.json) and its end status. In a search one driver ran, rounds
+        reach MLflow in order, so "missing" is every round after the last one logged; after a
+        resume it is every round MLflow does not hold (one query per trial): a killed driver
+        can leave a gap below rounds the resumed one logged (a trial restored from a checkpoint
+        newer than what reached MLflow continues after the gap).
         """
         from mlflow.entities import Metric
 
@@ -312,8 +319,12 @@ class MlflowTracker(Callback):
                     continue  # never started: nothing to show
                 self.writer.child(*self._child_args(record.trial_id, record.config))
             run_id = self.writer.run_of(record.trial_id)
-            logged = self.runs["logged_round"].get(record.trial_id, 0)
-            missing = [row for row in record.history if int(row.get(M.ROUND, 0)) > logged]
+            if self.resumed:
+                present = {m.step for m in self.client.get_metric_history(run_id, M.EPOCH)}  # finite in every round
+                missing = [row for row in record.history if int(row.get(M.ROUND, 0)) not in present]
+            else:
+                logged = self.runs["logged_round"].get(record.trial_id, 0)
+                missing = [row for row in record.history if int(row.get(M.ROUND, 0)) > logged]
             metrics = []
             for row in missing:
                 ts, step = int(float(row.get("timestamp", time.time())) * 1000), int(row[M.ROUND])

@@ -573,7 +573,7 @@ def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: 
         rounds = total_rounds(spec, len(data.train))
         if uri_storage:  # the tracker writes its run map to the local mirror; the store is local (SQLite is no bucket file)
             uri, artifacts = _tracking_for_uri_storage(state)
-            callbacks.append(MlflowTracker(spec, experiment_dir, uri, artifacts, rounds))
+            callbacks.append(MlflowTracker(spec, experiment_dir, uri, artifacts, rounds, resumed=bool(state.get("resumed"))))
         else:
             callbacks.append(MlflowTracker.for_search(spec, experiment_dir, state, rounds))
     if uri_storage:
