@@ -30,3 +30,19 @@ def test_search_efficiency_settings_are_valid_specs(setting):
     if setting == "wide-space":
         lr = next(p for p in spec.space if p.name == "lr")
         assert (lr.low, lr.high) == (1.0e-5, 1.0) and spec.budget.reduction_factor == 4
+
+
+def test_only_keeps_hpsearch_and_random_and_pooled_sd_is_within_groups():
+    """`--only` never drops the two methods every check compares; the noise floor ignores differences between configs."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import search_efficiency as S
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert S.methods_for("many-trials", ["tpe-fifo"]) == (S.HPSEARCH, S.RANDOM, "TPE + FIFO")
+    assert S.methods_for("many-trials", ["random"]) == (S.HPSEARCH, S.RANDOM)
+    assert S.methods_for("many-trials", ["rays-cutoff"]) == (S.HPSEARCH, S.RAYS_CUTOFF, S.RANDOM)
+    assert len(S.methods_for("many-trials")) == 4
+    # two configs 10 points apart, each +-1 point over two seeds: the sample SD of one config, 1.41 points
+    assert S.pooled_sd([[0.89, 0.91], [0.99, 1.01]]) == pytest.approx(0.01 * 2 ** 0.5)
+    assert S.pooled_sd([[0.9]]) != S.pooled_sd([[0.9]])  # one run per config: no spread to measure (nan)
