@@ -67,32 +67,46 @@ def test_writer_process_logs_trials_and_hands_back_the_run_map(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def _rows(rounds: int) -> list[dict]:
+    return [{"round": r, "epoch": float(r), "val_acc": 0.5 + 0.05 * r, "train_loss": 1.0 / r, "timestamp": 1_700_000_000 + r}
+            for r in range(1, rounds + 1)]
+
+
+def _killed_driver(tmp_path: Path, rows: list[dict]) -> tuple[MlflowTracker, SimpleNamespace]:
+    """A first driver that logged `rows` of trial t1 (all of them reached MLflow) and was then killed."""
+    first = _tracker(tmp_path)
+    first.setup()
+    trial = _trial("t1", {"lr": 0.01}, tmp_path)
+    first.on_trial_start(0, [], trial)
+    for row in rows:
+        first.on_trial_result(0, [], trial, row)
+    first.close()
+    return first, trial
+
+
+def _resumed_driver(tmp_path: Path, first: MlflowTracker, trial: SimpleNamespace, rows: list[dict], total_rounds: int) -> MlflowTracker:
+    """The driver of `hpsearch resume`: reads the saved run map, restores t1, which reports `rows`."""
+    spec = load_spec(small_spec(tmp_path, name="tracker-test"))
+    resumed = MlflowTracker(spec, tmp_path / "search", first.tracking_uri, (tmp_path / "artifacts").as_uri(),
+                            total_rounds=total_rounds, flush_seconds=0.2, resumed=True)
+    resumed.setup()
+    resumed.on_trial_restore(0, [], trial)
+    for row in rows:
+        resumed.on_trial_result(0, [], trial, row)
+    resumed.close()
+    return resumed
+
+
 def test_resumed_search_fills_a_gap_a_killed_driver_left_below_later_rounds(tmp_path):
     """A killed driver logged rounds 1-3 of a trial and died with round 4 queued; the resumed
     driver restored the trial from its round-4 checkpoint and logged 5-6 live. At the end of the
     search MLflow holds rounds 1-6 once each (round 4 from the trial's result.json)."""
     from search import results as R
 
-    first = _tracker(tmp_path)
-    first.setup()
-    trial = _trial("t1", {"lr": 0.01}, tmp_path)
-    first.on_trial_start(0, [], trial)
-    rows = [{"round": r, "epoch": float(r), "val_acc": 0.5 + 0.05 * r, "train_loss": 1.0 / r, "timestamp": 1_700_000_000 + r}
-            for r in range(1, 7)]
-    for row in rows[:3]:
-        first.on_trial_result(0, [], trial, row)
-    first.close()  # what reached MLflow before the kill
-
-    spec = load_spec(small_spec(tmp_path, name="tracker-test"))
-    resumed = MlflowTracker(spec, tmp_path / "search", first.tracking_uri, (tmp_path / "artifacts").as_uri(),
-                            total_rounds=6, flush_seconds=0.2, resumed=True)
-    resumed.setup()
-    resumed.on_trial_restore(0, [], trial)
-    for row in rows[4:]:
-        resumed.on_trial_result(0, [], trial, row)
-    resumed.close()
-    record = SimpleNamespace(trial_id="t1", config={"lr": 0.01}, status=R.COMPLETED, history=rows, error="")
-    resumed._reconcile([record])
+    rows = _rows(6)
+    first, trial = _killed_driver(tmp_path, rows[:3])
+    resumed = _resumed_driver(tmp_path, first, trial, rows[4:], total_rounds=6)
+    resumed._reconcile([SimpleNamespace(trial_id="t1", config={"lr": 0.01}, status=R.COMPLETED, history=rows, error="")])
 
     run_id = resumed.runs["trials"]["t1"]
     for key in ("val_acc", "epoch", "train_loss"):
@@ -104,27 +118,14 @@ def test_resumed_search_fills_a_gap_a_killed_driver_left_below_later_rounds(tmp_
 def test_resumed_search_does_not_log_twice_a_round_the_killed_driver_wrote_but_never_saved(tmp_path):
     """The killed driver wrote rounds 1-3 to MLflow but its run map still says 1 (killed between
     the write and the save); the trial, restored from its round-1 checkpoint, replays 2 and 3."""
-    first = _tracker(tmp_path)
-    first.setup()
-    trial = _trial("t1", {"lr": 0.01}, tmp_path)
-    first.on_trial_start(0, [], trial)
-    rows = [{"round": r, "epoch": float(r), "val_acc": 0.5 + 0.05 * r, "train_loss": 1.0 / r} for r in range(1, 5)]
-    for row in rows[:3]:
-        first.on_trial_result(0, [], trial, row)
-    first.close()
+    rows = _rows(4)
+    first, trial = _killed_driver(tmp_path, rows[:3])
     saved = json.loads((tmp_path / "search" / RUNS_FILE).read_text())
     assert saved["logged_round"] == {"t1": 3}
     saved["logged_round"] = {"t1": 1}
     (tmp_path / "search" / RUNS_FILE).write_text(json.dumps(saved))
 
-    spec = load_spec(small_spec(tmp_path, name="tracker-test"))
-    resumed = MlflowTracker(spec, tmp_path / "search", first.tracking_uri, (tmp_path / "artifacts").as_uri(),
-                            total_rounds=4, flush_seconds=0.2, resumed=True)
-    resumed.setup()
-    resumed.on_trial_restore(0, [], trial)
-    for row in rows[1:]:
-        resumed.on_trial_result(0, [], trial, row)
-    resumed.close()
+    resumed = _resumed_driver(tmp_path, first, trial, rows[1:], total_rounds=4)
     steps = sorted(m.step for m in resumed.client.get_metric_history(resumed.runs["trials"]["t1"], "val_acc"))
     assert steps == [1, 2, 3, 4]
 
