@@ -278,6 +278,15 @@ def mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def paired_difference(per_seed: list[dict], method: str, measure) -> str:
+    """Mean over seeds of `measure(method) - measure(random)`, ± its standard error ("±" absent for one seed)."""
+    diffs = [measure(s[method]) - measure(s[RANDOM]) for s in per_seed]
+    if len(diffs) < 2:
+        return f"{mean(diffs) * 100:+.2f}"
+    se = math.sqrt(sum((d - mean(diffs)) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+    return f"{mean(diffs) * 100:+.2f} ± {se * 100:.2f}"
+
+
 def pooled_sd(groups) -> float:
     """Standard deviation within groups (one group = one config's retrains), pooled over groups."""
     groups = [g for g in groups if len(g) > 1]
@@ -364,6 +373,11 @@ def checks(hp: str, per_seed: list[dict], spec, setting: str) -> tuple[str, list
          f"≥ random's: val {'met' if mean_val[0] >= mean_val[1] else '**missed**'}, final val {'met' if mean_final[0] >= mean_final[1] else '**missed**'}, "
          f"test {'met' if mean_test[0] >= mean_test[1] else '**missed**'}"],
         *retrain_rows,
+        ["it − random, mean over seeds ± standard error, in points: best val / best final val / test acc"
+         + (" / retrained test acc" if retrain_rows else ""),
+         " / ".join(paired_difference(per_seed, hp, m) for m in (
+             lambda o: o["best"], lambda o: o["final"], lambda o: o["test"], *([lambda o: mean(o["retrain_test"])] if retrain_rows else []))),
+         "a difference within about 2 standard errors of 0 is not one these seeds can tell apart"],
     ])
     verdict = [f"`{setting}`", hp, spec.budget.samples, spec.budget.max_epochs,
                f"{spec.budget.grace_period} / {spec.budget.reduction_factor:g}" if hp == HPSEARCH else "see method",

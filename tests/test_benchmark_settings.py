@@ -46,3 +46,15 @@ def test_only_keeps_hpsearch_and_random_and_pooled_sd_is_within_groups():
     # two configs 10 points apart, each +-1 point over two seeds: the sample SD of one config, 1.41 points
     assert S.pooled_sd([[0.89, 0.91], [0.99, 1.01]]) == pytest.approx(0.01 * 2 ** 0.5)
     assert S.pooled_sd([[0.9]]) != S.pooled_sd([[0.9]])  # one run per config: no spread to measure (nan)
+
+
+def test_paired_difference_is_mean_and_standard_error_in_points():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import search_efficiency as S
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    per_seed = [{S.HPSEARCH: {"test": a}, S.RANDOM: {"test": b}} for a, b in [(0.98, 0.97), (0.97, 0.97), (0.99, 0.97)]]
+    # differences 1, 0, 2 points: mean 1, SD 1, standard error 1 / sqrt(3)
+    assert S.paired_difference(per_seed, S.HPSEARCH, lambda o: o["test"]) == "+1.00 ± 0.58"
+    assert S.paired_difference(per_seed[:1], S.HPSEARCH, lambda o: o["test"]) == "+1.00"
