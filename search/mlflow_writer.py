@@ -194,8 +194,9 @@ class RunWriter:
     def queue_metrics(self, trial_id: str, step: int, batch: list[tuple[str, float, int, int]]) -> None:
         """Buffer one round's metrics (key, value, timestamp ms, step) of a trial, unless that round is logged.
 
-        The driver skips rounds it knows are logged; this catches the rest: on resume the writer
-        learns from MLflow (`sync_logged_rounds`) of rounds a killed driver wrote but never saved.
+        A round replayed after a trial restarts from an older checkpoint is skipped here, the one place
+        that knows what is logged: on resume it also knows (`sync_logged_rounds`) the rounds a killed
+        driver wrote to MLflow but never saved in the run map.
         """
         from mlflow.entities import Metric
 

@@ -94,7 +94,6 @@ class MlflowTracker(Callback):
         self._replies: Any = None  # writer → driver: ("error", line) | ("synced", token, run map, error)
         self._error: str | None = None
         self._started: set[str] = set()  # trials whose run was requested
-        self._seen_round = dict(self.runs["logged_round"])  # trial id → last round queued
 
     @classmethod
     def for_search(cls, spec: SearchSpec, experiment_dir: Path, state: dict[str, Any], total_rounds: int) -> "MlflowTracker":
@@ -215,10 +214,7 @@ class MlflowTracker(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if trial.trial_id not in self._started:
             self._request_child(trial)
-        step = int(result.get(M.ROUND, 0))
-        if step <= self._seen_round.get(trial.trial_id, 0):
-            return  # replayed after a restart from an older checkpoint: already in MLflow
-        self._seen_round[trial.trial_id] = step
+        step = int(result.get(M.ROUND, 0))  # a round replayed after a restart is skipped by the writer (queue_metrics)
         ts = int(time.time() * 1000)
         batch = []
         for key in (*M.CURVE_METRICS, M.EPOCH):
