@@ -206,6 +206,7 @@ def alternative_tuner(method: str, spec, data, name: str, storage: Path, callbac
 def run_method(method: str, spec, data, storage: Path, name: str, retrain_seeds: list[int]) -> dict:
     import search.tuner as T
     from search import results as R
+    from trainables.checkpoint import load_checkpoint
 
     recorder = _recorder_class()()
     started = time.monotonic()
@@ -224,47 +225,42 @@ def run_method(method: str, spec, data, storage: Path, name: str, retrain_seeds:
         records = R.trial_records(storage / name, metric=spec.metric, mode=spec.mode, total_rounds=T.total_rounds(spec, len(data.train)))
     wall = time.monotonic() - started
     best = R.best_record(records, spec.mode)
-    retrained = retrain(best, spec, data, retrain_seeds)
+    chosen = load_checkpoint(R.best_checkpoint_dir(best)) if best is not None else None  # the model it hands over
+    retrained = retrain(chosen, spec, data, retrain_seeds)
     return {
         "trials": len(records), "trial_epochs": sum(r.rounds for r in records), "best": best.best_value if best else float("nan"),
         "final": max((r.last_value for r in records if r.status == R.COMPLETED and r.last_value is not None), default=float("nan")),
-        "test": test_accuracy(best, spec, data),
+        "test": test_accuracy(chosen, spec, data),
         "events": recorder.events, "wall": wall, "completed": sum(r.status == R.COMPLETED for r in records),
         "configs": [r.config for r in records],
         "retrain_val": [v for v, _ in retrained], "retrain_test": [t for _, t in retrained],
     }
 
 
-def test_accuracy(best, spec, data) -> float:
-    """Test accuracy of the model a method hands the user: its best trial's checkpoint at its best val round.
+def test_accuracy(state, spec, data) -> float:
+    """Test accuracy of the model a method hands the user (`state`: its best trial's checkpoint at its best val round).
 
     The max of many noisy val accuracies favours whoever trained more trials to the end (random + FIFO trains
     all 48); the test split, never seen during any search, scores the chosen models without that bias.
     """
-    from search import results as R
     from search.report import trainer_from_checkpoint
-    from trainables.checkpoint import load_checkpoint
 
-    if best is None or data.test is None:
+    if state is None or data.test is None:
         return float("nan")
-    state = load_checkpoint(R.best_checkpoint_dir(best))
     return float(trainer_from_checkpoint(state, data, spec.settings()).evaluate(data.test)["acc"])
 
 
-def retrain(best, spec, data, seeds: list[int]) -> list[tuple[float, float]]:
-    """(val acc, test acc) of the best trial's config trained from scratch once per seed, as a trial trains it.
+def retrain(state, spec, data, seeds: list[int]) -> list[tuple[float, float]]:
+    """(val acc, test acc) of the checkpoint `state`'s config trained from scratch once per seed, as a trial trains it.
 
     Each run keeps its best-val round (as hpsearch's trials and export do) and tests it; no Tune, no checkpoint.
     """
     from dataclasses import replace
 
-    from search import results as R
-    from trainables.checkpoint import load_checkpoint
     from trainables.train import fit
 
-    if best is None or data.test is None:
+    if state is None or data.test is None:
         return []
-    state = load_checkpoint(R.best_checkpoint_dir(best))
     scores = []
     for seed in seeds:
         settings = replace(spec.settings(), model=state["model_name"], seed=seed, threads=os.cpu_count() or 1)
@@ -333,9 +329,9 @@ def checks(hp: str, per_seed: list[dict], spec, setting: str) -> tuple[str, list
     final_as_high = sum(s[hp]["final"] >= s[RANDOM]["final"] for s in per_seed)
     test_as_high = sum(s[hp]["test"] >= s[RANDOM]["test"] for s in per_seed)
     test_gap = C.median(s[hp]["test"] - s[RANDOM]["test"] for s in per_seed)
-    mean_val = [sum(s[m]["best"] for s in per_seed) / n for m in (hp, RANDOM)]
-    mean_test = [sum(s[m]["test"] for s in per_seed) / n for m in (hp, RANDOM)]
-    mean_final = [sum(s[m]["final"] for s in per_seed) / n for m in (hp, RANDOM)]
+    mean_val = [mean(s[m]["best"] for s in per_seed) for m in (hp, RANDOM)]
+    mean_test = [mean(s[m]["test"] for s in per_seed) for m in (hp, RANDOM)]
+    mean_final = [mean(s[m]["final"] for s in per_seed) for m in (hp, RANDOM)]
     retrain_rows = []
     if all(s[hp]["retrain_test"] and s[RANDOM]["retrain_test"] for s in per_seed):
         k = len(per_seed[0][hp]["retrain_test"])

@@ -14,14 +14,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _search_efficiency():
+    """benchmarks/search_efficiency.py as a module (benchmarks/ is not a package)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import search_efficiency
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return search_efficiency
+
+
 @pytest.mark.parametrize("setting", ["quickstart", "small-train", "many-trials", "many-trials-small-train", "wide-space"])
 def test_search_efficiency_settings_are_valid_specs(setting):
     """Each setting's spec (and its hpsearch variants) passes the spec loader, so a full run does not die at its setting."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import search_efficiency as S
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    S = _search_efficiency()
     assert setting in S.SETTINGS
     for method in S.methods_for(setting):
         spec = S.make_spec(setting, seed=3, smoke=False, method=method)
@@ -34,11 +40,7 @@ def test_search_efficiency_settings_are_valid_specs(setting):
 
 def test_only_keeps_hpsearch_and_random_and_pooled_sd_is_within_groups():
     """`--only` never drops the two methods every check compares; the noise floor ignores differences between configs."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import search_efficiency as S
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    S = _search_efficiency()
     assert S.methods_for("many-trials", ["tpe-fifo"]) == (S.HPSEARCH, S.RANDOM, "TPE + FIFO")
     assert S.methods_for("many-trials", ["random"]) == (S.HPSEARCH, S.RANDOM)
     assert S.methods_for("many-trials", ["rays-cutoff"]) == (S.HPSEARCH, S.RAYS_CUTOFF, S.RANDOM)
@@ -49,11 +51,7 @@ def test_only_keeps_hpsearch_and_random_and_pooled_sd_is_within_groups():
 
 
 def test_paired_difference_is_mean_and_standard_error_in_points():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import search_efficiency as S
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    S = _search_efficiency()
     per_seed = [{S.HPSEARCH: {"test": a}, S.RANDOM: {"test": b}} for a, b in [(0.98, 0.97), (0.97, 0.97), (0.99, 0.97)]]
     # differences 1, 0, 2 points: mean 1, SD 1, standard error 1 / sqrt(3)
     assert S.paired_difference(per_seed, S.HPSEARCH, lambda o: o["test"]) == "+1.00 ± 0.58"
