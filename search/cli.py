@@ -84,7 +84,7 @@ def print_summary(result: Any) -> None:
     print()
     state = "INTERRUPTED" if result.interrupted else "finished"
     print(f"search {result.name} {state}: {total} trials: {c.get('completed', 0)} completed, {c.get('pruned', 0)} pruned by ASHA, "
-          f"{c.get('failed', 0)} failed, {c.get('diverged', 0)} diverged")
+          f"{c.get('timed_out', 0)} timed out, {c.get('failed', 0)} failed, {c.get('diverged', 0)} diverged")
     if result.best is not None:
         b = result.best
         line = f"best {spec.metric} {b.best_value:.4f} (trial {b.trial_id}, epoch {b.best_epoch:g})"
@@ -165,7 +165,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     rounds = state.get("total_rounds")
     if rounds is None:
         rounds = total_rounds(spec, len(create_dataset(spec.dataset, **spec.dataset_options).train))
-    records = R.trial_records(folder, metric=spec.metric, mode=spec.mode, total_rounds=rounds)
+    records = R.trial_records(folder, metric=spec.metric, mode=spec.mode, total_rounds=rounds, rungs=state.get("rungs", ()))
     baseline = _find_baseline(records, spec)
     table = R.results_table(records, metric=spec.metric, mode=spec.mode, baseline_id=baseline.trial_id if baseline else None)
     if args.csv:

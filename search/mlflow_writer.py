@@ -29,7 +29,7 @@ from trainables.errors import UserError
 RUNS_FILE = "mlflow_runs.json"
 PARAM_VALUE_MAX = 500
 SYNC = "__sync__"  # command: write everything pending, reply with the run map (and exit if asked)
-COMMANDS = frozenset({"open_parent", "child", "queue_metrics", "end"})  # what the driver may ask the writer process to run
+COMMANDS = frozenset({"open_parent", "child", "queue_metrics", "tag", "end"})  # what the driver may ask the writer process to run
 WRITER_NICENESS = 10  # the writer process's CPU priority below the driver and the trials
 NETWORK_FILESYSTEMS = ("nfs", "cifs", "smb", "fuse", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs")
 
@@ -205,6 +205,15 @@ class RunWriter:
 
         self.add(self.run_of(trial_id), "metrics", [Metric(*m) for m in batch])
         self.pending_round[trial_id] = max(step, self.pending_round.get(trial_id, 0))
+
+    def tag(self, trial_id: str, tags: dict[str, str]) -> None:
+        """Buffer tags of a trial's run (e.g. `paused` while it waits at a rung), written with its next batch."""
+        from mlflow.entities import RunTag
+
+        if trial_id in self.runs["ended"]:
+            return
+        self.add(self.run_of(trial_id), "tags", [RunTag(key, value[:5000]) for key, value in tags.items()])
+        self.dirty = True
 
     def end(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
         """The run's pending params / metrics / tags in one batch, then its end status."""

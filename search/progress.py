@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from ray.tune import Callback
 
+from search import results as R
 from search.spec import SearchSpec
 from trainables import metrics as M
 
@@ -18,8 +19,9 @@ from trainables import metrics as M
 class ProgressCallback(Callback):
     """Prints search progress through `emit` (print by default; None = silent)."""
 
-    def __init__(self, spec: SearchSpec, total_rounds: int, emit: Callable[[str], None] | None, interval: float = 15.0) -> None:
-        self.spec, self.total_rounds, self.emit, self.interval = spec, total_rounds, emit, interval
+    def __init__(self, spec: SearchSpec, total_rounds: int, emit: Callable[[str], None] | None, interval: float = 15.0,
+                 rungs: tuple[int, ...] = ()) -> None:
+        self.spec, self.total_rounds, self.emit, self.interval, self.rungs = spec, total_rounds, emit, interval, tuple(rungs)
         self.started = time.monotonic()
         self.last_status = 0.0
         self.best: tuple[float, str] | None = None
@@ -34,13 +36,22 @@ class ProgressCallback(Callback):
 
     def _counts(self, trials: list[Any]) -> str:
         running = sum(t.status == "RUNNING" for t in trials)
-        done = sum(v == "completed" for v in self.ended.values())
-        pruned = sum(v == "pruned" for v in self.ended.values())
-        failed = sum(v in ("failed", "diverged") for v in self.ended.values())
+        paused = sum(t.status == "PAUSED" for t in trials)
+        done = sum(v == R.COMPLETED for v in self.ended.values())
+        pruned = sum(v == R.PRUNED for v in self.ended.values())
+        timed_out = sum(v == R.TIMED_OUT for v in self.ended.values())
+        failed = sum(v in (R.FAILED, R.DIVERGED) for v in self.ended.values())
         best = f"best {self.spec.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else "no result yet"
-        return f"{running} running, {done} completed, {pruned} pruned, {failed} failed of {self.spec.budget.samples} | {best}"
+        waiting = f"{paused} paused, " if paused else ""
+        cut = f"{timed_out} timed out, " if timed_out else ""
+        return (f"{running} running, {waiting}{done} completed, {pruned} pruned, {cut}{failed} failed of "
+                f"{self.spec.budget.samples} | {best}")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rounds = int((trial.last_result or {}).get(M.ROUND, 0))
+        if rounds:  # a paused trial promoted past its rung, or a trial restored after a failure
+            self._say(f"resume {trial.trial_id} after round {rounds}/{self.total_rounds}")
+            return
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(trial.config.items()))
         self._say(f"start {trial.trial_id}: {params or 'baseline'}")
 
@@ -53,19 +64,14 @@ class ProgressCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         rounds = int(last.get(M.ROUND, 0))
-        if last.get(M.STATUS) == M.STATUS_DIVERGED:
-            outcome = "diverged"
-        elif rounds >= self.total_rounds:
-            outcome = "completed"
-        else:
-            outcome = "pruned"
+        outcome = R.ended_outcome(rounds, self.total_rounds, self.rungs, diverged=last.get(M.STATUS) == M.STATUS_DIVERGED)
         self.ended[trial.trial_id] = outcome
         value = last.get(self.spec.metric)
         shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
         self._say(f"{outcome} {trial.trial_id} after {rounds}/{self.total_rounds} rounds, {self.spec.metric} {shown} | {self._counts(trials)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.ended[trial.trial_id] = "failed"
+        self.ended[trial.trial_id] = R.FAILED
         self._say(f"failed {trial.trial_id} (see {trial.path}/error.txt) | {self._counts(trials)}")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:

@@ -20,6 +20,7 @@ from trainables.errors import UserError
 
 STATE_FILE = "hpsearch.json"  # the search's own state beside Ray's experiment_state-*.json
 RUNS_FILE = "mlflow_runs.json"  # search.tracking's trial → MLflow run map (same name as tracking.RUNS_FILE)
+SCHEDULER_STATE_FILE = "scheduler_state.json"  # ASHA with promotions' rungs and pauses (search.schedulers.STATE_FILE)
 BEST_DIR = "best"  # <search folder>/best/checkpoint.pt: the final model (search.report writes it)
 
 # A search folder is a local Path, or a URI string (s3://bucket/prefix/NAME?...) read through
@@ -28,6 +29,26 @@ BEST_DIR = "best"  # <search folder>/best/checkpoint.pt: the final model (search
 
 # Trial outcomes as users see them.
 COMPLETED, PRUNED, FAILED, DIVERGED, RUNNING, PENDING = "completed", "pruned", "failed", "diverged", "running", "pending"
+PAUSED = "paused"  # waiting at a rung for a promotion (ASHA with promotions, while the search runs)
+TIMED_OUT = "timed_out"  # cut by the clock (time budget, or the finish phase) between two rungs
+OUTCOMES = (COMPLETED, PRUNED, TIMED_OUT, FAILED, DIVERGED, RUNNING, PAUSED, PENDING)
+
+
+def ended_outcome(rounds: int, total_rounds: int, rungs: Any = (), *, diverged: bool = False) -> str:
+    """How a trial that stopped ended: completed (max_t), pruned (at a rung: stopped or never promoted
+    again) or timed_out (between rungs: the clock cut it). Without rungs (an older search) every early end is pruned."""
+    if diverged:
+        return DIVERGED
+    if rounds >= total_rounds:
+        return COMPLETED
+    if not rungs or rounds in set(rungs):
+        return PRUNED
+    return TIMED_OUT
+
+
+def rung_of(rounds: int, rungs: Any) -> int:
+    """How many rungs a trial of `rounds` rounds has met (0: stopped before the first one)."""
+    return sum(1 for level in rungs if rounds >= level)
 
 
 def read_state(experiment_dir: Path | str) -> dict[str, Any]:
@@ -92,7 +113,7 @@ def _not_mirrored(relpath: str) -> bool:
     """Files of a URI search that reading it back does not download (checkpoints: on demand)."""
     first = relpath.split("/", 1)[0]
     parts = relpath.split("/")
-    return (any(p.startswith("checkpoint_") for p in parts) or first in (BEST_DIR, RUNS_FILE, STATE_FILE)
+    return (any(p.startswith("checkpoint_") for p in parts) or first in (BEST_DIR, RUNS_FILE, STATE_FILE, SCHEDULER_STATE_FILE)
             or parts[-1].startswith(".hpsearch-"))
 
 
@@ -149,13 +170,14 @@ class TrialRecord:
     history: list[dict[str, Any]]
     error: str = ""
     remote: str = ""  # the trial folder's URI when the search lives on a URI (`path` is then its local mirror)
+    rung: int = 0  # rungs met (a pruned trial stopped at its last one)
 
 
 def _is_better(a: float, b: float | None, mode: str) -> bool:
     return b is None or (a > b if mode == "max" else a < b)
 
 
-def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_rounds: int) -> list[TrialRecord]:
+def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_rounds: int, rungs: Any = ()) -> list[TrialRecord]:
     """Trials of a search folder (a path, or a URI read through its local mirror) with outcome and best round, in creation order."""
     from ray.tune import ExperimentAnalysis
 
@@ -164,6 +186,12 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
     if not list(experiment_dir.glob("experiment_state-*.json")):
         return []
     analysis = ExperimentAnalysis(str(experiment_dir))
+    # ASHA with promotions' own record of who waits at a rung: Tune does not re-save the state of a
+    # paused trial it stops at the end of a search, so its saved status stays PAUSED.
+    from search.schedulers import load_state as load_scheduler_state
+
+    scheduler_state = load_scheduler_state(experiment_dir)
+    waiting = set(scheduler_state["paused_at"]) if scheduler_state else None
     records = []
     for trial in analysis.trials:
         trial_dir = Path(trial.path or trial.local_path)
@@ -183,12 +211,12 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
         if trial.status == "ERROR":
             status = FAILED
             error = _first_error_line(trial_dir)
-        elif diverged:
-            status = DIVERGED
-        elif trial.status == "TERMINATED":
-            status = COMPLETED if rounds >= total_rounds else PRUNED
+        elif diverged or trial.status == "TERMINATED":
+            status = ended_outcome(rounds, total_rounds, rungs, diverged=diverged)
         elif trial.status == "RUNNING":
             status = RUNNING
+        elif trial.status == "PAUSED":
+            status = PAUSED if waiting is None or trial.trial_id in waiting else ended_outcome(rounds, total_rounds, rungs)
         else:
             status = PENDING
         tag = str(trial.experiment_tag).split("_", 1)[0]
@@ -196,6 +224,7 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
             trial_id=trial.trial_id, index=int(tag) if tag.isdigit() else len(records) + 1, config=dict(trial.config), status=status, rounds=rounds,
             best_value=best_value, best_round=best_round, best_epoch=best_epoch, last_value=last,
             path=trial_dir, history=history, error=error, remote=S.join(remote, trial_dir.name) if remote else "",
+            rung=rung_of(rounds, rungs),
         ))
     records.sort(key=lambda r: r.index)
     return records
@@ -263,6 +292,7 @@ def results_table(records: list[TrialRecord], *, metric: str, mode: str, baselin
             f"best_{metric}": r.best_value,
             "best_epoch": r.best_epoch,
             "rounds": r.rounds,
+            "rung": r.rung,
             f"last_{metric}": r.last_value,
             "baseline": r.trial_id == baseline_id,
             **{f"config/{k}": v for k, v in sorted(r.config.items())},

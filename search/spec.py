@@ -11,7 +11,10 @@ the fix; nothing is run or written before a spec is valid. The format:
     seed: 0                          # sampler seed, data split seed, every trial's torch seed
     device: auto                     # auto | cpu | cuda | mps
     budget: {samples, max_epochs, grace_period, reduction_factor, max_concurrent,
-             time_budget, report_every}
+             time_budget, report_every, scheduler}
+                                     # scheduler: asha (with promotions: pause at a rung, resume the
+                                     #   top 1/reduction_factor; the default) | asha-stop (Ray's) | fifo
+                                     # report_every: auto (default) | epoch | training samples per round
     resources: {cpu: 1, gpu: 0}      # per trial; gpu may be fractional (0.25 = 4 trials per GPU)
     baseline: {...}                  # every hyperparameter: the hand-tuned config, run first
     space:                           # what is searched; the rest stays at the baseline
@@ -36,6 +39,7 @@ from trainables.errors import UserError
 from trainables.models import MODELS, SHAPE_ARGS
 from trainables.train import TRAIN_HPARAMS, RunSettings, split_hparams
 
+SCHEDULERS = ("asha", "asha-stop", "fifo")  # budget.scheduler (search.schedulers)
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 TOP_KEYS = {"name", "description", "dataset", "model", "metric", "mode", "seed", "device", "budget", "resources", "baseline", "space"}
 REQUIRED_TOP = ("name", "dataset", "model", "baseline")
@@ -43,7 +47,9 @@ BUDGET_DEFAULTS: dict[str, Any] = {
     # reduction_factor 4 (Ray's ASHA default): 0.33x random search's trial-epochs vs 0.40x with 3 (median of 15
     # seed-runs of benchmarks/search_efficiency.py many-trials), accuracy as high on average (benchmarks/README.md)
     "samples": 16, "max_epochs": 10, "grace_period": 1, "reduction_factor": 4,
-    "max_concurrent": 2, "time_budget": None, "report_every": "epoch",
+    "max_concurrent": 2, "time_budget": None, "report_every": "auto", "scheduler": "asha",
+    # set by hpsearch when it sized the rounds itself (report_every: auto): the first rung is one round
+    "auto_rounds": False,
 }
 RESOURCE_DEFAULTS: dict[str, Any] = {"cpu": 1, "gpu": 0}
 PARAM_KEYS = set(DISTRIBUTIONS) | {"log", "when"}
@@ -89,7 +95,9 @@ class Budget:
     reduction_factor: float
     max_concurrent: int
     time_budget_s: float | None
-    report_every: int | None  # training samples per report; None = one epoch
+    report_every: int | None | str  # training samples per report; None = one epoch; "auto" until resolved (search.budget)
+    scheduler: str = "asha"  # asha | asha-stop | fifo (search.schedulers)
+    auto_rounds: bool = False  # the rounds were sized by `auto`: the first rung is one round
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,8 @@ class SearchSpec:
         """The fixed run settings every trial of this spec shares."""
         return RunSettings(
             model=self.model, max_epochs=max_epochs or self.budget.max_epochs, seed=self.seed,
-            metric=self.metric, mode=self.mode, report_every=self.budget.report_every,
+            metric=self.metric, mode=self.mode,
+            report_every=None if self.budget.report_every == "auto" else self.budget.report_every,
             threads=max(1, int(self.resources.cpu)), device=self.device,
         )
 
@@ -308,8 +317,12 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
     # budget, resources --------------------------------------------------------------------
     b = _section(path, raw, "budget", BUDGET_DEFAULTS)
     report_every = b["report_every"]
-    if report_every != "epoch":
-        report_every = _number(path, "budget.report_every ('epoch' or a number of training samples)", report_every, integer=True, minimum=1)
+    if report_every not in ("epoch", "auto"):
+        report_every = _number(path, "budget.report_every ('auto', 'epoch' or a number of training samples)", report_every, integer=True, minimum=1)
+    if b["scheduler"] not in SCHEDULERS:
+        raise _err(path, f"budget.scheduler must be one of {', '.join(SCHEDULERS)}, but got {b['scheduler']!r}")
+    if not isinstance(b["auto_rounds"], bool):
+        raise _err(path, f"budget.auto_rounds must be true or false, but got {b['auto_rounds']!r}")
     budget = Budget(
         samples=_number(path, "budget.samples", b["samples"], integer=True, minimum=1),
         max_epochs=_number(path, "budget.max_epochs", b["max_epochs"], integer=True, minimum=1),
@@ -318,6 +331,7 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
         max_concurrent=_number(path, "budget.max_concurrent", b["max_concurrent"], integer=True, minimum=1),
         time_budget_s=parse_duration(b["time_budget"], path),
         report_every=None if report_every == "epoch" else report_every,
+        scheduler=b["scheduler"], auto_rounds=b["auto_rounds"],
     )
     if budget.grace_period > budget.max_epochs:
         raise _err(path, f"budget.grace_period ({budget.grace_period}) must be <= budget.max_epochs ({budget.max_epochs})")

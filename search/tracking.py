@@ -82,11 +82,13 @@ class MlflowTracker(Callback):
 
     def __init__(self, spec: SearchSpec, experiment_dir: Path, tracking_uri: str, artifact_location: str | None,
                  total_rounds: int, *, flush_seconds: float = 2.0, runs: dict[str, Any] | None = None,
-                 resumed: bool = False) -> None:
+                 resumed: bool = False, rungs: tuple[int, ...] = ()) -> None:
         self.spec, self.experiment_dir, self.tracking_uri = spec, Path(experiment_dir), tracking_uri
         check_tracking_uri(tracking_uri)
         self.artifact_location, self.total_rounds, self.flush_seconds = artifact_location, total_rounds, flush_seconds
         self.resumed = resumed  # an earlier driver of this search may have died with writes queued
+        self.rungs = tuple(rungs)  # where trials pause or stop: tells pruned from timed out
+        self._paused: set[str] = set()  # trials tagged paused=true
         self.writer = RunWriter(self.experiment_dir, tracking_uri, artifact_location, search_info(spec),
                                 flush_seconds=flush_seconds, runs=runs)
         self._proc: Any = None  # the writer process
@@ -101,18 +103,20 @@ class MlflowTracker(Callback):
         uri = resolve_tracking_uri(state.get("tracking_uri"), state["storage"])
         state["tracking_uri"] = uri
         artifacts = artifact_root(state["storage"]) if uri.startswith("sqlite:") else None
-        return cls(spec, experiment_dir, uri, artifacts, total_rounds, resumed=bool(state.get("resumed")))
+        return cls(spec, experiment_dir, uri, artifacts, total_rounds, resumed=bool(state.get("resumed")),
+                   rungs=tuple(state.get("rungs", ())))
 
     # Tune may pickle its callbacks with the experiment state: plain data only, no process handles.
     def __getstate__(self) -> dict[str, Any]:
         return {"spec": self.spec, "experiment_dir": self.experiment_dir, "tracking_uri": self.tracking_uri,
                 "artifact_location": self.artifact_location, "total_rounds": self.total_rounds,
-                "flush_seconds": self.flush_seconds, "runs": self.writer.runs_copy(), "resumed": self.resumed}
+                "flush_seconds": self.flush_seconds, "runs": self.writer.runs_copy(), "resumed": self.resumed,
+                "rungs": self.rungs}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         MlflowTracker.__init__(self, state["spec"], state["experiment_dir"], state["tracking_uri"], state["artifact_location"],
                                state["total_rounds"], flush_seconds=state["flush_seconds"], runs=state["runs"],
-                               resumed=state.get("resumed", False))
+                               resumed=state.get("resumed", False), rungs=tuple(state.get("rungs", ())))
 
     @property
     def runs(self) -> dict[str, Any]:
@@ -224,13 +228,23 @@ class MlflowTracker(Callback):
         self._submit("queue_metrics", trial.trial_id, step, batch)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        """Tag runs `paused` while their trial waits at a rung (ASHA with promotions), untag them when resumed."""
         self._raise_writer_error()
+        if not self.rungs:
+            return
+        for trial in trials:
+            paused = trial.status == "PAUSED"
+            if paused != (trial.trial_id in self._paused) and trial.trial_id in self._started:
+                (self._paused.add if paused else self._paused.discard)(trial.trial_id)
+                rounds = str((trial.last_result or {}).get(M.ROUND, 0))
+                self._submit("tag", trial.trial_id, {"paused": str(paused).lower(), "paused_at_round": rounds} if paused
+                             else {"paused": "false"})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         if trial.trial_id not in self._started:
             self._request_child(trial)
-        self._submit("end", trial.trial_id, *_outcome(last, self.total_rounds))
+        self._submit("end", trial.trial_id, *_outcome(last, self.total_rounds, self.rungs))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         message = _error_line(trial)
@@ -337,18 +351,26 @@ class MlflowTracker(Callback):
             if record.status == R.FAILED:
                 status, tags = "FAILED", {"outcome": R.FAILED, "error": record.error or "trial failed"}
             else:
-                status, tags = _outcome(record.history[-1] if record.history else {}, self.total_rounds)
+                status, tags = _outcome(record.history[-1] if record.history else {}, self.total_rounds, self.rungs)
             self.writer.end(record.trial_id, status, tags)
         self.writer.save_runs()
 
 
-def _outcome(last: dict[str, Any], total_rounds: int) -> tuple[str, dict[str, str]]:
-    """MLflow end status and tags of a trial from its last result."""
-    if last.get(M.STATUS) == M.STATUS_DIVERGED:
-        return "FAILED", {"outcome": R.DIVERGED, "error": "diverged: non-finite training loss"}
-    if int(last.get(M.ROUND, 0)) >= total_rounds:
-        return "FINISHED", {"outcome": R.COMPLETED, "pruned": "false"}
-    return "KILLED", {"outcome": R.PRUNED, "pruned": "true", "stopped_at_round": str(last.get(M.ROUND, 0))}
+def _outcome(last: dict[str, Any], total_rounds: int, rungs: tuple[int, ...] = ()) -> tuple[str, dict[str, str]]:
+    """MLflow end status and tags of a trial from its last result (`paused` is cleared: the trial has ended)."""
+    rounds = int(last.get(M.ROUND, 0))
+    outcome = R.ended_outcome(rounds, total_rounds, rungs, diverged=last.get(M.STATUS) == M.STATUS_DIVERGED)
+    if outcome == R.DIVERGED:
+        return "FAILED", {"outcome": R.DIVERGED, "error": "diverged: non-finite training loss", "paused": "false"}
+    if outcome == R.COMPLETED:
+        return "FINISHED", {"outcome": R.COMPLETED, "pruned": "false", "paused": "false"}
+    tags = {"outcome": outcome, "pruned": str(outcome == R.PRUNED).lower(), "stopped_at_round": str(rounds),
+            "paused": "false"}
+    if rungs:
+        tags["stopped_at_rung"] = str(R.rung_of(rounds, rungs))
+    if outcome == R.TIMED_OUT:
+        tags["timed_out"] = "true"
+    return "KILLED", tags
 
 
 def _error_line(trial: Any) -> str:

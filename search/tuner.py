@@ -32,8 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from search import budget as B
 from search import results as R
 from search import storage as S
+from search.schedulers import (  # noqa: F401 - re-exported: the scheduler's helpers were defined here before
+    RANK_SCORE, PromotionASHA, asha_scheduler, asha_window, rank_score, recent_cutoff, rung_levels,
+)
+from search.schedulers import load_state as load_scheduler_state
 from search.spec import Param, SearchSpec, apply_override, load_spec, parse_spec
 from trainables import metrics as M
 from trainables.data import DataBundle, create_dataset
@@ -108,12 +113,20 @@ def trial_dirname(trial: Any) -> str:
 
 
 def rounds_per_epoch(spec: SearchSpec, n_train: int) -> float:
-    return 1.0 if spec.budget.report_every is None else n_train / spec.budget.report_every
+    return B.plan(spec, n_train).rounds_per_epoch
 
 
 def total_rounds(spec: SearchSpec, n_train: int) -> int:
     """Reports a full-length trial makes (ASHA's max_t)."""
-    return max(1, math.ceil(spec.budget.max_epochs * rounds_per_epoch(spec, n_train)))
+    return B.plan(spec, n_train).total
+
+
+def rungs(spec: SearchSpec, n_train: int) -> tuple[int, ...]:
+    """The rounds at which the spec's scheduler ranks trials (none for fifo)."""
+    if spec.budget.scheduler == "fifo" or not spec.space:
+        return ()
+    rounds = B.plan(spec, n_train)
+    return rung_levels(rounds.grace, spec.budget.reduction_factor, rounds.total)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,106 +300,46 @@ def _trainable(spec: SearchSpec, data: DataBundle):
     return tune.with_resources(with_data, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-RANK_SCORE = "hpsearch_rank_score"  # what ASHA ranks trials by (never written to result.json)
-TIE_BREAKERS = {M.VAL_ACC: M.VAL_LOSS, M.VAL_TOP5: M.VAL_LOSS}  # a counted metric -> a continuous one to order its ties
-RECENT_PER_REDUCTION = 2  # a rung ranks a trial against its last 2 x reduction_factor results (asha_window)
-TIE_WEIGHT = 1e-6  # x loss / (1 + loss) < 1e-6: below one image of any val split up to 100,000 images
+def build_scheduler(spec: SearchSpec, n_train: int, *, state_dir: Path | str | None = None) -> Any:
+    """The spec's trial scheduler: ASHA with promotions (asha), Ray's stopping ASHA (asha-stop) or FIFO."""
+    from ray.tune.schedulers import FIFOScheduler
 
-
-def rank_score(result: dict[str, Any], metric: str, mode: str) -> float | None:
-    """The value ASHA compares: `metric`, with ties broken by the tie-breaker metric (lower loss ranks higher).
-
-    Accuracy on a few hundred val images takes a few dozen values, so trials can tie exactly at a
-    rung's cutoff, and Ray's ASHA promotes every trial that ties it. The val loss orders those ties
-    without changing any ranking that accuracy decides. (On the digits benchmark it changed neither
-    trial-epochs nor accuracy measurably: benchmarks/README.md.)
-    """
-    value = result.get(metric)
-    if not isinstance(value, (int, float)):
-        return None
-    breaker = result.get(TIE_BREAKERS.get(metric, ""))
-    if not math.isfinite(value) or not isinstance(breaker, (int, float)) or not math.isfinite(breaker):
-        return float(value)
-    sign = -1.0 if mode == "max" else 1.0  # lower loss is better: in max mode subtract it
-    breaker = max(float(breaker), 0.0)
-    return float(value) + sign * TIE_WEIGHT * breaker / (1.0 + breaker)
-
-
-def recent_cutoff(full_cutoff: Callable[[dict], Any], window: int) -> Callable[[dict], Any]:
-    """A rung's cutoff taken over its last `window` recorded results instead of all of them (dicts keep arrival order)."""
-
-    def cutoff(recorded: dict) -> Any:
-        return full_cutoff(dict(list(recorded.items())[-window:]))
-
-    return cutoff
-
-
-def asha_window(reduction_factor: float) -> int:
-    """How many of a rung's latest results a trial is ranked against: RECENT_PER_REDUCTION x reduction_factor."""
-    return max(2, math.ceil(RECENT_PER_REDUCTION * reduction_factor))
-
-
-def asha_scheduler(metric: str, mode: str, *, max_t: int, grace: int, reduction_factor: float, window: int | None = None) -> Any:
-    """Ray's ASHAScheduler on the `round` counter, ranking trials by `rank_score` (ties broken) against each
-    rung's latest `window` results (default `asha_window(reduction_factor)`; 0 = all of them, as Ray does).
-
-    Ray's ASHA promotes a trial in the top 1/reduction_factor of *every* result its rung has seen. That keeps
-    the promotion rate at 1/reduction_factor only while the trials' quality does not drift; TPE proposes
-    better configurations as it learns, so late trials beat most early ones: 7-15 of 48 trials ran to the end
-    on the wide-space benchmark, where 1/4 of 1/4 would be 3. Ranking against the rung's recent results keeps the rate
-    closer to 1/reduction_factor while the search converges (benchmarks/README.md, `wide-space`: a median 0.30x
-    of random search's trial-epochs over 10 runs instead of 0.36x over 15, the chosen models as accurate).
-    """
-    from ray.tune.schedulers import ASHAScheduler
-
-    window = asha_window(reduction_factor) if window is None else window
-
-    class TieBreakingASHA(ASHAScheduler):
-        @property
-        def metric(self) -> str:  # what Tune checks every result carries; the score is added here
-            return metric
-
-        def _scored(self, result: dict[str, Any] | None) -> dict[str, Any] | None:
-            if not result:
-                return result
-            score = rank_score(result, metric, mode)
-            return result if score is None else {**result, RANK_SCORE: score}
-
-        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-            return super().on_trial_result(tune_controller, trial, self._scored(result))
-
-        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
-            super().on_trial_complete(tune_controller, trial, self._scored(result))
-
-    scheduler = TieBreakingASHA(time_attr=M.ROUND, metric=RANK_SCORE, mode=mode, max_t=max_t, grace_period=grace,
-                                reduction_factor=reduction_factor)
-    if window:
-        for bracket in scheduler._brackets:  # Ray's _Bracket.cutoff(recorded) is the one place the rung's results are ranked
-            bracket.cutoff = recent_cutoff(bracket.cutoff, window)
-    return scheduler
+    rounds = B.plan(spec, n_train)
+    kind = spec.budget.scheduler
+    if kind == "fifo" or not spec.space:
+        return FIFOScheduler()
+    if kind == "asha-stop":
+        return asha_scheduler(spec.metric, spec.mode, max_t=rounds.total, grace=rounds.grace,
+                              reduction_factor=spec.budget.reduction_factor)
+    return PromotionASHA(spec.metric, spec.mode, max_t=rounds.total, grace=rounds.grace,
+                         reduction_factor=spec.budget.reduction_factor, max_concurrent=spec.budget.max_concurrent,
+                         time_budget_s=spec.budget.time_budget_s, state_dir=state_dir)
 
 
 def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, callbacks: list[Any], trainable: Any = None,
-                storage_filesystem: Any = None):
+                storage_filesystem: Any = None, scheduler: Any = None, state_dir: Path | str | None = None):
     """One `tune.Tuner` composed from TuneConfig and RunConfig (see the module docstring).
 
     `storage` is a local folder, or with `storage_filesystem` (a pyarrow filesystem) a path on it.
-    `trainable` replaces hpsearch's training function (benchmarks use a trivial one).
+    `trainable` replaces hpsearch's training function (benchmarks use a trivial one); `scheduler`
+    replaces the spec's; `state_dir` is where ASHA with promotions saves its rungs (the search folder).
     """
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+
+    from search.sampler import RungAwareTPE
 
     n_train = len(data.train)
-    max_t = total_rounds(spec, n_train)
-    grace = max(1, min(max_t, round(spec.budget.grace_period * rounds_per_epoch(spec, n_train))))
-    searcher = OptunaSearch(
-        space=DefineByRun(spec.space, spec.baseline),
-        metric=spec.metric, mode=spec.mode, seed=spec.seed,
+    rounds = B.plan(spec, n_train)
+    scheduler = scheduler if scheduler is not None else build_scheduler(spec, n_train, state_dir=state_dir)
+    promotions = isinstance(scheduler, PromotionASHA)
+    searcher = RungAwareTPE(
+        DefineByRun(spec.space, spec.baseline), metric=spec.metric, mode=spec.mode, seed=spec.seed, max_t=rounds.total,
         points_to_evaluate=[spec.baseline_point()] if spec.space else None,
+        admission=scheduler.admission if promotions else None,
     )
-    search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.budget.max_concurrent)
-    scheduler = asha_scheduler(spec.metric, spec.mode, max_t=max_t, grace=grace, reduction_factor=spec.budget.reduction_factor)
+    # A ConcurrencyLimiter counts a paused trial as in flight: with promotions the scheduler admits new trials instead.
+    search_alg = searcher if promotions else ConcurrencyLimiter(searcher, max_concurrent=spec.budget.max_concurrent)
     tune_config = tune.TuneConfig(
         search_alg=search_alg if spec.space else None, scheduler=scheduler, num_samples=spec.budget.samples,
         time_budget_s=spec.budget.time_budget_s, trial_dirname_creator=trial_dirname,
@@ -457,6 +410,7 @@ def run_search(
     elif Path(experiment).exists():
         raise UserError(f"a search named {name!r} already exists in {storage_root}; continue it with `hpsearch resume {name}` or pick another --name")
     data = _prepare(spec, address, storage_root, on_event)
+    spec = B.resolve_report_every(spec, data, on_event=on_event)  # stored resolved: a resume keeps the same rounds
     state = {
         "name": name, "storage": storage_root, "spec": spec.raw, "spec_path": spec.path,
         "created": dt.datetime.now().isoformat(timespec="seconds"), "tracking_uri": tracking_uri,
@@ -565,7 +519,8 @@ def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: 
 
     # Only Tune's JSON logger (result.json: what hpsearch reads back). Its default CSV and tensorboardX
     # loggers took ~20 % of Tune's loop on 1,000 short trials (benchmarks/results/scale.md); MLflow is the UI.
-    callbacks: list[Any] = [result_logger(), ProgressCallback(spec, total_rounds(spec, len(data.train)), on_event)]
+    callbacks: list[Any] = [result_logger(), ProgressCallback(spec, total_rounds(spec, len(data.train)), on_event,
+                                                                      rungs=tuple(state.get("rungs", ())))]
     uri_storage = S.is_uri(state.get("storage"))
     if state.get("track", True):
         from search.tracking import MlflowTracker
@@ -573,7 +528,8 @@ def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: 
         rounds = total_rounds(spec, len(data.train))
         if uri_storage:  # the tracker writes its run map to the local mirror; the store is local (SQLite is no bucket file)
             uri, artifacts = _tracking_for_uri_storage(state)
-            callbacks.append(MlflowTracker(spec, experiment_dir, uri, artifacts, rounds, resumed=bool(state.get("resumed"))))
+            callbacks.append(MlflowTracker(spec, experiment_dir, uri, artifacts, rounds, resumed=bool(state.get("resumed")),
+                                           rungs=tuple(state.get("rungs", ()))))
         else:
             callbacks.append(MlflowTracker.for_search(spec, experiment_dir, state, rounds))
     if uri_storage:
@@ -647,6 +603,7 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
     remote = str(experiment) if S.is_uri(experiment) else ""
     experiment_dir = S.mirror_dir(remote) if remote else Path(experiment)  # where the driver writes its own files
     state["total_rounds"] = total_rounds(spec, len(data.train))
+    state["rungs"] = list(rungs(spec, len(data.train)))
     callbacks = _callbacks(spec, data, experiment_dir, state, on_event)
     path, filesystem = _tune_path(experiment)
     if restore:
@@ -656,19 +613,23 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
     else:
         root = posixpath.dirname(path.rstrip("/")) if remote else str(experiment_dir.parent)
         tuner = build_tuner(spec, data, name=posixpath.basename(path.rstrip("/")), storage=root, callbacks=callbacks,
-                            storage_filesystem=filesystem)
+                            storage_filesystem=filesystem, state_dir=experiment_dir)
     started = time.monotonic()
     interrupted = False
     try:
         tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
-    records = R.trial_records(experiment, metric=spec.metric, mode=spec.mode, total_rounds=total_rounds(spec, len(data.train)))
-    unfinished = [r for r in records if r.status in (R.RUNNING, R.PENDING)]
+    records = R.trial_records(experiment, metric=spec.metric, mode=spec.mode, total_rounds=state["total_rounds"],
+                              rungs=state["rungs"])
+    unfinished = [r for r in records if r.status in (R.RUNNING, R.PENDING, R.PAUSED)]
     time_out = spec.budget.time_budget_s is not None and time.monotonic() - started >= spec.budget.time_budget_s * 0.98
-    interrupted = interrupted or (bool(unfinished) and not time_out) or (len(records) < spec.budget.samples and not time_out)
+    # ASHA with promotions ends a search itself once its finish phase has trained the finalists
+    finished_early = bool((load_scheduler_state(experiment_dir) or {}).get("finishing")) and not unfinished
+    interrupted = interrupted or (bool(unfinished) and not time_out) or (
+        len(records) < spec.budget.samples and not time_out and not finished_early)
     baseline = _find_baseline(records, spec)
-    counts = {s: sum(r.status == s for r in records) for s in (R.COMPLETED, R.PRUNED, R.FAILED, R.DIVERGED, R.RUNNING, R.PENDING)}
+    counts = {s: sum(r.status == s for r in records) for s in R.OUTCOMES}
     result = SearchResult(
         name=experiment_dir.name if not remote else state["name"], experiment_dir=experiment_dir, spec=spec, records=records,
         best=R.best_record(records, spec.mode), baseline=baseline, interrupted=interrupted, counts=counts,
@@ -681,8 +642,9 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
         if (experiment_dir / R.BEST_DIR).is_dir():
             S.upload(experiment_dir / R.BEST_DIR, S.join(remote, R.BEST_DIR))
             result.final["checkpoint"] = S.join(remote, R.BEST_DIR, "checkpoint.pt")
-        if (experiment_dir / R.RUNS_FILE).is_file():
-            S.upload(experiment_dir / R.RUNS_FILE, S.join(remote, R.RUNS_FILE))
+        for name in (R.RUNS_FILE, R.SCHEDULER_STATE_FILE):
+            if (experiment_dir / name).is_file():
+                S.upload(experiment_dir / name, S.join(remote, name))
     if not interrupted:
         prune_checkpoints(records)
     state["finished"] = not interrupted

@@ -68,7 +68,7 @@ def test_every_spec_loads(path):
 def test_quickstart_resolves_defaults_and_conditions():
     spec = load_spec(SPACES / "quickstart.yaml")
     assert spec.dataset_options == {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 0}
-    assert spec.budget.report_every is None and spec.budget.time_budget_s is None
+    assert spec.budget.report_every == "auto" and spec.budget.time_budget_s is None and spec.budget.scheduler == "asha"
     momentum = next(p for p in spec.space if p.name == "momentum")
     assert momentum.when == (("optimizer", ("sgd",)),)
     assert not momentum.active(spec.baseline)  # baseline uses adam

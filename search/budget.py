@@ -1,0 +1,124 @@
+"""Rounds and rungs: how much training a report stands for, and where the scheduler's rungs are.
+
+A round is one epoch, or `report_every` training samples. `report_every: auto` (the default)
+keeps one epoch for small data sets (up to AUTO_MIN_TRAIN images) and otherwise sizes the round
+from a short measurement of the baseline's speed on this machine, the time budget and the number
+of workers, so that ASHA can try about AUTO_FIRST_RUNG_CONFIGS configurations at its first rung,
+which is then one round. ASHA with promotions spends about the same time on each rung level
+(n configurations x r, n/rf x rf r, ...), so with L rungs above the first one a budget of
+B seconds on W workers tries n = B W / (r (L + 1)) configurations: r follows from n.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from search.spec import SearchSpec
+from trainables.data import DataBundle
+
+AUTO_MIN_TRAIN = 10_000  # train images up to which `auto` means one epoch per round
+AUTO_FIRST_RUNG_CONFIGS = 48  # configurations the first rung should see within a time budget
+AUTO_ROUND_SECONDS = 30.0  # without a time budget: a round of about this many seconds (or an epoch)
+MIN_EVAL_SHARE = 4.0  # a round trains at least 4x as long as its val evaluation takes
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Rounds of a search: per epoch, in a full trial (ASHA's max_t), at the first rung."""
+
+    rounds_per_epoch: float
+    total: int
+    grace: int
+
+
+def plan(spec: SearchSpec, n_train: int) -> RoundPlan:
+    """The round plan of a spec whose `report_every` is resolved (see `resolve_report_every`)."""
+    every = spec.budget.report_every
+    if every == "auto":
+        raise ValueError("report_every 'auto' must be resolved with resolve_report_every before planning rounds")
+    per_epoch = 1.0 if every is None else n_train / every
+    total = max(1, math.ceil(spec.budget.max_epochs * per_epoch))
+    if spec.budget.auto_rounds:
+        grace = 1
+    else:
+        grace = max(1, min(total, round(spec.budget.grace_period * per_epoch)))
+    return RoundPlan(rounds_per_epoch=per_epoch, total=total, grace=grace)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """A trial's measured pace on this machine: training samples per second and seconds per val evaluation."""
+
+    samples_per_second: float
+    eval_seconds: float
+
+
+def measure_speed(spec: SearchSpec, data: DataBundle, *, batches: int = 30) -> Speed:
+    """Train the baseline for `batches` batches (after a warm-up) and evaluate val once, timed."""
+    from dataclasses import replace
+
+    from trainables.train import Trainer
+
+    batch = int(spec.baseline["batch_size"])
+    settings = replace(spec.settings(), report_every=batch * batches)
+    trainer = Trainer(spec.baseline, data, settings)
+    try:
+        trainer.run_round()  # warm-up: allocations, the first batches
+        started = time.perf_counter()
+        trainer.run_round()
+        round_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        trainer.evaluate(trainer.val_loader)
+        eval_seconds = time.perf_counter() - started
+    finally:
+        trainer.close()
+    train_seconds = max(round_seconds - eval_seconds, 1e-6)
+    return Speed(samples_per_second=batch * batches / train_seconds, eval_seconds=eval_seconds)
+
+
+def auto_round_samples(spec: SearchSpec, n_train: int, speed: Speed) -> int | None:
+    """Training samples per round for `report_every: auto`, or None for one epoch."""
+    epoch_seconds = n_train / speed.samples_per_second
+    budget = spec.budget
+    if budget.time_budget_s is None:
+        round_seconds = AUTO_ROUND_SECONDS
+    else:
+        worker_seconds = budget.time_budget_s * budget.max_concurrent
+        full_seconds = budget.max_epochs * epoch_seconds
+        round_seconds = worker_seconds / AUTO_FIRST_RUNG_CONFIGS
+        for _ in range(20):  # r = B W / (n (L + 1)), L = log_rf(full trial / r): a fixed point
+            rungs_above = max(0.0, math.log(max(full_seconds / round_seconds, 1.0), budget.reduction_factor))
+            round_seconds = worker_seconds / (AUTO_FIRST_RUNG_CONFIGS * (rungs_above + 1))
+    train_seconds = max(round_seconds - speed.eval_seconds, MIN_EVAL_SHARE * speed.eval_seconds)
+    samples = int(train_seconds * speed.samples_per_second)
+    if samples >= n_train:
+        return None
+    return max(samples, int(spec.baseline["batch_size"]))
+
+
+def resolve_report_every(spec: SearchSpec, data: DataBundle, *, on_event: Any = None) -> SearchSpec:
+    """The spec with `report_every: auto` replaced by a number of samples (or 'epoch'), stored so a resume reuses it."""
+    from search.spec import apply_override, parse_spec
+
+    if spec.budget.report_every != "auto":
+        return spec
+    n_train = len(data.train)
+    if n_train <= AUTO_MIN_TRAIN:
+        value: Any = "epoch"
+        why = f"{n_train} train images <= {AUTO_MIN_TRAIN}"
+    else:
+        speed = measure_speed(spec, data)
+        samples = auto_round_samples(spec, n_train, speed)
+        value = "epoch" if samples is None else samples
+        why = (f"baseline trains {speed.samples_per_second:.0f} samples/s here (epoch ~{n_train / speed.samples_per_second:.0f} s, "
+               f"val {speed.eval_seconds:.1f} s)")
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.raw.items()}
+    apply_override(raw, f"budget.report_every={value}", spec.path)
+    raw["budget"]["auto_rounds"] = value != "epoch"
+    resolved = parse_spec(raw, spec.path)
+    if on_event is not None:
+        shown = "one epoch" if value == "epoch" else f"{value} samples ({value / n_train:.2f} epoch)"
+        on_event(f"rounds: report_every auto -> {shown}; {why}")
+    return resolved

@@ -1,0 +1,429 @@
+"""Trial schedulers: ASHA with promotions (the default) and Ray's stopping ASHA (`asha-stop`).
+
+`PromotionASHA` is Algorithm 2 of the ASHA paper (Li et al., MLSys 2020), as Syne Tune's
+`type="promotion"` runs it, on Ray Tune's public `TrialScheduler` interface:
+- a trial that reaches a rung *pauses* there (its checkpoint is the one it just reported);
+- whenever a worker is free (`choose_trial_to_run`), a paused trial in the top
+  1/reduction_factor of its rung's results is resumed, highest rung first; otherwise a new
+  configuration starts (Tune starts the searcher's pending trial);
+- no trial goes past a rung for being first: a rung of n results promotes floor(n / rf).
+Ray's stopping ASHA lets the first trial to reach each rung through for lack of rivals, so
+with two workers the budget went to whatever the sampler proposed first (issue 13).
+
+With a time budget, the last part of it goes to the best configurations reaching `max_t`
+(the finish phase): when the time left is what the best paused or running trials need to
+train to the end (measured round times, x FINISH_SAFETY), no new configuration starts, the
+finalists (as many as workers) run to `max_t`, and the other trials stay paused. A search
+without a time budget that has run out of new configurations trains its best trial to the end
+if none got there. Paused trials left at the end are stopped: pruned at their rung.
+
+Rung decisions and pauses are saved to `scheduler_state.json` in the search folder on every
+change, so a resumed search (Tune restores paused trials as PENDING) pauses them again
+instead of letting them train past their rung.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from trainables import metrics as M
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "scheduler_state.json"
+FINISH_SAFETY = 1.25  # the finish phase starts when the time left is 1.25 x the finalists' measured need
+FINISH_EARLIEST = 0.5  # ... but never before half the time budget has gone (else a search would only finish)
+
+RANK_SCORE = "hpsearch_rank_score"  # what Ray's ASHA ranks trials by (never written to result.json)
+TIE_BREAKERS = {M.VAL_ACC: M.VAL_LOSS, M.VAL_TOP5: M.VAL_LOSS}  # a counted metric -> a continuous one to order its ties
+RECENT_PER_REDUCTION = 2  # asha-stop: a rung ranks a trial against its last 2 x reduction_factor results (asha_window)
+TIE_WEIGHT = 1e-6  # x loss / (1 + loss) < 1e-6: below one image of any val split up to 100,000 images
+
+
+def rung_levels(grace: int, reduction_factor: float, max_t: int) -> tuple[int, ...]:
+    """The rounds at which a trial meets a rung: grace x rf^k below max_t (ASHA's milestones)."""
+    levels, k = [], 0
+    while True:
+        level = int(round(grace * reduction_factor ** k))
+        if level >= max_t:
+            return tuple(levels)
+        if not levels or level > levels[-1]:
+            levels.append(level)
+        k += 1
+
+
+def rank_score(result: dict[str, Any], metric: str, mode: str) -> float | None:
+    """The value a rung compares: `metric`, with ties broken by the tie-breaker metric (lower loss ranks higher).
+
+    Accuracy on a few hundred val images takes a few dozen values, so trials can tie exactly at a
+    rung's cutoff. The val loss orders those ties without changing any ranking that accuracy decides.
+    """
+    value = result.get(metric)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    breaker = result.get(TIE_BREAKERS.get(metric, ""))
+    if not math.isfinite(value) or not isinstance(breaker, (int, float)) or not math.isfinite(breaker):
+        return float(value)
+    sign = -1.0 if mode == "max" else 1.0  # lower loss is better: in max mode subtract it
+    breaker = max(float(breaker), 0.0)
+    return float(value) + sign * TIE_WEIGHT * breaker / (1.0 + breaker)
+
+
+# ----------------------------------------------------------------------------------------------
+# ASHA with promotions
+
+
+def _base_scheduler() -> type:
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler
+
+
+class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
+    """ASHA that pauses trials at rungs and promotes the top 1/reduction_factor (see the module docstring).
+
+    `on_decision(kind, trial_id, round)` hears "paused", "promoted", "finalist" and "stopped" (tests, the
+    tracker's tags). `clock` is injectable so the simulator can run the same object on a virtual clock.
+    """
+
+    def __init__(self, metric: str, mode: str, *, max_t: int, grace: int, reduction_factor: float,
+                 max_concurrent: int, time_budget_s: float | None = None, state_dir: str | os.PathLike | None = None,
+                 time_attr: str = M.ROUND, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', but got {mode=!r}")
+        if reduction_factor <= 1:
+            raise ValueError(f"reduction_factor must be > 1, but got {reduction_factor=}")
+        self._metric, self._mode = metric, mode
+        self.max_t, self.grace, self.reduction_factor = int(max_t), int(grace), float(reduction_factor)
+        self.max_concurrent, self.time_budget_s, self.time_attr = int(max_concurrent), time_budget_s, time_attr
+        self.levels = rung_levels(self.grace, self.reduction_factor, self.max_t)
+        self.state_dir = str(state_dir) if state_dir else None
+        self.clock = clock
+        # rung state: per level, trial -> score recorded there, and the trials promoted out of it
+        self.rungs: dict[int, dict[str, float]] = {level: {} for level in self.levels}
+        self.promoted: dict[int, list[str]] = {level: [] for level in self.levels}
+        self.paused_at: dict[str, int] = {}  # trial -> the rung it waits at
+        self.progress: dict[str, int] = {}  # trial -> last round reported
+        self.round_seconds: dict[str, float] = {}  # trial -> mean wall seconds of its rounds
+        self.completed: list[str] = []  # trials that reached max_t
+        self.finishing = False
+        self.finalists: list[str] = []
+        self.started_at: float | None = None
+        self.on_decision: Callable[[str, str, int], None] | None = None
+        self._controller: Any = None
+        self._loaded = False
+
+    # Tune pickles the scheduler into tuner.pkl before the search: plain data only.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_controller=None, on_decision=None, clock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.clock = time.monotonic
+
+    @property
+    def metric(self) -> str:
+        return self._metric
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return metric in (None, self._metric) and mode in (None, self._mode)
+
+    # -- ranking ----------------------------------------------------------------------------
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self._mode == "max" else a < b
+
+    def _ranked(self, level: int) -> list[str]:
+        """Trials of a rung, best first (ties: the earlier arrival first)."""
+        rung = self.rungs[level]
+        order = {t: i for i, t in enumerate(rung)}
+        sign = -1.0 if self._mode == "max" else 1.0
+        return sorted(rung, key=lambda t: (sign * rung[t], order[t]))
+
+    def promotable(self, level: int) -> list[str]:
+        """Trials of rung `level` in its top floor(n / rf) that were not promoted yet, best first."""
+        top = self._ranked(level)[: int(len(self.rungs[level]) // self.reduction_factor)]
+        done = set(self.promoted[level])
+        return [t for t in top if t not in done]
+
+    # -- Tune hooks -------------------------------------------------------------------------
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._load()
+        if self.started_at is None:
+            self.started_at = self.clock()
+        from ray.tune.experiment import Trial
+
+        # Tune restores paused trials as PENDING; a trial still waiting at its rung stays paused.
+        # (add_trial files the trial under the status it has after this hook.)
+        if trial.trial_id in self.paused_at and trial.status == Trial.PENDING:
+            trial.set_status(Trial.PAUSED)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        self._controller = tune_controller or self._controller
+        if self.time_attr not in result:
+            return self.CONTINUE
+        t = int(result[self.time_attr])
+        trial_id = trial.trial_id
+        seconds = result.get(M.ROUND_SECONDS, result.get("time_this_iter_s"))
+        if isinstance(seconds, (int, float)) and seconds > 0:
+            previous = self.round_seconds.get(trial_id)
+            self.round_seconds[trial_id] = float(seconds) if previous is None else 0.7 * previous + 0.3 * float(seconds)
+        self.progress[trial_id] = t
+        self.paused_at.pop(trial_id, None)
+        if t >= self.max_t:
+            return self.CONTINUE  # the trainable ends the trial at max_t
+        self._maybe_finish(tune_controller)
+        if self.finishing and trial_id not in self.finalists:
+            return self._pause(trial_id, t, "cut")  # its worker goes to a finalist
+        if t not in self.rungs:
+            return self.CONTINUE
+        score = rank_score(result, self._metric, self._mode)
+        if score is None or not math.isfinite(score):
+            score = -math.inf if self._mode == "max" else math.inf
+        self.rungs[t][trial_id] = score
+        if self.finishing:  # a finalist goes on to max_t
+            self._save()
+            return self.CONTINUE
+        if trial_id in self.promotable(t):
+            self.promoted[t].append(trial_id)
+            self._tell("promoted", trial_id, t)
+            self._save()
+            return self.CONTINUE
+        return self._pause(trial_id, t, "paused")
+
+    def _pause(self, trial_id: str, t: int, why: str) -> str:
+        self.paused_at[trial_id] = t
+        self._tell(why, trial_id, t)
+        self._save()
+        return self.PAUSE
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        self._forget(trial.trial_id, result)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._forget(trial.trial_id, None)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._forget(trial.trial_id, None)
+
+    def _forget(self, trial_id: str, result: dict[str, Any] | None) -> None:
+        self.paused_at.pop(trial_id, None)
+        if result and int(result.get(self.time_attr, 0)) >= self.max_t and trial_id not in self.completed:
+            self.completed.append(trial_id)
+        self._save()
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        """A paused trial to resume (promotable, or a finalist), else the next pending trial, else None."""
+        from ray.tune.experiment import Trial
+
+        self._controller = tune_controller
+        trials = tune_controller.get_trials()
+        by_id = {t.trial_id: t for t in trials}
+        running = sum(t.status == Trial.RUNNING for t in trials)
+        pending = [t for t in trials if t.status == Trial.PENDING]
+        self._maybe_finish(tune_controller)
+        if running < self.max_concurrent:
+            for trial_id in self._to_resume():
+                trial = by_id.get(trial_id)
+                if trial is not None and trial.status == Trial.PAUSED:
+                    level = self.paused_at.pop(trial_id)
+                    if level in self.promoted and not self.finishing:
+                        self.promoted[level].append(trial_id)
+                    self._tell("finalist" if self.finishing else "promoted", trial_id, level)
+                    self._save()
+                    return trial
+        if pending:
+            return pending[0]
+        if running == 0 and self._no_new_trials(tune_controller):
+            if not self.finishing:
+                self._start_finish(trials, why="no new configurations")
+                return None  # the next call resumes the finalist
+            for trial in trials:  # the search is over: trials still waiting at a rung end there
+                if trial.status == Trial.PAUSED and trial.trial_id not in self.finalists:
+                    self._tell("stopped", trial.trial_id, self.paused_at.get(trial.trial_id, 0))
+                    tune_controller.stop_trial(trial)
+        return None
+
+    def _to_resume(self) -> list[str]:
+        if self.finishing:
+            return [t for t in self.finalists if t in self.paused_at]
+        order = []
+        for level in reversed(self.levels):  # the highest rung first (ASHA's get_job)
+            order += [t for t in self.promotable(level) if self.paused_at.get(t) == level]
+        return order
+
+    @staticmethod
+    def _no_new_trials(tune_controller: Any) -> bool:
+        search_alg = getattr(tune_controller, "search_alg", None)
+        return search_alg is None or search_alg.is_finished()
+
+    # -- the finish phase -------------------------------------------------------------------
+    def _candidates(self) -> list[str]:
+        """Trials that could still be trained to max_t, most advanced and best first."""
+        sign = -1.0 if self._mode == "max" else 1.0
+        out = []
+        for trial_id, t in self.progress.items():
+            if t >= self.max_t or trial_id in self.completed:
+                continue
+            level = max((lv for lv in self.levels if lv <= t and trial_id in self.rungs[lv]), default=None)
+            if level is None:
+                continue
+            out.append((-level, sign * self.rungs[level][trial_id], trial_id))
+        return [t for _, _, t in sorted(out)]
+
+    def _maybe_finish(self, tune_controller: Any) -> None:
+        if self.finishing or self.time_budget_s is None or self.started_at is None:
+            return
+        elapsed = self.clock() - self.started_at
+        if elapsed < FINISH_EARLIEST * self.time_budget_s:
+            return
+        finalists = self._candidates()[: self.max_concurrent]
+        if not finalists:
+            return
+        need = max((self.max_t - self.progress[t]) * self.round_seconds.get(t, 0.0) for t in finalists)
+        if self.time_budget_s - elapsed <= FINISH_SAFETY * need:
+            trials = tune_controller.get_trials() if tune_controller is not None else []
+            self._start_finish(trials, why=f"{self.time_budget_s - elapsed:.0f} s left, the finalists need ~{need:.0f} s")
+
+    def _start_finish(self, trials: list[Any], why: str) -> None:
+        self.finishing = True
+        if self.completed and not self.time_budget_s:
+            self.finalists = []  # a trial reached max_t already: nothing more to train
+        else:
+            self.finalists = self._candidates()[: self.max_concurrent if self.time_budget_s else 1]
+        log.info("finish phase (%s): finalists %s", why, self.finalists)
+        for trial_id in self.finalists:
+            self._tell("finalist", trial_id, self.progress.get(trial_id, 0))
+        self._save()
+
+    def admission(self) -> str:
+        """May the searcher start a new configuration: "yes", "wait" (max_concurrent trials run or wait
+        to run) or "done" (the finish phase has begun)."""
+        from ray.tune.experiment import Trial
+
+        if self.finishing:
+            return "done"
+        if self._controller is None:
+            return "yes"
+        busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in self._controller.get_trials())
+        return "yes" if busy < self.max_concurrent else "wait"
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def _tell(self, kind: str, trial_id: str, t: int) -> None:
+        if self.on_decision is not None:
+            self.on_decision(kind, trial_id, t)
+
+    def _state_path(self) -> Path | None:
+        return Path(self.state_dir) / STATE_FILE if self.state_dir else None
+
+    def _save(self) -> None:
+        path = self._state_path()
+        if path is None:
+            return
+        state = {k: getattr(self, k) for k in ("rungs", "promoted", "paused_at", "progress", "round_seconds", "completed",
+                                               "finishing", "finalists")}
+        state["rungs"] = {str(k): v for k, v in self.rungs.items()}
+        state["promoted"] = {str(k): v for k, v in self.promoted.items()}
+        state["levels"] = list(self.levels)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(state, default=float))
+        os.replace(tmp, path)
+
+    def _load(self) -> None:
+        """Once, on the first hook: the rung state a killed driver saved (resume)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        path = self._state_path()
+        if path is None or not path.is_file():
+            return
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            log.warning("%s is unreadable: the resumed search rebuilds its rungs from new results", path)
+            return
+        if [int(x) for x in state.get("levels", [])] != list(self.levels):
+            return
+        self.rungs = {int(k): dict(v) for k, v in state["rungs"].items()}
+        self.promoted = {int(k): list(v) for k, v in state["promoted"].items()}
+        self.paused_at = {k: int(v) for k, v in state["paused_at"].items()}
+        self.progress = {k: int(v) for k, v in state["progress"].items()}
+        self.round_seconds = dict(state["round_seconds"])
+        self.completed = list(state["completed"])
+        self.finishing, self.finalists = bool(state["finishing"]), list(state["finalists"])
+
+    def debug_string(self) -> str:
+        sizes = ", ".join(f"{lv}: {len(self.rungs[lv])}" for lv in self.levels)
+        return f"ASHA with promotions: rungs {{{sizes}}}, {len(self.paused_at)} paused"
+
+
+def load_state(experiment_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The saved rung state of a search folder, or None (another scheduler, or none saved)."""
+    path = Path(experiment_dir) / STATE_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray's stopping ASHA (`asha-stop`)
+
+
+def recent_cutoff(full_cutoff: Callable[[dict], Any], window: int) -> Callable[[dict], Any]:
+    """A rung's cutoff taken over its last `window` recorded results instead of all of them (dicts keep arrival order)."""
+
+    def cutoff(recorded: dict) -> Any:
+        return full_cutoff(dict(list(recorded.items())[-window:]))
+
+    return cutoff
+
+
+def asha_window(reduction_factor: float) -> int:
+    """How many of a rung's latest results a trial is ranked against: RECENT_PER_REDUCTION x reduction_factor."""
+    return max(2, math.ceil(RECENT_PER_REDUCTION * reduction_factor))
+
+
+def asha_scheduler(metric: str, mode: str, *, max_t: int, grace: int, reduction_factor: float, window: int | None = None) -> Any:
+    """Ray's ASHAScheduler on the `round` counter, ranking trials by `rank_score` (ties broken) against each
+    rung's latest `window` results (default `asha_window(reduction_factor)`; 0 = all of them, as Ray does).
+
+    Ray's ASHA promotes a trial in the top 1/reduction_factor of *every* result its rung has seen; TPE
+    proposes better configurations as it learns, so late trials beat most early ones. Ranking against the
+    rung's recent results keeps the rate closer to 1/reduction_factor (benchmarks/README.md, `wide-space`).
+    """
+    from ray.tune.schedulers import ASHAScheduler
+
+    window = asha_window(reduction_factor) if window is None else window
+
+    class TieBreakingASHA(ASHAScheduler):
+        @property
+        def metric(self) -> str:  # what Tune checks every result carries; the score is added here
+            return metric
+
+        def _scored(self, result: dict[str, Any] | None) -> dict[str, Any] | None:
+            if not result:
+                return result
+            score = rank_score(result, metric, mode)
+            return result if score is None else {**result, RANK_SCORE: score}
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+            return super().on_trial_result(tune_controller, trial, self._scored(result))
+
+        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+            super().on_trial_complete(tune_controller, trial, self._scored(result))
+
+    scheduler = TieBreakingASHA(time_attr=M.ROUND, metric=RANK_SCORE, mode=mode, max_t=max_t, grace_period=grace,
+                                reduction_factor=reduction_factor)
+    if window:
+        for bracket in scheduler._brackets:  # Ray's _Bracket.cutoff(recorded) is the one place the rung's results are ranked
+            bracket.cutoff = recent_cutoff(bracket.cutoff, window)
+    return scheduler
