@@ -26,6 +26,7 @@ class ProgressCallback(Callback):
         self.last_status = 0.0
         self.best: tuple[float, str] | None = None
         self.ended: dict[str, str] = {}
+        self.paused: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: keep it printable-free
         return {**self.__dict__, "emit": None}
@@ -75,6 +76,15 @@ class ProgressCallback(Callback):
         self._say(f"failed {trial.trial_id} (see {trial.path}/error.txt) | {self._counts(trials)}")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.rungs:  # ASHA with promotions: a line when a trial starts waiting at a rung
+            for trial in trials:
+                if trial.status == "PAUSED" and trial.trial_id not in self.paused:
+                    self.paused.add(trial.trial_id)
+                    rounds = int((trial.last_result or {}).get(M.ROUND, 0))
+                    self._say(f"pause {trial.trial_id} at round {rounds}/{self.total_rounds} (rung {R.rung_of(rounds, self.rungs)}) "
+                              f"until it ranks in its rung's top 1/{self.spec.budget.reduction_factor:g}")
+                elif trial.status != "PAUSED":
+                    self.paused.discard(trial.trial_id)
         now = time.monotonic()
         if now - self.last_status >= self.interval and any(t.status == "RUNNING" for t in trials):
             self.last_status = now

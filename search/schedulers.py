@@ -112,6 +112,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self.progress: dict[str, int] = {}  # trial -> last round reported
         self.round_seconds: dict[str, float] = {}  # trial -> mean wall seconds of its rounds
         self.completed: list[str] = []  # trials that reached max_t
+        self.resumed: list[tuple[str, int, int, int]] = []  # (trial, rung, its rank there, rung size) of each resume
         self.finishing = False
         self.finalists: list[str] = []
         self.started_at: float | None = None
@@ -155,6 +156,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
 
     # -- Tune hooks -------------------------------------------------------------------------
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._controller = tune_controller or self._controller
         self._load()
         if self.started_at is None:
             self.started_at = self.clock()
@@ -234,6 +236,8 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
                 trial = by_id.get(trial_id)
                 if trial is not None and trial.status == Trial.PAUSED:
                     level = self.paused_at.pop(trial_id)
+                    rank = self._ranked(level).index(trial_id) if trial_id in self.rungs.get(level, {}) else -1
+                    self.resumed.append((trial_id, level, rank, len(self.rungs.get(level, {}))))
                     if level in self.promoted and not self.finishing:
                         self.promoted[level].append(trial_id)
                     self._tell("finalist" if self.finishing else "promoted", trial_id, level)
@@ -328,7 +332,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         if path is None:
             return
         state = {k: getattr(self, k) for k in ("rungs", "promoted", "paused_at", "progress", "round_seconds", "completed",
-                                               "finishing", "finalists")}
+                                               "resumed", "finishing", "finalists")}
         state["rungs"] = {str(k): v for k, v in self.rungs.items()}
         state["promoted"] = {str(k): v for k, v in self.promoted.items()}
         state["levels"] = list(self.levels)
@@ -358,6 +362,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self.progress = {k: int(v) for k, v in state["progress"].items()}
         self.round_seconds = dict(state["round_seconds"])
         self.completed = list(state["completed"])
+        self.resumed = [tuple(x) for x in state.get("resumed", [])]
         self.finishing, self.finalists = bool(state["finishing"]), list(state["finalists"])
 
     def debug_string(self) -> str:

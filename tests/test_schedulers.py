@@ -1,0 +1,248 @@
+"""ASHA with promotions, the rung-aware sampler and auto-sized rounds, driven directly (no Ray runtime).
+
+The scheduler is the real `PromotionASHA`; Tune's controller is replaced by the few calls the scheduler
+makes on it (`get_trials`, `stop_trial`, `search_alg.is_finished`), with real `ray.tune` Trial objects.
+End-to-end searches on real Ray are in tests/test_promotions.py.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from ray.tune.experiment import Trial
+
+from search.budget import Speed, auto_round_samples
+from search.results import PRUNED, TIMED_OUT, COMPLETED, ended_outcome, rung_of
+from search.sampler import RungAwareTPE
+from search.schedulers import PromotionASHA, load_state, rung_levels
+from search.spec import parse_spec
+from search.tuner import DefineByRun
+from tests._search_helpers import QUICKSTART
+
+
+class Controller:
+    """What PromotionASHA uses of Tune's controller."""
+
+    class SearchAlg:
+        def __init__(self) -> None:
+            self.finished = False
+
+        def is_finished(self) -> bool:
+            return self.finished
+
+    def __init__(self, scheduler: PromotionASHA) -> None:
+        self.scheduler, self.trials, self.search_alg = scheduler, [], self.SearchAlg()
+
+    def get_trials(self) -> list[Trial]:
+        return self.trials
+
+    def add(self, trial_id: str) -> Trial:
+        trial = Trial("__fake", trial_id=trial_id, stub=True)
+        self.scheduler.on_trial_add(self, trial)
+        self.trials.append(trial)
+        trial.set_status(Trial.RUNNING)
+        return trial
+
+    def report(self, trial: Trial, rounds: int, acc: float, seconds: float = 1.0) -> str:
+        decision = self.scheduler.on_trial_result(self, trial, {"round": rounds, "val_acc": acc, "val_loss": 1 - acc,
+                                                                "epoch_seconds": seconds})
+        if decision == "PAUSE":
+            trial.set_status(Trial.PAUSED)
+        return decision
+
+    def stop_trial(self, trial: Trial) -> None:
+        if trial.status in (Trial.PAUSED, Trial.PENDING):
+            self.scheduler.on_trial_remove(self, trial)
+        trial.set_status(Trial.TERMINATED)
+
+
+def _scheduler(**kwargs: Any) -> PromotionASHA:
+    options = {"max_t": 16, "grace": 1, "reduction_factor": 4, "max_concurrent": 2}
+    return PromotionASHA("val_acc", "max", **{**options, **kwargs})
+
+
+def test_rung_levels_are_grace_times_powers_of_the_reduction_factor_below_max_t():
+    assert rung_levels(1, 4, 150) == (1, 4, 16, 64)
+    assert rung_levels(2, 3, 12) == (2, 6)
+    assert rung_levels(1, 4, 16) == (1, 4)
+    assert rung_levels(3, 3, 3) == ()
+    assert rung_of(4, (1, 4, 16)) == 2 and rung_of(0, (1, 4)) == 0
+
+
+def test_the_first_trial_at_a_rung_pauses_instead_of_going_on_for_lack_of_rivals():
+    scheduler = _scheduler()
+    tune = Controller(scheduler)
+    first = tune.add("a")
+    assert tune.report(first, 1, 0.90) == "PAUSE"
+    # three more, all worse: the rung holds 4 results, floor(4/4) = 1 promotion, and it is the first trial's
+    for i, acc in enumerate((0.5, 0.6, 0.7)):
+        assert tune.report(tune.add(f"b{i}"), 1, acc) == "PAUSE"
+    assert scheduler.promotable(1) == ["a"]
+    tune.trials[-1].set_status(Trial.TERMINATED)  # a worker is free
+    assert tune.scheduler.choose_trial_to_run(tune) is first
+    assert scheduler.resumed == [("a", 1, 0, 4)]
+    assert scheduler.choose_trial_to_run(tune) is None  # promoted once only; the others are below the cutoff
+
+
+def test_a_trial_below_its_rungs_cutoff_is_never_resumed_and_ends_pruned_at_the_end():
+    scheduler = _scheduler(reduction_factor=2, max_t=4)  # rungs 1, 2
+    tune = Controller(scheduler)
+    trials = [tune.add(f"t{i}") for i in range(4)]
+    decisions = [tune.report(t, 1, acc) for t, acc in zip(trials, (0.1, 0.9, 0.2, 0.8))]
+    # t1 arrives as the 2nd result, the top 1 of 2: it goes on at once; t3 is in the top 2 of 4 with t1
+    assert decisions == ["PAUSE", "CONTINUE", "PAUSE", "CONTINUE"]
+    for t in (trials[1], trials[3]):  # both trained to the end
+        t.set_status(Trial.TERMINATED)
+        scheduler.on_trial_complete(tune, t, {"round": 4, "val_acc": 0.95})
+    tune.search_alg.finished = True
+    for _ in range(3):  # nothing promotable, nothing new, a trial already at max_t: the waiting ones are stopped
+        assert scheduler.choose_trial_to_run(tune) is None
+    assert [t.status for t in trials] == ["TERMINATED"] * 4
+    assert [r[0] for r in scheduler.resumed] == []  # t0 and t2 were never resumed
+    assert ended_outcome(1, 4, scheduler.levels) == PRUNED
+
+
+def test_without_a_time_budget_the_best_paused_trial_is_trained_to_max_t_when_nothing_else_can_run():
+    scheduler = _scheduler(reduction_factor=3, max_t=9, grace=1)  # rungs 1, 3
+    tune = Controller(scheduler)
+    trials = [tune.add(f"t{i}") for i in range(3)]
+    for t, acc in zip(trials, (0.3, 0.5, 0.4)):
+        tune.report(t, 1, acc)
+    # t1 is promoted as the 2nd... floor(2/3) = 0: no; as the 3rd result, t1 is the top 1 of 3
+    promoted = scheduler.choose_trial_to_run(tune)
+    assert promoted is trials[1] and promoted.status == Trial.PAUSED
+    promoted.set_status(Trial.RUNNING)
+    assert tune.report(promoted, 2, 0.6) == "CONTINUE"
+    assert tune.report(promoted, 3, 0.7) == "PAUSE"  # alone at rung 3
+    tune.search_alg.finished = True
+    assert scheduler.choose_trial_to_run(tune) is None and scheduler.finishing and scheduler.finalists == ["t1"]
+    assert scheduler.choose_trial_to_run(tune) is promoted  # the finalist goes on
+    promoted.set_status(Trial.RUNNING)
+    assert tune.report(promoted, 4, 0.72) == "CONTINUE"
+    promoted.set_status(Trial.TERMINATED)
+    scheduler.on_trial_complete(tune, promoted, {"round": 9, "val_acc": 0.8})
+    assert scheduler.choose_trial_to_run(tune) is None
+    assert [t.status for t in trials] == ["TERMINATED"] * 3  # the others were stopped where they waited
+
+
+def test_with_a_time_budget_the_last_part_goes_to_finalists_and_new_trials_are_refused():
+    now = [0.0]
+    scheduler = _scheduler(reduction_factor=2, max_t=8, time_budget_s=100.0, clock=lambda: now[0])
+    tune = Controller(scheduler)
+    a, b = tune.add("a"), tune.add("b")
+    assert scheduler.admission() == "wait"  # two trials run, as many as max_concurrent
+    tune.report(a, 1, 0.5)
+    assert scheduler.admission() == "yes"
+    assert tune.report(b, 1, 0.7) == "CONTINUE"  # top 1 of 2: goes on
+    now[0] = 60.0  # 40 s left; b needs 5 more rounds of 1 s, a 7: 1.25 x 7 s < 40 s, not yet
+    assert tune.report(b, 3, 0.75) == "CONTINUE" and not scheduler.finishing
+    assert tune.report(b, 3, 0.8, seconds=40.0) == "CONTINUE"  # slow rounds: 1.25 x 5 x 12.7 s > 40 s left
+    assert scheduler.finishing and scheduler.finalists == ["b", "a"]
+    assert scheduler.admission() == "done"
+    c = tune.add("c")  # a trial the searcher had already queued: cut at its first report
+    assert tune.report(c, 1, 0.99) == "PAUSE"
+    assert ended_outcome(0, 8, scheduler.levels) == TIMED_OUT and ended_outcome(8, 8, scheduler.levels) == COMPLETED
+    b.set_status(Trial.TERMINATED)
+    assert scheduler.choose_trial_to_run(tune) is a  # the other finalist resumes
+
+
+def test_rungs_and_pauses_survive_a_killed_driver(tmp_path):
+    scheduler = _scheduler(state_dir=tmp_path)
+    tune = Controller(scheduler)
+    tune.report(tune.add("a"), 1, 0.9)
+    saved = load_state(tmp_path)
+    assert saved["paused_at"] == {"a": 1} and saved["levels"] == [1, 4]
+    # a new driver: Tune restores the paused trial as PENDING; the scheduler keeps it paused
+    restored = _scheduler(state_dir=tmp_path)
+    trial = Trial("__fake", trial_id="a", stub=True)
+    restored.on_trial_add(None, trial)
+    assert trial.status == Trial.PAUSED and restored.paused_at == {"a": 1} and "a" in restored.rungs[1]
+    other = Trial("__fake", trial_id="new", stub=True)
+    restored.on_trial_add(None, other)
+    assert other.status == Trial.PENDING
+
+
+def test_the_sampler_tells_optuna_a_trial_stopped_at_a_rung_as_pruned_not_complete():
+    """Ray's OptunaSearch tells a 1-round trial COMPLETE with its 1-round value; TPE would rank it with full runs."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    spec = parse_spec({**__import__("yaml").safe_load(QUICKSTART.read_text()), "name": "s"})
+    space = DefineByRun(spec.space, spec.baseline)
+    ours = RungAwareTPE(space, metric="val_acc", mode="max", seed=0, max_t=12)
+    rays = OptunaSearch(space=space, metric="val_acc", mode="max", seed=0)
+    for searcher in (ours, rays):
+        for i, acc in enumerate((0.5, 0.97)):
+            config = searcher.suggest(f"t{i}")
+            assert config
+            searcher.on_trial_result(f"t{i}", {"round": 1, "training_iteration": 1, "val_acc": acc})
+        searcher.on_trial_complete("t0", {"round": 1, "training_iteration": 1, "val_acc": 0.5})  # stopped at rung 1
+        for r in range(2, 13):
+            searcher.on_trial_result("t1", {"round": r, "training_iteration": r, "val_acc": 0.97 + r / 1000})
+        searcher.on_trial_complete("t1", {"round": 12, "training_iteration": 12, "val_acc": 0.98})
+    states = {t.number: t.state.name for t in rays._ot_study.get_trials()}
+    assert states == {0: "COMPLETE", 1: "COMPLETE"}  # the 1-round trial counted as a finished one
+    view = ours.study().get_trials()
+    assert [(t.state.name, t.value) for t in view] == [("PRUNED", None), ("COMPLETE", pytest.approx(0.981))]  # its best round
+    assert dict(view[0].intermediate_values) == {1: 0.5}
+    # a paused trial is shown to TPE as what it reached so far (pruned at its rung), and updated when promoted
+    ours.suggest("t2")
+    ours.on_trial_result("t2", {"round": 1, "val_acc": 0.9})
+    assert ours.tpe_view() == {"complete": 1, "pruned": 2}
+    ours.on_trial_result("t2", {"round": 4, "val_acc": 0.95})
+    assert dict(ours.study().get_trials()[2].intermediate_values) == {1: 0.9, 4: 0.95}
+
+
+def test_the_sampler_suggests_the_baseline_first_and_the_same_sequence_for_the_same_history():
+    import yaml
+
+    spec = parse_spec({**yaml.safe_load(QUICKSTART.read_text()), "name": "s"})
+
+    def run() -> list[dict]:
+        searcher = RungAwareTPE(DefineByRun(spec.space, spec.baseline), metric="val_acc", mode="max", seed=3, max_t=12,
+                                points_to_evaluate=[spec.baseline_point()])
+        configs = []
+        for i in range(14):
+            configs.append(searcher.suggest(f"t{i}"))
+            searcher.on_trial_complete(f"t{i}", {"round": 1, "val_acc": (i * 37 % 11) / 11})
+        return configs
+
+    first = run()
+    assert first[0] == spec.baseline_point()
+    assert first == run()
+    assert len({str(c) for c in first}) == len(first)
+
+
+def test_the_searcher_waits_while_max_concurrent_trials_run_and_stops_in_the_finish_phase():
+    scheduler = _scheduler()
+    tune = Controller(scheduler)
+    searcher = RungAwareTPE(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), metric="val_acc", mode="max",
+                            seed=0, max_t=16, admission=scheduler.admission)
+    assert searcher.suggest("a") is not None
+    tune.add("a"), tune.add("b")
+    assert searcher.suggest("c") is None  # "wait": Tune asks again later
+    scheduler.finishing = True
+    assert searcher.suggest("c") == RungAwareTPE.FINISHED
+
+
+@pytest.mark.parametrize("budget, expect", [("30m", (20, 80)), ("10m", (20, 80))])
+def test_auto_rounds_let_the_first_rung_see_dozens_of_configurations(budget, expect):
+    """55,000 train images at ~2,200 samples/s (a 25 s epoch), 30 epochs, 2 workers, reduction factor 4."""
+    import yaml
+
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["budget"].update({"time_budget": budget, "max_epochs": 30, "reduction_factor": 4, "max_concurrent": 2})
+    spec = parse_spec(raw)
+    speed = Speed(samples_per_second=2200.0, eval_seconds=1.0)
+    samples = auto_round_samples(spec, 55_000, speed)
+    assert samples is not None and samples < 55_000
+    round_seconds = samples / speed.samples_per_second + speed.eval_seconds
+    full = 30 * 55_000 / speed.samples_per_second
+    levels = math.log(full / round_seconds, 4)
+    configs = spec.budget.time_budget_s * 2 / (round_seconds * (levels + 1))
+    assert expect[0] <= configs <= expect[1], (samples, round_seconds, configs)
+    # without a time budget: rounds of ~30 s; small data sets: one epoch
+    raw["budget"]["time_budget"] = None
+    assert auto_round_samples(parse_spec(raw), 110_000, speed) == pytest.approx(29 * 2200, rel=0.01)
+    assert auto_round_samples(parse_spec(raw), 55_000, speed) is None  # an epoch is shorter than 30 s
+    assert auto_round_samples(parse_spec(raw), 20_000, Speed(samples_per_second=5000.0, eval_seconds=0.1)) is None
