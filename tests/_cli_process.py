@@ -40,10 +40,14 @@ class CliProcess:
                     out[words[0]] = int(words[2].split("/")[0])
         return out
 
-    def wait_for(self, ended: int, timeout: float = 300) -> None:
-        """Until `ended` trials have ended; fails with the output if the process exits or time runs out."""
+    def paused(self) -> set[str]:
+        """Trials the progress lines reported as paused at a rung (ASHA with promotions)."""
+        return {line.split("] pause ", 1)[1].split()[0] for line in list(self.lines) if "] pause " in line}
+
+    def wait_for(self, ended: int, timeout: float = 300, *, paused: int = 0) -> None:
+        """Until `ended` trials have ended and `paused` have paused; fails with the output if the process exits or time runs out."""
         deadline = time.monotonic() + timeout
-        while len(self.ended()) < ended:
+        while len(self.ended()) < ended or len(self.paused()) < paused:
             assert self.proc.poll() is None, self.tail()
             assert time.monotonic() < deadline, self.tail()
             time.sleep(0.2)

@@ -5,6 +5,7 @@ kill is real. Marked slow (about 2 minutes).
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -29,9 +30,9 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_without_duplicates(tmp_path):
     env = {**os.environ, "HPSEARCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
 
-    # 1. Ctrl-C after two trials ended: exit 130, the resume command printed, nothing left RUNNING in MLflow.
+    # 1. Ctrl-C once two trials wait at a rung: exit 130, the resume command printed, nothing left RUNNING in MLflow.
     run = CliProcess(["run", str(spec), "--name", "k", "--storage", str(storage)], env)
-    run.wait_for(2)
+    run.wait_for(0, paused=2)
     os.kill(run.proc.pid, signal.SIGINT)
     assert run.finish() == 130, "\n".join(run.lines[-30:])
     assert any("resume with: hpsearch resume k" in ln for ln in run.lines)
@@ -42,19 +43,20 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_without_duplicates(tmp_path):
     assert len(parent) == 1 and parent[0].info.status == "KILLED" and parent[0].data.tags["interrupted"] == "true"
     parent_id = parent[0].info.run_id
 
-    # 2. Resume, then SIGKILL the driver mid-search.
+    # 2. Resume, then SIGKILL the driver mid-search, with trials paused at their rungs.
     resumed = CliProcess(["resume", "k", "--storage", str(storage)], env)
-    resumed.wait_for(2)
+    resumed.wait_for(0, paused=4)
     resumed.kill_hard()
     state = R.read_state(storage / "k")
-    records = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"])
+    records = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"], rungs=state["rungs"])
     done_before = {r.trial_id: r.history for r in records if r.status in (R.COMPLETED, R.PRUNED)}
-    assert done_before, "no trial had finished before the kill"
+    paused_before = {r.trial_id: r.history for r in records if r.status == R.PAUSED}
+    assert paused_before, [(r.trial_id, r.status) for r in records]
 
     # 3. Resume to the end.
     final = CliProcess(["resume", "k", "--storage", str(storage)], env)
     assert final.finish() == 0, "\n".join(final.lines[-40:])
-    records = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"])
+    records = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"], rungs=state["rungs"])
     assert len(records) == 8, [(r.trial_id, r.status) for r in records]
     assert all(r.status in (R.COMPLETED, R.PRUNED) for r in records), [(r.trial_id, r.status) for r in records]
     assert records[0].index == 1
@@ -63,6 +65,13 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_without_duplicates(tmp_path):
         assert [h["round"] for h in now.history] == [h["round"] for h in history]
         assert [h["val_acc"] for h in now.history] == [h["val_acc"] for h in history]
         assert [h["time_total_s"] for h in now.history] == [h["time_total_s"] for h in history]
+    for trial_id, history in paused_before.items():  # paused trials went on from their rung (or ended there), none re-run
+        now = next(r for r in records if r.trial_id == trial_id)
+        assert [h["val_acc"] for h in now.history[: len(history)]] == [h["val_acc"] for h in history]
+        assert [h["round"] for h in now.history] == list(range(1, now.rounds + 1))
+    for record in [r for r in records if r.trial_id in {**done_before, **paused_before}]:  # each round reported once
+        rounds = [json.loads(line)["round"] for line in (record.path / "result.json").read_text().splitlines() if line.strip()]
+        assert rounds == list(range(1, len(rounds) + 1)), (record.trial_id, rounds)
 
     all_runs = mlflow_runs(uri, "resume-test")
     assert not [r for r in all_runs if r.info.status == "RUNNING"]

@@ -1,0 +1,76 @@
+"""ASHA with promotions on real Ray Tune + Optuna + MLflow (no mocks): 2 workers, 8 trials on digits.
+
+Trials pause at a rung with their checkpoint and the top 1/reduction_factor resume from it; the
+rest end pruned at their rung, in the results and in MLflow.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from search import results as R
+from search.schedulers import load_state
+from search.tuner import run_search
+from tests._search_helpers import mlflow_runs, small_spec
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory, ray_local):
+    tmp = tmp_path_factory.mktemp("promotions")
+    spec = small_spec(tmp, name="promo", samples=8, max_epochs=9, grace_period=1, reduction_factor=3, max_concurrent=2)
+    return run_search(spec, name="p", storage=str(tmp / "runs"), on_event=None)
+
+
+def _reported_rounds(record: R.TrialRecord) -> list[int]:
+    """Every round Tune logged for a trial, duplicates included (read_history keeps one per round)."""
+    return [json.loads(line)["round"] for line in (record.path / "result.json").read_text().splitlines() if line.strip()]
+
+
+def test_a_paused_trial_resumes_from_its_checkpoint_and_its_rounds_continue(promoted):
+    state = load_state(promoted.experiment_dir)
+    assert state is not None and state["levels"] == [1, 3]
+    assert state["resumed"], "no trial was paused and later resumed"
+    by_id = {r.trial_id: r for r in promoted.records}
+    for trial_id, level, _, _ in state["resumed"]:
+        record = by_id[trial_id]
+        assert record.rounds > level  # it trained past the rung it waited at
+        assert _reported_rounds(record) == list(range(1, record.rounds + 1))  # from the checkpoint: no round re-run
+        epochs = [h["epoch"] for h in record.history]
+        assert epochs == sorted(epochs) and len(set(epochs)) == len(epochs)
+
+
+def test_no_trial_goes_past_a_rung_unless_it_ranked_in_the_top_third_there(promoted):
+    state = load_state(promoted.experiment_dir)
+    for trial_id, level, rank, size in state["resumed"]:
+        assert rank < size // 3 or trial_id in state["finalists"], (trial_id, level, rank, size)
+    for record in promoted.records:
+        for level in state["levels"]:
+            if record.rounds > level:
+                assert record.trial_id in state["promoted"][str(level)] or record.trial_id in state["finalists"]
+    # the first rung saw all 8 trials; floor(8/3) = 2 went on from it, not one per worker for lack of rivals
+    assert len(state["rungs"]["1"]) == 8
+    assert 2 <= len(state["promoted"]["1"]) <= 4
+    assert sum(r.rounds >= 9 for r in promoted.records) <= 2
+
+
+def test_trials_never_promoted_again_end_pruned_at_their_rung_everywhere(promoted):
+    statuses = {r.trial_id: r.status for r in promoted.records}
+    assert set(statuses.values()) <= {R.COMPLETED, R.PRUNED}, statuses
+    assert list(statuses.values()).count(R.PRUNED) >= 4
+    assert not promoted.interrupted
+    table = promoted.table()
+    assert {"rung", "status"} <= set(table.columns)
+    assert set(table.loc[table["status"] == R.PRUNED, "rounds"]) <= {1, 3}
+    runs = mlflow_runs(promoted.tracking["tracking_uri"], "promo")
+    children = {r.data.tags["trial_id"]: r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"}
+    assert sorted(children) == sorted(statuses)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    for trial_id, status in statuses.items():
+        run = children[trial_id]
+        assert run.data.tags.get("paused") == "false"
+        if status == R.PRUNED:
+            assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
+            assert run.data.tags["stopped_at_rung"] in ("1", "2")
+        else:
+            assert run.info.status == "FINISHED"
