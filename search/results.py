@@ -20,7 +20,7 @@ from trainables.errors import UserError
 
 STATE_FILE = "hpsearch.json"  # the search's own state beside Ray's experiment_state-*.json
 RUNS_FILE = "mlflow_runs.json"  # search.tracking's trial → MLflow run map (same name as tracking.RUNS_FILE)
-SCHEDULER_STATE_FILE = "scheduler_state.json"  # ASHA with promotions' rungs and pauses (search.schedulers.STATE_FILE)
+SCHEDULER_STATE_FILE = "asha_rungs.state"  # ASHA with promotions' rungs and pauses (search.schedulers.STATE_FILE)
 BEST_DIR = "best"  # <search folder>/best/checkpoint.pt: the final model (search.report writes it)
 
 # A search folder is a local Path, or a URI string (s3://bucket/prefix/NAME?...) read through

@@ -17,7 +17,7 @@ finalists (as many as workers) run to `max_t`, and the other trials stay paused.
 without a time budget that has run out of new configurations trains its best trial to the end
 if none got there. Paused trials left at the end are stopped: pruned at their rung.
 
-Rung decisions and pauses are saved to `scheduler_state.json` in the search folder on every
+Rung decisions and pauses are saved to `asha_rungs.state` in the search folder on every
 change, so a resumed search (Tune restores paused trials as PENDING) pauses them again
 instead of letting them train past their rung.
 """
@@ -35,7 +35,9 @@ from trainables import metrics as M
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "scheduler_state.json"
+# JSON, but not named *.json: on resume Tune copies the search folder's *.json and *.pkl into its
+# staging folder and copies them back when it ends, which would put the killed driver's rungs back.
+STATE_FILE = "asha_rungs.state"
 FINISH_SAFETY = 1.25  # the finish phase starts when the time left is 1.25 x the finalists' measured need
 FINISH_EARLIEST = 0.5  # ... but never before half the time budget has gone (else a search would only finish)
 
@@ -119,6 +121,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self.on_decision: Callable[[str, str, int], None] | None = None
         self._controller: Any = None
         self._loaded = False
+        self._known: set[str] = set()  # trials Tune added in this driver (a killed driver's unsaved ones are not)
 
     # Tune pickles the scheduler into tuner.pkl before the search: plain data only.
     def __getstate__(self) -> dict[str, Any]:
@@ -162,10 +165,17 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             self.started_at = self.clock()
         from ray.tune.experiment import Trial
 
-        # Tune restores paused trials as PENDING; a trial still waiting at its rung stays paused.
-        # (add_trial files the trial under the status it has after this hook.)
+        self._known.add(trial.trial_id)
+        # Tune restores paused trials as PENDING; a trial still waiting at its rung stays paused (add_trial
+        # files the trial under the status it has after this hook). One whose pause Tune's saved state
+        # missed (the driver died in between) goes back to its last saved round and meets the rung again.
         if trial.trial_id in self.paused_at and trial.status == Trial.PENDING:
-            trial.set_status(Trial.PAUSED)
+            restored = int((trial.last_result or {}).get(self.time_attr, 0))
+            if restored >= self.paused_at[trial.trial_id]:
+                trial.set_status(Trial.PAUSED)
+            else:
+                del self.paused_at[trial.trial_id]
+                self.progress[trial.trial_id] = restored
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         self._controller = tune_controller or self._controller
@@ -192,6 +202,8 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self.rungs[t][trial_id] = score
         if self.finishing:  # a finalist goes on to max_t
             self._save()
+            return self.CONTINUE
+        if trial_id in self.promoted[t]:  # promoted before a restart sent it back below this rung
             return self.CONTINUE
         if trial_id in self.promotable(t):
             self.promoted[t].append(trial_id)
@@ -274,7 +286,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         sign = -1.0 if self._mode == "max" else 1.0
         out = []
         for trial_id, t in self.progress.items():
-            if t >= self.max_t or trial_id in self.completed:
+            if t >= self.max_t or trial_id in self.completed or trial_id not in self._known:
                 continue
             level = max((lv for lv in self.levels if lv <= t and trial_id in self.rungs[lv]), default=None)
             if level is None:

@@ -7,6 +7,7 @@ in benchmarks/results/ are left alone.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,3 +54,33 @@ def test_benchmark_smoke(name, tmp_path):
     for row in EXPECTED_ROWS[name]:
         assert row in report, f"{row!r} missing from {name}.md:\n{report}"
     assert report in proc.stdout  # the table is printed too
+
+
+ANYTIME_METHODS = ("hpsearch", "hpsearch-asha-stop", "optuna", "ray-tune")
+
+
+def test_anytime_smoke(tmp_path):
+    """benchmarks/anytime.py --smoke (tiny generated glyphs, 25 s of search per method; about 2 minutes in all):
+    every method tried configurations and handed over a model with a test accuracy; the per-seed report, plot and
+    summary are written."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HPSEARCH_CACHE": str(tmp_path / "cache")}  # the smoke data set goes there
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "anytime.py"), "--smoke", "--out", str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((tmp_path / "anytime_seed0.json").read_text())
+    assert record["smoke"] and record["seed"] == 0
+    assert sorted(record["methods"]) == sorted(ANYTIME_METHODS), record.get("skipped")
+    for method, outcome in record["methods"].items():
+        assert outcome["configurations"] > 0, method
+        assert outcome["test_acc"] is not None and 0.0 <= outcome["test_acc"] <= 1.0, method
+        assert outcome["trace"] and outcome["chosen"]["config"] is not None, method
+        assert 0.0 <= outcome["share_outside_top_quarter"] <= 1.0, method
+    assert len(record["retrain"]["test"]) == 2
+    report = (tmp_path / "anytime_seed0.md").read_text()
+    for line in ("- machine:", "- code: commit", "- mode: **smoke**", "| best val acc so far at |", "| noise floor: the config hpsearch handed over",
+                 *(f"| `{m}` |" for m in ANYTIME_METHODS)):
+        assert line in report, line
+    assert (tmp_path / "anytime_seed0.png").stat().st_size > 0
+    summary = (tmp_path / "anytime_summary.md").read_text()
+    assert "| hpsearch vs |" in summary and "| `ray-tune` |" in summary

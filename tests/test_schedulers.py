@@ -151,13 +151,19 @@ def test_rungs_and_pauses_survive_a_killed_driver(tmp_path):
     scheduler = _scheduler(state_dir=tmp_path)
     tune = Controller(scheduler)
     tune.report(tune.add("a"), 1, 0.9)
+    tune.report(tune.add("b"), 1, 0.8)
     saved = load_state(tmp_path)
-    assert saved["paused_at"] == {"a": 1} and saved["levels"] == [1, 4]
+    assert saved["paused_at"] == {"a": 1, "b": 1} and saved["levels"] == [1, 4]
     # a new driver: Tune restores the paused trial as PENDING; the scheduler keeps it paused
     restored = _scheduler(state_dir=tmp_path)
     trial = Trial("__fake", trial_id="a", stub=True)
+    trial.update_last_result({"round": 1, "val_acc": 0.9})
     restored.on_trial_add(None, trial)
-    assert trial.status == Trial.PAUSED and restored.paused_at == {"a": 1} and "a" in restored.rungs[1]
+    assert trial.status == Trial.PAUSED and "a" in restored.paused_at and "a" in restored.rungs[1]
+    # b's pause never reached Tune's saved state (no round 1 there): it trains round 1 again and meets the rung
+    lost = Trial("__fake", trial_id="b", stub=True)
+    restored.on_trial_add(None, lost)
+    assert lost.status == Trial.PENDING and "b" not in restored.paused_at
     other = Trial("__fake", trial_id="new", stub=True)
     restored.on_trial_add(None, other)
     assert other.status == Trial.PENDING
