@@ -16,11 +16,12 @@ seed and the number of trials so far: the same history gives the same suggestion
 """
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 from typing import Any, Callable
 
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from trainables import metrics as M
 
@@ -30,20 +31,16 @@ RUNNING, COMPLETE, PRUNED, FAILED = "running", "complete", "pruned", "failed"
 class RungAwareTPE(Searcher):
     """Ray Tune `Searcher` over `space` (a define-by-run callable taking an Optuna trial); see the module docstring.
 
-    `points_to_evaluate` are suggested first (the spec's baseline). `admission` (ASHA with promotions,
-    which owns how many trials run) answers "yes", "wait" (as many trials run as may) or "done" (its
-    finish phase has begun: no new configuration).
+    `points_to_evaluate` are suggested first (the spec's baseline).
     """
 
     def __init__(self, space: Callable[[Any], Any], *, metric: str, mode: str, seed: int, max_t: int,
-                 points_to_evaluate: list[dict[str, Any]] | None = None,
-                 admission: Callable[[], str] | None = None) -> None:
+                 points_to_evaluate: list[dict[str, Any]] | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', but got {mode=!r}")
         self.space, self.seed, self.max_t = space, int(seed), int(max_t)
         self.points = [dict(p) for p in (points_to_evaluate or [])]
-        self.admission = admission
         self.trials: dict[str, dict[str, Any]] = {}  # trial id -> params, distributions, curve, state
         self._frozen: dict[str, Any] = {}  # trial id -> the FrozenTrial last built for it
 
@@ -67,11 +64,6 @@ class RungAwareTPE(Searcher):
         return study
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        answer = self.admission() if self.admission is not None else "yes"
-        if answer == "done":
-            return Searcher.FINISHED
-        if answer == "wait":
-            return None
         study = self.study()
         if len(self.trials) < len(self.points):
             study.enqueue_trial(self.points[len(self.trials)])
@@ -141,3 +133,37 @@ class RungAwareTPE(Searcher):
             state = pickle.load(f)
         self.trials, self.points, self.seed, self.max_t = state["trials"], state["points"], state["seed"], state["max_t"]
         self._frozen = {}
+
+
+class AdmissionLimiter(ConcurrencyLimiter):
+    """A ConcurrencyLimiter that asks ASHA with promotions whether a new configuration may start.
+
+    Ray's limiter counts a paused trial as in flight, so two paused trials would block a 2-worker search;
+    the scheduler, which knows which trials run, answers `admission()`: "yes", "wait" (max_concurrent
+    trials run or wait to run) or "done" (the finish phase has begun). Being a ConcurrencyLimiter, it
+    also tells Tune to keep up to max_concurrent trials pending (Tune keeps 1 for other searchers).
+    """
+
+    def __init__(self, searcher: Searcher, max_concurrent: int, admission: Callable[[], str]) -> None:
+        super().__init__(searcher, max_concurrent=max_concurrent)
+        self.admission = admission
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        answer = self.admission()
+        if answer == "done":
+            return Searcher.FINISHED
+        if answer == "wait":
+            return None
+        suggestion = self.searcher.suggest(trial_id)
+        if suggestion is not None and suggestion != Searcher.FINISHED:
+            self.live_trials.add(trial_id)
+        return suggestion
+
+    def get_state(self) -> dict[str, Any]:  # saved with the experiment: no scheduler inside
+        state = {k: v for k, v in self.__dict__.items() if k not in ("searcher", "admission")}
+        return copy.deepcopy(state)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        admission = self.admission
+        self.__dict__.update(state)
+        self.admission = admission

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # staging folder and copies them back when it ends, which would put the killed driver's rungs back.
 STATE_FILE = "asha_rungs.state"
 FINISH_SAFETY = 1.25  # the finish phase starts when the time left is 1.25 x the finalists' measured need
+RESUME_SECONDS = 5.0  # a finalist's restart from its checkpoint and its last save, on top of its rounds
 FINISH_EARLIEST = 0.5  # ... but never before half the time budget has gone (else a search would only finish)
 
 RANK_SCORE = "hpsearch_rank_score"  # what Ray's ASHA ranks trials by (never written to result.json)
@@ -122,6 +123,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self._controller: Any = None
         self._loaded = False
         self._known: set[str] = set()  # trials Tune added in this driver (a killed driver's unsaved ones are not)
+        self._fresh: set[str] = set()  # trials whose next report is the first since they (re)started: its time includes start-up
 
     # Tune pickles the scheduler into tuner.pkl before the search: plain data only.
     def __getstate__(self) -> dict[str, Any]:
@@ -166,6 +168,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         from ray.tune.experiment import Trial
 
         self._known.add(trial.trial_id)
+        self._fresh.add(trial.trial_id)
         # Tune restores paused trials as PENDING; a trial still waiting at its rung stays paused (add_trial
         # files the trial under the status it has after this hook). One whose pause Tune's saved state
         # missed (the driver died in between) goes back to its last saved round and meets the rung again.
@@ -183,7 +186,10 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             return self.CONTINUE
         t = int(result[self.time_attr])
         trial_id = trial.trial_id
-        seconds = result.get(M.ROUND_SECONDS, result.get("time_this_iter_s"))
+        seconds = result.get("time_this_iter_s", result.get(M.ROUND_SECONDS))  # wall time between reports
+        if trial_id in self._fresh:  # the first report after a (re)start also timed the start-up
+            self._fresh.discard(trial_id)
+            seconds = result.get(M.ROUND_SECONDS, seconds) if trial_id not in self.round_seconds else None
         if isinstance(seconds, (int, float)) and seconds > 0:
             previous = self.round_seconds.get(trial_id)
             self.round_seconds[trial_id] = float(seconds) if previous is None else 0.7 * previous + 0.3 * float(seconds)
@@ -248,6 +254,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
                 trial = by_id.get(trial_id)
                 if trial is not None and trial.status == Trial.PAUSED:
                     level = self.paused_at.pop(trial_id)
+                    self._fresh.add(trial_id)
                     rank = self._ranked(level).index(trial_id) if trial_id in self.rungs.get(level, {}) else -1
                     self.resumed.append((trial_id, level, rank, len(self.rungs.get(level, {}))))
                     if level in self.promoted and not self.finishing:
@@ -303,7 +310,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         finalists = self._candidates()[: self.max_concurrent]
         if not finalists:
             return
-        need = max((self.max_t - self.progress[t]) * self.round_seconds.get(t, 0.0) for t in finalists)
+        need = max((self.max_t - self.progress[t]) * self.round_seconds.get(t, 0.0) for t in finalists) + RESUME_SECONDS
         if self.time_budget_s - elapsed <= FINISH_SAFETY * need:
             trials = tune_controller.get_trials() if tune_controller is not None else []
             self._start_finish(trials, why=f"{self.time_budget_s - elapsed:.0f} s left, the finalists need ~{need:.0f} s")
@@ -380,6 +387,18 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
     def debug_string(self) -> str:
         sizes = ", ".join(f"{lv}: {len(self.rungs[lv])}" for lv in self.levels)
         return f"ASHA with promotions: rungs {{{sizes}}}, {len(self.paused_at)} paused"
+
+
+def end_pauses(experiment_dir: str | os.PathLike) -> None:
+    """The search is over (its budget ran out): no trial waits at a rung any more, each ended where it was."""
+    path = Path(experiment_dir) / STATE_FILE
+    state = load_state(experiment_dir)
+    if state is None or not state.get("paused_at"):
+        return
+    state["paused_at"] = {}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(state, default=float))
+    os.replace(tmp, path)
 
 
 def load_state(experiment_dir: str | os.PathLike) -> dict[str, Any] | None:

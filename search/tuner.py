@@ -38,6 +38,7 @@ from search import storage as S
 from search.schedulers import (  # noqa: F401 - re-exported: the scheduler's helpers were defined here before
     RANK_SCORE, PromotionASHA, asha_scheduler, asha_window, rank_score, recent_cutoff, rung_levels,
 )
+from search.schedulers import end_pauses
 from search.schedulers import load_state as load_scheduler_state
 from search.spec import Param, SearchSpec, apply_override, load_spec, parse_spec
 from trainables import metrics as M
@@ -327,7 +328,7 @@ def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, 
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from search.sampler import RungAwareTPE
+    from search.sampler import AdmissionLimiter, RungAwareTPE
 
     n_train = len(data.train)
     rounds = B.plan(spec, n_train)
@@ -336,10 +337,11 @@ def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, 
     searcher = RungAwareTPE(
         DefineByRun(spec.space, spec.baseline), metric=spec.metric, mode=spec.mode, seed=spec.seed, max_t=rounds.total,
         points_to_evaluate=[spec.baseline_point()] if spec.space else None,
-        admission=scheduler.admission if promotions else None,
     )
-    # A ConcurrencyLimiter counts a paused trial as in flight: with promotions the scheduler admits new trials instead.
-    search_alg = searcher if promotions else ConcurrencyLimiter(searcher, max_concurrent=spec.budget.max_concurrent)
+    if promotions:  # Ray's limiter would count a paused trial as in flight: the scheduler admits new trials
+        search_alg = AdmissionLimiter(searcher, spec.budget.max_concurrent, scheduler.admission)
+    else:
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=spec.budget.max_concurrent)
     tune_config = tune.TuneConfig(
         search_alg=search_alg if spec.space else None, scheduler=scheduler, num_samples=spec.budget.samples,
         time_budget_s=spec.budget.time_budget_s, trial_dirname_creator=trial_dirname,
@@ -620,10 +622,12 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
         tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
+    time_out = spec.budget.time_budget_s is not None and time.monotonic() - started >= spec.budget.time_budget_s * 0.98
+    if time_out and not interrupted:  # Tune's clock ended it: trials still waiting at a rung end there
+        end_pauses(experiment_dir)
     records = R.trial_records(experiment, metric=spec.metric, mode=spec.mode, total_rounds=state["total_rounds"],
                               rungs=state["rungs"])
     unfinished = [r for r in records if r.status in (R.RUNNING, R.PENDING, R.PAUSED)]
-    time_out = spec.budget.time_budget_s is not None and time.monotonic() - started >= spec.budget.time_budget_s * 0.98
     # ASHA with promotions ends a search itself once its finish phase has trained the finalists
     finished_early = bool((load_scheduler_state(experiment_dir) or {}).get("finishing")) and not unfinished
     interrupted = interrupted or (bool(unfinished) and not time_out) or (

@@ -84,3 +84,86 @@ def test_anytime_smoke(tmp_path):
     assert (tmp_path / "anytime_seed0.png").stat().st_size > 0
     summary = (tmp_path / "anytime_summary.md").read_text()
     assert "| hpsearch vs |" in summary and "| `ray-tune` |" in summary
+
+
+def _fake_curves(path, n=20, rounds=16, seed=0):
+    """A curves file as benchmarks/record_curves.py writes it: quickstart's space, n made-up saturating curves
+    (some start slowly and end high, so the first rung misranks them), a round of 10-40 virtual seconds."""
+    import json
+    import math
+    import random
+
+    import yaml
+
+    raw = yaml.safe_load((REPO / "spaces" / "quickstart.yaml").read_text())
+    raw["budget"] = {**raw["budget"], "max_epochs": rounds, "grace_period": 1}
+    rng = random.Random(seed)
+    configs = []
+    for i in range(n):
+        params = {"optimizer": "adam", "lr": 10 ** rng.uniform(math.log10(3e-4), math.log10(3e-2)),
+                  "batch_size": rng.choice([32, 64, 128]), "channels": rng.choice(["8-16", "16-32", "32-64"]),
+                  "hidden": rng.randint(32, 256), "dropout": rng.uniform(0, 0.5), "weight_decay": rng.choice([0.0, 1e-4, 1e-3])}
+        final = 0.97 - 0.1 * abs(math.log10(params["lr"]) + 2.5) - 0.05 * params["dropout"]
+        start, tau = final - rng.uniform(0.1, 0.5), rng.uniform(0.8, 6.0)
+        acc = [round(final - (final - start) * math.exp(-(r + 1) / tau), 4) for r in range(rounds)]
+        configs.append({"index": i, "params": params, "status": "ok", "rounds": rounds, "val_acc": acc,
+                        "val_loss": [round(2.3 * (1 - a), 4) for a in acc], "round_s": [round(rng.uniform(10, 40), 4)] * rounds,
+                        "epoch": [float(r + 1) for r in range(rounds)]})
+    path.write_text(json.dumps({"format": "hpsearch-curves/1", "name": "fake", "spec": raw, "total_rounds": rounds, "configs": configs}))
+    return path
+
+
+def test_simulate_replays_curves_through_both_schedulers(tmp_path):
+    """benchmarks/simulate.py on a fake curves file, 1 and 8 workers: every replay ends; ASHA with promotions pauses
+    trials and resumes some, and lets no more trials reach max_t than its rungs promote (Ray's stopping ASHA would)."""
+    import json
+    import math
+
+    curves = _fake_curves(tmp_path / "curves_fake.json")
+    samples, rf = 48, 4
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "simulate.py"), str(curves), "--workers", "1", "8",
+                           "--schedulers", "asha", "asha-stop", "--seeds", "2", "--samples", str(samples),
+                           "--reduction-factor", str(rf), "--out", str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = (tmp_path / "simulation_fake.md").read_text()
+    for row in ("| 1 | asha | 2 |", "| 1 | asha-stop | 2 |", "| 8 | asha | 2 |", "| 8 | asha-stop | 2 |", "## The curves replayed",
+                "## The surrogate", "- machine:", "- command:"):
+        assert row in report, f"{row!r} missing from simulation_fake.md:\n{report}"
+    runs = json.loads((tmp_path / "simulation_fake.json").read_text())["runs"]
+    assert len(runs) == 8
+    for run in runs:
+        assert run["ended"] and not run["stuck"], run
+        assert run["configs"] == samples, run  # no time budget: the search ends after its samples
+        assert run["trial_rounds"] <= samples * 16
+        if run["scheduler"] == "asha":
+            assert run["pause"] > 0 and run["resume"] > 0, run
+            assert run["resume"] <= run["pause"]
+            # Each rung passes about 1/rf of its trials up: ceil(48 / 4^2) = 3 reach max_t in ASHA's ideal. A rung can
+            # promote more (a trial promoted early may drop out of the top quarter later: ASHA does not take a
+            # promotion back), so allow twice that plus a finalist; letting every trial through (Ray's stopping
+            # ASHA trained 13-24 of these 48) fails it.
+            assert run["levels"] == [1, 4]
+            ideal = math.ceil(samples / rf ** len(run["levels"]))
+            assert run["trained_to_max_t"] <= 2 * ideal + 1, run
+        else:
+            assert run["pause"] == 0 and run["resume"] == 0
+            assert run["max_pending_trials"] == run["workers"]  # Tune's rule behind a ConcurrencyLimiter
+    assert math.isfinite(max(r["best_any"] for r in runs))
+
+
+def test_record_curves_smoke_resumes(tmp_path):
+    """benchmarks/record_curves.py --smoke writes a curves file; a second sitting trains nothing new."""
+    import json
+
+    cmd = [sys.executable, str(REPO / "benchmarks" / "record_curves.py"), "--smoke", "--workers", "1", "--out", str(tmp_path)]
+    first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    data = json.loads((tmp_path / "curves_smoke.json").read_text())
+    assert [c["index"] for c in data["configs"]] == [0, 1, 2, 3]
+    assert all(len(c["val_acc"]) == c["rounds"] == data["total_rounds"] == 3 for c in data["configs"] if c["status"] == "ok")
+    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "4 in " in second.stdout and "0 to train" in second.stdout
+    assert json.loads((tmp_path / "curves_smoke.json").read_text())["configs"] == data["configs"]

@@ -74,3 +74,30 @@ def test_trials_never_promoted_again_end_pruned_at_their_rung_everywhere(promote
             assert run.data.tags["stopped_at_rung"] in ("1", "2")
         else:
             assert run.info.status == "FINISHED"
+
+
+@pytest.fixture(scope="module")
+def budgeted(tmp_path_factory, ray_local):
+    """A 40-second search that could run 200 trials: the clock, not the samples, ends it."""
+    tmp = tmp_path_factory.mktemp("budgeted")
+    spec = small_spec(tmp, name="budget", samples=200, max_epochs=20, grace_period=1, reduction_factor=4,
+                      max_concurrent=2, time_budget="40s")
+    return run_search(spec, name="b", storage=str(tmp / "runs"), on_event=None)
+
+
+def test_a_time_budget_ends_with_a_fully_trained_model_and_no_trial_left_running(budgeted):
+    statuses = [r.status for r in budgeted.records]
+    assert set(statuses) <= {R.COMPLETED, R.PRUNED, R.TIMED_OUT}, statuses
+    assert budgeted.best is not None and budgeted.best.status == R.COMPLETED  # the finish phase trained it out
+    assert budgeted.best.rounds == 20
+    assert not budgeted.interrupted and budgeted.final.get("test")
+    state = load_state(budgeted.experiment_dir)
+    assert state["finishing"] and state["finalists"]
+    runs = mlflow_runs(budgeted.tracking["tracking_uri"], "budget")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    children = {r.data.tags["trial_id"]: r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"}
+    for record in budgeted.records:
+        tags = children[record.trial_id].data.tags
+        assert tags["outcome"] == record.status
+        if record.status == R.TIMED_OUT:
+            assert tags["timed_out"] == "true" and tags["pruned"] == "false"

@@ -14,7 +14,7 @@ from ray.tune.experiment import Trial
 
 from search.budget import Speed, auto_round_samples
 from search.results import PRUNED, TIMED_OUT, COMPLETED, ended_outcome, rung_of
-from search.sampler import RungAwareTPE
+from search.sampler import AdmissionLimiter, RungAwareTPE
 from search.schedulers import PromotionASHA, load_state, rung_levels
 from search.spec import parse_spec
 from search.tuner import DefineByRun
@@ -222,13 +222,15 @@ def test_the_sampler_suggests_the_baseline_first_and_the_same_sequence_for_the_s
 def test_the_searcher_waits_while_max_concurrent_trials_run_and_stops_in_the_finish_phase():
     scheduler = _scheduler()
     tune = Controller(scheduler)
-    searcher = RungAwareTPE(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), metric="val_acc", mode="max",
-                            seed=0, max_t=16, admission=scheduler.admission)
+    tpe = RungAwareTPE(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), metric="val_acc", mode="max",
+                       seed=0, max_t=16)
+    searcher = AdmissionLimiter(tpe, 2, scheduler.admission)
     assert searcher.suggest("a") is not None
     tune.add("a"), tune.add("b")
     assert searcher.suggest("c") is None  # "wait": Tune asks again later
     scheduler.finishing = True
     assert searcher.suggest("c") == RungAwareTPE.FINISHED
+    assert "admission" not in searcher.get_state()  # the experiment checkpoint holds no copy of the scheduler
 
 
 @pytest.mark.parametrize("budget, expect", [("30m", (20, 80)), ("10m", (20, 80))])
