@@ -89,18 +89,16 @@ SETTINGS = {
 }
 METHODS = ("hpsearch: TPE + ASHA", "random + FIFO", "TPE + FIFO")
 HPSEARCH, RANDOM = METHODS[0], METHODS[1]
-RAYS_CUTOFF = "hpsearch: TPE + ASHA, Ray's cutoff"
+ASHA_STOP = "hpsearch: TPE + stopping ASHA (asha-stop)"
 # --only's names for the methods (hpsearch and random + FIFO are always run: every check compares the two).
-SHORT_NAMES = {"hpsearch": HPSEARCH, "rays-cutoff": RAYS_CUTOFF, "random": RANDOM, "tpe-fifo": METHODS[2]}
+SHORT_NAMES = {"hpsearch": HPSEARCH, "asha-stop": ASHA_STOP, "random": RANDOM, "tpe-fifo": METHODS[2]}
 # Extra hpsearch runs per setting (label -> budget changes), measured beside the others in the same run.
 # The FIFO methods train every trial to the end, so ASHA's settings do not change them: one run serves all.
+# hpsearch's default is ASHA with promotions; `asha-stop` is Ray's stopping ASHA (the default until issue 13).
 VARIANTS = {
-    "many-trials": {RAYS_CUTOFF: {}},
-    "wide-space": {RAYS_CUTOFF: {}},
+    "many-trials": {ASHA_STOP: {"scheduler": "asha-stop"}},
+    "wide-space": {ASHA_STOP: {"scheduler": "asha-stop"}},
 }
-# Variants whose ASHA ranks a trial against every result its rung has seen (Ray's ASHA as is) instead of hpsearch's
-# latest 2 x reduction_factor (search.tuner.asha_window).
-ALL_RESULTS_CUTOFF = {RAYS_CUTOFF}
 RETRAIN_SEED = 10_000  # fresh torch seeds of the retrains: RETRAIN_SEED + 100 x seed + k (the search's is the seed)
 
 
@@ -211,14 +209,12 @@ def run_method(method: str, spec, data, storage: Path, name: str, retrain_seeds:
     recorder = _recorder_class()()
     started = time.monotonic()
     if method.startswith("hpsearch"):
-        original, original_window = T._callbacks, T.asha_window
+        original = T._callbacks
         T._callbacks = lambda *a, **k: [*original(*a, **k), recorder]  # observe only; run_search runs unchanged
-        if method in ALL_RESULTS_CUTOFF:
-            T.asha_window = lambda reduction_factor: 0
         try:
             result = T.run_search(spec, name=name, storage=str(storage), track=False, on_event=None)
         finally:
-            T._callbacks, T.asha_window = original, original_window
+            T._callbacks = original
         records = result.records
     else:
         alternative_tuner(method, spec, data, name, storage, [recorder]).fit()
@@ -397,8 +393,9 @@ def main() -> None:
         "trial-epochs = rounds summed over trials. `seconds to bar` counts from the Tuner's start. Random search samples "
         "SGD momentum for every trial (unused unless the optimizer is SGD), since Tune's random search has no conditions. "
         "The ASHA settings (grace period, reduction factor) only change hpsearch's run: the two FIFO methods train every "
-        "trial to max_epochs whatever they are. hpsearch's ASHA ranks a trial at a rung against the rung's latest 2 x reduction_factor "
-        "results; the variant `Ray's cutoff` against all of them, as Ray's ASHA does. `its test acc`: the accuracy on the test split (never seen by any search) of "
+        "trial to max_epochs whatever they are. hpsearch's ASHA (with promotions, the default since issue 13) pauses a trial at a rung and resumes "
+        "the top 1/reduction_factor; the variant `asha-stop` is Ray's stopping ASHA (hpsearch's scheduler before), which ranks a "
+        "trial against the rung's latest 2 x reduction_factor results. `its test acc`: the accuracy on the test split (never seen by any search) of "
         "the model the method hands over, its best trial's checkpoint at its best val round; unlike the best val acc, a max "
         "over every round of every trial, it does not favour the method that trains more trials to the end. `best final val acc`: "
         "the best val accuracy a trial ends with (after its last epoch), over the trials trained to max_epochs."

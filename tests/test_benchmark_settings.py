@@ -43,7 +43,7 @@ def test_only_keeps_hpsearch_and_random_and_pooled_sd_is_within_groups():
     S = _search_efficiency()
     assert S.methods_for("many-trials", ["tpe-fifo"]) == (S.HPSEARCH, S.RANDOM, "TPE + FIFO")
     assert S.methods_for("many-trials", ["random"]) == (S.HPSEARCH, S.RANDOM)
-    assert S.methods_for("many-trials", ["rays-cutoff"]) == (S.HPSEARCH, S.RAYS_CUTOFF, S.RANDOM)
+    assert S.methods_for("many-trials", ["asha-stop"]) == (S.HPSEARCH, S.ASHA_STOP, S.RANDOM)
     assert len(S.methods_for("many-trials")) == 4
     # two configs 10 points apart, each +-1 point over two seeds: the sample SD of one config, 1.41 points
     assert S.pooled_sd([[0.89, 0.91], [0.99, 1.01]]) == pytest.approx(0.01 * 2 ** 0.5)
