@@ -154,7 +154,8 @@ def test_simulate_replays_curves_through_both_schedulers(tmp_path):
 
 
 def test_record_curves_smoke_resumes(tmp_path):
-    """benchmarks/record_curves.py --smoke writes a curves file; a second sitting trains nothing new."""
+    """benchmarks/record_curves.py --smoke writes a curves file (4 configs + a repeat of the baseline); a second
+    sitting trains nothing new."""
     import json
 
     cmd = [sys.executable, str(REPO / "benchmarks" / "record_curves.py"), "--smoke", "--workers", "1", "--out", str(tmp_path)]
@@ -163,7 +164,10 @@ def test_record_curves_smoke_resumes(tmp_path):
     data = json.loads((tmp_path / "curves_smoke.json").read_text())
     assert [c["index"] for c in data["configs"]] == [0, 1, 2, 3]
     assert all(len(c["val_acc"]) == c["rounds"] == data["total_rounds"] == 3 for c in data["configs"] if c["status"] == "ok")
+    [repeat] = data["repeats"]  # the baseline once more with torch seed 1: the seed-to-seed spread
+    assert repeat["params"] == data["configs"][0]["params"] and repeat["torch_seed"] == 1
     second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "4 in " in second.stdout and "0 to train" in second.stdout
-    assert json.loads((tmp_path / "curves_smoke.json").read_text())["configs"] == data["configs"]
+    assert "5 in " in second.stdout and "0 to train" in second.stdout
+    again = json.loads((tmp_path / "curves_smoke.json").read_text())
+    assert again["configs"] == data["configs"] and again["repeats"] == data["repeats"] and len(again["sittings"]) == 2

@@ -1,0 +1,998 @@
+"""Replay recorded learning curves through hpsearch's real scheduler and sampler objects on a virtual clock.
+
+Syne Tune's simulator backend is the model: a search at W workers is an event simulation in
+which a trial's round takes the seconds it took when its curve was recorded, so a search of
+hours at 128 workers replays in seconds, and many seeds can be run. What runs is the code a
+search runs, driven the way Ray Tune 2.60's `TuneController` drives it:
+
+- the scheduler: `search.schedulers.PromotionASHA` (`asha`, ASHA with promotions, its `clock=`
+  the virtual clock) or `search.schedulers.asha_scheduler` (`asha-stop`: Ray's stopping
+  `ASHAScheduler` with hpsearch's tie-break and recent-results cutoff; `asha-stop-all`: Ray's cutoff
+  over all of a rung's results);
+- the sampler: `search.sampler.RungAwareTPE` over the recorded spec's define-by-run space
+  (`search.tuner.DefineByRun`), the baseline suggested first, seeded with the replay's seed;
+  behind Ray's own `ConcurrencyLimiter(max_concurrent=W)` for `asha-stop*` and alone, admitted
+  by `PromotionASHA.admission`, for `asha`: as `search.tuner.build_tuner` assembles them;
+- the loop (`Replay`): Tune's SearchGenerator (`num_samples` = `--samples`, a FINISHED
+  suggestion ends the search) asked for a trial while fewer than `max_pending_trials` wait (Tune's
+  `_get_max_pending_trials`: 1 for a bare searcher, W behind a ConcurrencyLimiter); whenever a
+  worker is free, `scheduler.choose_trial_to_run(controller)` first (a PAUSED trial it returns
+  resumes from its last round, a PENDING one starts), then any PENDING trial; each result goes to
+  `scheduler.on_trial_result` and, unless it says STOP, `searcher.on_trial_result`; PAUSE frees
+  the worker; STOP, the curve's end or max_t end the trial through the controller's `stop_trial`
+  (scheduler `on_trial_complete` / `on_trial_remove`, searcher `on_trial_complete`), as Tune does.
+
+A suggested configuration gets the learning curve of the nearest recorded configuration, the
+1-nearest-neighbour surrogate of Syne Tune's blackbox repository: Euclidean distance over the
+searched parameters, each numeric one scaled to [0, 1] of its range (log scale for log
+parameters), a categorical mismatch or a parameter active in only one of the two counting 1
+(`--distance uniform`), or each parameter's term weighted by its fANOVA importance for the
+recorded final accuracies (`importance`); `auto` (the default) takes the one that predicts a
+recorded configuration's final accuracy from its nearest other one better (leave-one-out; the
+report shows both). With few configurations and many categorical parameters the uniform distance
+is decided by the categorical matches alone. A replay can only find what the recorded
+configurations reached, and its TPE learns from neighbours' curves. Trials replaying the same
+curve would tie exactly at every rung, so each trial's val accuracies get a seeded offset of SD
+`--noise` (auto: the baseline's spread over the torch seeds record_curves.py repeated it with).
+Trial start, checkpoint and resume cost `--overhead` seconds (default 0).
+
+Measured per (scheduler, W, seed): the virtual seconds until the best val accuracy of any
+reported round reaches the target (`any round`), and until a trial *trained to max_t* ends with
+a val accuracy at max_t at or above it (`trained to max_t`); configurations tried by then; the
+best of each at the end; trials trained to max_t; trial-rounds; pauses and resumes; the
+replay's real seconds. The target is the `--target-quantile` (default 0.9) of the recorded
+configurations' final val accuracies (a diverged configuration counts its last value), or
+`--target`. The budget is `--samples` configurations (default 256; the search ends when every
+trial has ended), or with `--time-budget S` also S virtual seconds (PromotionASHA then gets
+`time_budget_s=S` and its finish phase; every trial stops at the deadline).
+
+    python benchmarks/simulate.py [CURVES.json] [--workers 1 2 8 32 128] [--schedulers asha asha-stop] [--seeds 20]
+        [--samples 256] [--time-budget S] [--grace 1] [--reduction-factor 4] [--max-t R] [--target ACC]
+        [--jobs 1] [--smoke] [--out DIR]
+
+Writes OUT/simulation_NAME.md (NAME from curves_NAME.json) and OUT/simulation_NAME.json (every
+replay). `--smoke` replays synthetic curves (or the given file) at W 1 and 8, 2 seeds, 40 samples.
+A replay of 256 configurations took 3.5-28 s of real time on synthetic curves (nearly all of it in
+RungAwareTPE.suggest, which rebuilds its Optuna study from every trial each time: 15 ms per
+suggestion at 64 trials, 70-100 ms at 256), so the default 20 seeds x 5 worker counts x 2
+schedulers take roughly half an hour; `--jobs 2` runs replays in two processes, `--samples 128`
+makes each about 3x cheaper.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import json
+import logging
+import math
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import _common as C
+
+SCHEDULERS = {
+    "asha": "ASHA with promotions (PromotionASHA)",
+    "asha-stop": "Ray's stopping ASHA, hpsearch's recent-results cutoff (asha_scheduler)",
+    "asha-stop-all": "Ray's stopping ASHA, Ray's cutoff over all results (asha_scheduler, window=0)",
+}
+DEFAULT_WORKERS = (1, 2, 8, 32, 128)
+METRIC = "val_acc"
+INF = float("inf")
+
+
+# ----------------------------------------------------------------------------------------------
+# The curves
+
+
+@dataclass
+class Curves:
+    """A curves file of benchmarks/record_curves.py, ready to replay."""
+
+    path: str
+    name: str
+    sha: str
+    meta: dict[str, Any]
+    spec: Any  # search.spec.SearchSpec of the recording (space, baseline)
+    configs: list[dict[str, Any]]  # per recorded configuration: index, params, status, rounds, val_acc, val_loss, round_s, epoch
+    total_rounds: int
+
+    def final_acc(self) -> list[float]:
+        return [float(c["val_acc"][-1] or 0.0) for c in self.configs]
+
+
+def load_curves(path: str | Path) -> Curves:
+    from search.spec import parse_spec
+
+    path = Path(path)
+    text = path.read_bytes()
+    meta = json.loads(text)
+    configs = sorted(meta.pop("configs"), key=lambda c: c["index"])
+    if not configs:
+        raise SystemExit(f"{path} holds no recorded configuration")
+    spec = parse_spec(meta["spec"], str(path))
+    name = path.stem[len("curves_"):] if path.stem.startswith("curves_") else path.stem
+    total = int(meta.get("total_rounds") or max(c["rounds"] for c in configs))
+    return Curves(str(path), name, hashlib.sha256(text).hexdigest()[:16], meta, spec, configs, total)
+
+
+class Neighbours:
+    """The recorded configuration nearest to a suggested one (see the module docstring).
+
+    `weights` (parameter -> weight, default 1 each) scale each parameter's squared difference; the
+    `importance` distance weights them by their fANOVA importance for the recorded final accuracies.
+    """
+
+    def __init__(self, space: tuple[Any, ...], configs: list[dict[str, Any]], weights: dict[str, float] | None = None) -> None:
+        self.space = space
+        self.weights = [1.0 if weights is None else float(weights.get(p.name, 0.0)) for p in space]
+        self.points = [self._encode(c["params"]) for c in configs]
+        self._cache: dict[str, int] = {}
+
+    def _encode(self, params: dict[str, Any]) -> list[Any]:
+        out = []
+        for p in self.space:
+            if p.name not in params:
+                out.append(None)
+            elif p.kind == "choice":
+                out.append(("c", params[p.name]))
+            else:
+                lo, hi, x = float(p.low), float(p.high), float(params[p.name])
+                if p.log:
+                    lo, hi, x = math.log(lo), math.log(hi), math.log(max(x, 1e-300))
+                out.append(("n", (x - lo) / (hi - lo) if hi > lo else 0.0))
+        return out
+
+    def _distance(self, a: list[Any], b: list[Any]) -> float:
+        total = 0.0
+        for w, x, y in zip(self.weights, a, b):
+            if x is None and y is None:
+                continue
+            if x is None or y is None or x[0] != y[0]:
+                total += w
+            elif x[0] == "c":
+                total += 0.0 if x[1] == y[1] else w
+            else:
+                total += w * (x[1] - y[1]) ** 2
+        return math.sqrt(total)
+
+    def _nearest(self, q: list[Any], exclude: int | None = None) -> int:
+        best, best_d = -1, INF
+        for i, p in enumerate(self.points):
+            if i == exclude:
+                continue
+            d = self._distance(q, p)
+            if d < best_d:
+                best, best_d = i, d
+        return best
+
+    def nearest(self, params: dict[str, Any]) -> int:
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key not in self._cache:
+            self._cache[key] = self._nearest(self._encode(params))
+        return self._cache[key]
+
+    def leave_one_out(self, finals: list[float]) -> dict[str, float]:
+        """How well the surrogate predicts a recorded configuration's final val acc from its nearest *other* one:
+        mean absolute error, Spearman rank correlation, and the error of always predicting the mean."""
+        predicted = [finals[self._nearest(p, exclude=i)] for i, p in enumerate(self.points)]
+        mean = statistics.fmean(finals)
+        return {"mae": statistics.fmean(abs(a - b) for a, b in zip(predicted, finals)),
+                "spearman": _spearman(predicted, finals), "mae_of_mean": statistics.fmean(abs(mean - f) for f in finals)}
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    if len(a) < 3:
+        return float("nan")
+    ra, rb = _ranks(a), _ranks(b)
+    try:
+        return statistics.correlation(ra, rb)
+    except statistics.StatisticsError:  # a constant series
+        return float("nan")
+
+
+def importance_weights(curves: "Curves") -> dict[str, float]:
+    """fANOVA importance (Optuna's evaluator, seeded) of each searched parameter for the recorded final val acc.
+
+    A parameter that is not in every configuration (a conditional one) gets the smallest importance found."""
+    import optuna
+
+    from search.tuner import DefineByRun
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    space = DefineByRun(curves.spec.space, curves.spec.baseline)
+    for final, c in zip(curves.final_acc(), curves.configs):
+        study.enqueue_trial(c["params"])
+        trial = study.ask()
+        space(trial)
+        study.tell(trial, final)
+    try:
+        found = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError) as exc:  # too few configurations, or every final the same
+        print(f"note: no fANOVA importance ({exc}); the importance distance weights every parameter 1")
+        return {p.name: 1.0 for p in curves.spec.space}
+    floor = min(found.values()) if found else 1.0
+    return {p.name: float(found.get(p.name, floor)) for p in curves.spec.space}
+
+
+def choose_neighbours(curves: "Curves", distance: str) -> tuple[Neighbours, dict[str, Any]]:
+    """The surrogate of `distance` (uniform | importance | auto: the one whose leave-one-out error is lower), and
+    both surrogates' leave-one-out check for the report."""
+    finals = curves.final_acc()
+    uniform = Neighbours(curves.spec.space, curves.configs)
+    weights = importance_weights(curves) if distance in ("importance", "auto") else None
+    candidates = {"uniform": uniform}
+    if weights is not None:
+        candidates["importance"] = Neighbours(curves.spec.space, curves.configs, weights)
+    checks = {name: n.leave_one_out(finals) for name, n in candidates.items()} if len(finals) > 2 else {}
+    chosen = distance
+    if distance == "auto":
+        chosen = min(checks, key=lambda k: checks[k]["mae"]) if checks else "uniform"
+    info = {"distance": chosen, "asked": distance, "leave_one_out": checks,
+            "weights": {k: round(v, 4) for k, v in (weights or {}).items()}}
+    return candidates[chosen], info
+
+
+def seed_spread(curves: Curves) -> tuple[float, int] | None:
+    """(SD of the baseline's val acc over its torch seeds, mean over rounds; how many runs) from the file's repeats."""
+    repeats = curves.meta.get("repeats") or []
+    base = next((c for c in curves.configs if c["index"] == 0), None)
+    if not repeats or base is None:
+        return None
+    runs = [base, *repeats]
+    rounds = min(len(r["val_acc"]) for r in runs)
+    sds = [statistics.stdev(float(r["val_acc"][i] or 0.0) for r in runs) for i in range(rounds)]
+    return statistics.fmean(sds), len(runs)
+
+
+def resolve_noise(curves: Curves, noise: Any) -> tuple[float, str]:
+    if str(noise) != "auto":
+        return float(noise), "--noise"
+    spread = seed_spread(curves)
+    if spread is None:
+        return 0.0, "auto: the file has no repeats of the baseline, so none"
+    return round(spread[0], 4), f"auto: the SD of the baseline's val acc over {spread[1]} torch seeds, mean over rounds"
+
+
+def default_target(curves: Curves, quantile: float) -> float:
+    finals = sorted(curves.final_acc())
+    if len(finals) == 1:
+        return finals[0]
+    position = quantile * (len(finals) - 1)  # linear interpolation, numpy's default percentile
+    lo = int(math.floor(position))
+    hi = min(lo + 1, len(finals) - 1)
+    return round(finals[lo] + (finals[hi] - finals[lo]) * (position - lo), 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tune's side: the search generator and the controller the schedulers see
+
+
+class SearchGenerator:
+    """What Tune's `SearchGenerator` does around a Searcher: count trials to `num_samples`, honour FINISHED."""
+
+    def __init__(self, searcher: Any, num_samples: int) -> None:
+        self.searcher, self.total_samples, self.counter, self._finished = searcher, int(num_samples), 0, False
+
+    def is_finished(self) -> bool:
+        return self.counter >= self.total_samples or self._finished
+
+    def set_finished(self) -> None:
+        self._finished = True
+
+    def next_config(self, trial_id: str) -> dict[str, Any] | None:
+        from ray.tune.search import Searcher
+
+        if self.is_finished():
+            return None
+        config = self.searcher.suggest(trial_id)
+        if config == Searcher.FINISHED:
+            self._finished = True
+            return None
+        if config is None:
+            return None
+        self.counter += 1
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+
+def max_pending_trials(search_alg: SearchGenerator) -> int:
+    """Tune's own rule (`tune_controller._get_max_pending_trials`), or its documented outcome if that moved."""
+    try:
+        from ray.tune.execution.tune_controller import _get_max_pending_trials
+
+        return int(_get_max_pending_trials(search_alg))
+    except Exception:  # noqa: BLE001 - a private helper: fall back to what Ray 2.60 returns for a custom searcher
+        from ray.tune.search import ConcurrencyLimiter
+
+        inner = search_alg.searcher
+        return inner.max_concurrent if isinstance(inner, ConcurrencyLimiter) else 1
+
+
+@dataclass
+class SimTrial:
+    trial: Any  # ray.tune.experiment.Trial (stub)
+    params: dict[str, Any]
+    curve: dict[str, Any]  # the recorded configuration it replays
+    round: int = 0  # rounds done
+    last_result: dict[str, Any] = field(default_factory=dict)
+    token: int = 0  # the current round's event; a stale event is dropped
+    offset: float = 0.0  # --noise: this trial's val acc offset
+    fresh: bool = True  # its next report is the first since it (re)started: Tune's time_this_iter_s includes the start
+    started: float = 0.0  # virtual time the current stint began (busy accounting)
+
+
+class FakeController:
+    """The part of Tune's controller the schedulers and `stop_trial` use (Tune's `TrialRunnerWrapper` whitelist)."""
+
+    def __init__(self, replay: "Replay") -> None:
+        self._replay = replay
+
+    @property
+    def search_alg(self) -> SearchGenerator:
+        return self._replay.search_alg
+
+    def get_trials(self) -> list[Any]:
+        return self._replay.trial_list
+
+    def get_live_trials(self) -> list[Any]:
+        from ray.tune.experiment import Trial
+
+        return [t for t in self._replay.trial_list if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+
+    def stop_trial(self, trial: Any) -> None:
+        self._replay.stop_trial(trial)
+
+    def pause_trial(self, trial: Any, should_checkpoint: bool = True) -> None:
+        self._replay.pause(self._replay.trials[trial.trial_id])
+
+
+def search_algorithm(spec: Any, scheduler: Any, *, seed: int, max_t: int, workers: int, promotions: bool) -> tuple[Any, Any]:
+    """(RungAwareTPE, the search algorithm Tune gets) as `search.tuner.build_tuner` assembles them: with promotions
+    the scheduler's `admission` decides whether a new configuration starts (through `search.sampler.AdmissionLimiter`
+    where it exists, else RungAwareTPE's `admission=`), otherwise Ray's `ConcurrencyLimiter(max_concurrent=W)`."""
+    import inspect
+
+    from ray.tune.search import ConcurrencyLimiter
+
+    import search.sampler as sampler
+    from search.tuner import DefineByRun
+
+    kwargs = dict(metric=METRIC, mode="max", seed=seed, max_t=max_t,
+                  points_to_evaluate=[spec.baseline_point()] if spec.space else None)
+    if not promotions:
+        searcher = sampler.RungAwareTPE(DefineByRun(spec.space, spec.baseline), **kwargs)
+        return searcher, ConcurrencyLimiter(searcher, max_concurrent=workers)
+    if hasattr(sampler, "AdmissionLimiter"):
+        searcher = sampler.RungAwareTPE(DefineByRun(spec.space, spec.baseline), **kwargs)
+        return searcher, sampler.AdmissionLimiter(searcher, workers, scheduler.admission)
+    if "admission" in inspect.signature(sampler.RungAwareTPE.__init__).parameters:  # hpsearch before AdmissionLimiter
+        searcher = sampler.RungAwareTPE(DefineByRun(spec.space, spec.baseline), admission=scheduler.admission, **kwargs)
+        return searcher, searcher
+    raise RuntimeError("search.sampler offers neither AdmissionLimiter nor RungAwareTPE(admission=): update search_algorithm()")
+
+
+# ----------------------------------------------------------------------------------------------
+# One replay
+
+
+@dataclass
+class Settings:
+    scheduler: str
+    workers: int
+    seed: int
+    samples: int
+    max_t: int
+    grace: int
+    reduction_factor: float
+    target: float
+    time_budget: float | None = None
+    overhead: float = 0.0
+    distance: str = "uniform"  # the surrogate's distance: uniform | importance (choose_neighbours)
+    noise: float = 0.0  # SD of a per-trial offset added to every replayed val acc (seed-to-seed variation)
+
+
+class Replay:
+    """One simulated search (see the module docstring)."""
+
+    def __init__(self, curves: Curves, s: Settings, neighbours: Neighbours | None = None) -> None:
+        from search.schedulers import PromotionASHA, asha_scheduler
+
+        self.curves, self.s = curves, s
+        self.neighbours = neighbours or surrogate(curves, s.distance)
+        self.now = 0.0
+        spec = curves.spec
+        self.promotions = s.scheduler == "asha"
+        if self.promotions:
+            self.scheduler = PromotionASHA(METRIC, "max", max_t=s.max_t, grace=s.grace, reduction_factor=s.reduction_factor,
+                                           max_concurrent=s.workers, time_budget_s=s.time_budget, clock=self.clock)
+            self.scheduler.on_decision = self._on_decision
+        elif s.scheduler in ("asha-stop", "asha-stop-all"):
+            self.scheduler = asha_scheduler(METRIC, "max", max_t=s.max_t, grace=s.grace, reduction_factor=s.reduction_factor,
+                                            window=0 if s.scheduler == "asha-stop-all" else None)
+        else:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, but got {s.scheduler!r}")
+        self.searcher, inner = search_algorithm(spec, self.scheduler, seed=s.seed, max_t=s.max_t, workers=s.workers,
+                                                promotions=self.promotions)
+        self.search_alg = SearchGenerator(inner, s.samples)
+        self.max_pending = max_pending_trials(self.search_alg)
+        self.controller = FakeController(self)
+        self.trials: dict[str, SimTrial] = {}
+        self.trial_list: list[Any] = []
+        self.events: list[tuple[float, int, str, int]] = []
+        self._seq = 0
+        self._ids = 0
+        self.busy_seconds = 0.0
+        self.idle_seconds = self.idle_sampling_seconds = self.sampling_end = 0.0
+        self.counts = {"pause": 0, "resume": 0, "stop": 0, "stopped_paused": 0, "trained_to_max_t": 0,
+                       "trial_rounds": 0, "re_reports": 0}
+        self.decisions: dict[str, int] = {}
+        self.t_any = self.t_full = INF
+        self.configs_at_any = self.configs_at_full = None
+        self.best_any = self.best_full = -INF
+        self.trace_any: list[tuple[float, float]] = []
+        self.trace_full: list[tuple[float, float]] = []
+        self.stuck = False
+        self.timed_out = False
+
+    def clock(self) -> float:
+        return self.now
+
+    def _on_decision(self, kind: str, trial_id: str, t: int) -> None:
+        self.decisions[kind] = self.decisions.get(kind, 0) + 1
+
+    # -- status helpers ------------------------------------------------------------------------
+    def _with(self, status: str) -> list[Any]:
+        return [t for t in self.trial_list if t.status == status]
+
+    def running(self) -> int:
+        from ray.tune.experiment import Trial
+
+        return sum(t.status == Trial.RUNNING for t in self.trial_list)
+
+    # -- Tune's step, without the event ----------------------------------------------------------
+    def _add_trials(self) -> bool:
+        """Ask the searcher while fewer than max_pending trials are PENDING (Tune's `_maybe_update_trial_queue`)."""
+        from ray.tune.experiment import Trial
+
+        added = False
+        while len(self._with(Trial.PENDING)) < self.max_pending and not self.search_alg.is_finished():
+            self._ids += 1
+            trial_id = f"{self._ids:05d}"  # Tune draws a fresh id per attempt too (Trial.generate_id)
+            config = self.search_alg.next_config(trial_id)
+            if config is None:
+                break
+            trial = Trial("__fake", trial_id=trial_id, stub=True, config=dict(config))
+            curve = self.curves.configs[self.neighbours.nearest(config)]
+            offset = random.Random(f"{self.s.seed}-{trial_id}").gauss(0.0, self.s.noise) if self.s.noise else 0.0
+            self.trials[trial_id] = SimTrial(trial, dict(config), curve, offset=offset)
+            self.trial_list.append(trial)
+            self.scheduler.on_trial_add(self.controller, trial)
+            added = True
+        return added
+
+    def _start_trials(self) -> bool:
+        """While a worker is free: the scheduler's choice first, then any PENDING trial (Tune's `_maybe_add_actors`)."""
+        from ray.tune.experiment import Trial
+
+        started = False
+        while self.running() < self.s.workers:
+            trial = self.scheduler.choose_trial_to_run(self.controller)
+            if trial is None or trial.status not in (Trial.PENDING, Trial.PAUSED):
+                pending = self._with(Trial.PENDING)
+                if not pending:
+                    break
+                trial = pending[0]
+            self._start(self.trials[trial.trial_id])
+            started = True
+            self._add_trials()  # Tune's next step asks the searcher again before choosing
+        return started
+
+    def _start(self, st: SimTrial) -> None:
+        from ray.tune.experiment import Trial
+
+        if st.trial.status == Trial.PAUSED:
+            self.counts["resume"] += 1
+        st.trial.set_status(Trial.RUNNING)
+        st.started = self.now
+        st.fresh = True
+        exhausted = st.round >= self._length(st)
+        seconds = 0.0 if exhausted else float(st.curve["round_s"][st.round] or 0.0)
+        self._schedule(st, self.now + self.s.overhead + seconds)
+
+    def _schedule(self, st: SimTrial, at: float) -> None:
+        self._seq += 1
+        st.token = self._seq
+        heapq.heappush(self.events, (at, self._seq, st.trial.trial_id, st.token))
+
+    def _length(self, st: SimTrial) -> int:
+        return min(int(st.curve["rounds"]), self.s.max_t)
+
+    def _free(self, st: SimTrial) -> None:
+        self.busy_seconds += self.now - st.started
+        st.token = 0
+
+    # -- results ---------------------------------------------------------------------------------
+    def _result(self, st: SimTrial) -> None:
+        from ray.tune.experiment import Trial
+        from ray.tune.schedulers import TrialScheduler
+
+        from trainables import metrics as M
+
+        c = st.curve
+        if st.round >= self._length(st):  # resumed after its last round: the trainable says its last result again
+            self.counts["re_reports"] += 1
+            result = dict(st.last_result)
+        else:
+            i = st.round
+            st.round += 1
+            self.counts["trial_rounds"] += 1
+            acc = min(1.0, max(0.0, float(c["val_acc"][i] or 0.0) + st.offset))
+            loss = c["val_loss"][i]
+            diverged = c["status"] == M.STATUS_DIVERGED and st.round == int(c["rounds"])
+            seen = [float(a or 0.0) + st.offset for a in c["val_acc"][: st.round]]
+            seconds = float(c["round_s"][i] or 0.0)
+            result = {
+                M.ROUND: st.round, M.EPOCH: c["epoch"][i], METRIC: acc, M.VAL_LOSS: INF if loss is None else float(loss),
+                M.ROUND_SECONDS: seconds, "time_this_iter_s": seconds + (self.s.overhead if st.fresh else 0.0),
+                "training_iteration": st.round,
+                M.STATUS: M.STATUS_DIVERGED if diverged else M.STATUS_OK, M.BEST_ROUND: 1 + seen.index(max(seen)),
+                "trial_id": st.trial.trial_id, "done": False,
+            }
+            self._measure(st, acc)
+            st.fresh = False
+        st.last_result = result
+        decision = self.scheduler.on_trial_result(self.controller, st.trial, result)
+        if decision == TrialScheduler.STOP:
+            if st.round < self.s.max_t:
+                self.counts["stop"] += 1
+            self.stop_trial(st.trial)
+            return
+        self.search_alg.on_trial_result(st.trial.trial_id, result)
+        if decision == TrialScheduler.PAUSE:
+            self.pause(st)
+        elif st.round >= self._length(st):  # the trainable returns: Tune stops the trial with its last result
+            self.stop_trial(st.trial)
+        else:
+            self._schedule(st, self.now + float(c["round_s"][st.round] or 0.0))
+        assert st.trial.status != Trial.PENDING
+
+    def _measure(self, st: SimTrial, acc: float) -> None:
+        if acc > self.best_any:
+            self.best_any = acc
+            self.trace_any.append((round(self.now, 2), round(acc, 4)))
+        if acc >= self.s.target and self.t_any == INF:
+            self.t_any, self.configs_at_any = self.now, len(self.trial_list)
+        if st.round == self.s.max_t:
+            self.counts["trained_to_max_t"] += 1
+            if acc > self.best_full:
+                self.best_full = acc
+                self.trace_full.append((round(self.now, 2), round(acc, 4)))
+            if acc >= self.s.target and self.t_full == INF:
+                self.t_full, self.configs_at_full = self.now, len(self.trial_list)
+
+    def pause(self, st: SimTrial) -> None:
+        from ray.tune.experiment import Trial
+
+        self.counts["pause"] += 1
+        self._free(st)
+        st.trial.set_status(Trial.PAUSED)
+
+    def stop_trial(self, trial: Any) -> None:
+        """Tune's `TuneController.stop_trial`: remove a PENDING/PAUSED trial, complete a RUNNING one."""
+        from ray.tune.experiment import Trial
+
+        st = self.trials[trial.trial_id]
+        if trial.status in (Trial.ERROR, Trial.TERMINATED):
+            return
+        if trial.status in (Trial.PENDING, Trial.PAUSED):
+            if trial.status == Trial.PAUSED:
+                self.counts["stopped_paused"] += 1
+            self.scheduler.on_trial_remove(self.controller, trial)
+            self.search_alg.on_trial_complete(trial.trial_id)
+        elif trial.status == Trial.RUNNING:
+            self._free(st)
+            self.scheduler.on_trial_complete(self.controller, trial, dict(st.last_result))
+            self.search_alg.on_trial_complete(trial.trial_id, result=dict(st.last_result))
+        trial.set_status(Trial.TERMINATED)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def finished(self) -> bool:
+        from ray.tune.experiment import Trial
+
+        return self.search_alg.is_finished() and all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in self.trial_list)
+
+    def _steps(self) -> None:
+        """Tune's steps between two events: ask the searcher, start trials, until nothing changes."""
+        for _ in range(10_000):
+            added = self._add_trials()
+            started = self._start_trials()
+            if not (added or started):
+                return
+
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        deadline = self.s.time_budget
+        idle = 0
+        while True:
+            self._steps()
+            if not self.events:
+                if self.finished():
+                    break
+                # Nothing runs: Tune keeps stepping (the scheduler may start its finish phase, resume a finalist,
+                # stop the trials left paused). A few steps without any change is a search Tune would never end.
+                idle += 1
+                if idle > 5:
+                    self.stuck = True
+                    break
+                continue
+            idle = 0
+            at, _, trial_id, token = heapq.heappop(self.events)
+            st = self.trials[trial_id]
+            if token != st.token:
+                continue
+            if deadline is not None and at > deadline:
+                self.now = deadline
+                self.timed_out = True
+                self._stop_all()
+                break
+            self._idle_until(at)
+            self.now = at
+            self._result(st)
+        return self.summary(time.perf_counter() - started)
+
+    def _idle_until(self, at: float) -> None:
+        """Worker-seconds left idle from now to `at` (nothing starts between events), and how many while the searcher
+        still had configurations to give: idle workers in mid-search mean the loop or the admission held trials back."""
+        idle = (self.s.workers - self.running()) * (at - self.now)
+        self.idle_seconds += idle
+        if not self.search_alg.is_finished():
+            self.idle_sampling_seconds += idle
+            self.sampling_end = at
+
+    def _stop_all(self) -> None:
+        """Tune's time budget: the search generator is finished and every live trial stopped."""
+        from ray.tune.experiment import Trial
+
+        self.search_alg.set_finished()
+        for trial in list(self.trial_list):
+            if trial.status not in (Trial.TERMINATED, Trial.ERROR):
+                self.stop_trial(trial)
+
+    def summary(self, real_seconds: float) -> dict[str, Any]:
+        s = self.s
+        end = self.now
+        finite = lambda x: None if x in (INF, -INF) else x  # noqa: E731
+        finite4 = lambda x: None if x in (INF, -INF) else round(x, 4)  # noqa: E731
+        return {
+            "scheduler": s.scheduler, "workers": s.workers, "seed": s.seed, "target": s.target,
+            "t_any": finite(self.t_any), "t_full": finite(self.t_full),
+            "configs_at_any": self.configs_at_any, "configs_at_full": self.configs_at_full,
+            "configs": len(self.trial_list), "best_any": finite4(self.best_any), "best_full": finite4(self.best_full),
+            "end_s": round(end, 2), "utilization": round(self.busy_seconds / (s.workers * end), 4) if end > 0 else None,
+            "idle_while_sampling": round(self.idle_sampling_seconds / (s.workers * self.sampling_end), 4) if self.sampling_end > 0 else 0.0,
+            **self.counts, "decisions": dict(self.decisions), "stuck": self.stuck, "timed_out": self.timed_out,
+            "ended": self.finished(), "levels": list(getattr(self.scheduler, "levels", ())),
+            "max_pending_trials": self.max_pending, "real_s": round(real_seconds, 3),
+            "distinct_curves": len({self.trials[t.trial_id].curve["index"] for t in self.trial_list}),
+            "trace_any": self.trace_any, "trace_full": self.trace_full,
+        }
+
+
+def replay(curves: Curves, settings: Settings) -> dict[str, Any]:
+    return Replay(curves, settings).run()
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic curves (smoke mode, tests)
+
+
+def synthetic_curves(path: Path, *, n: int = 24, rounds: int = 16, seed: int = 0) -> Path:
+    """A curves file of `n` made-up configurations of record_curves' default space: saturating curves whose
+    final accuracy depends on lr, width and dropout, some slow starters that end high (so early rungs misrank)."""
+    import random
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import record_curves as RC
+
+    rng = random.Random(seed)
+    spec = RC.build_spec({"name": "digits"}, RC.DEFAULT_SPACE, RC.DEFAULT_BASELINE, max_epochs=rounds, report_every=None,
+                         seed=seed, name="synthetic")
+    configs = []
+    for i, params in enumerate(RC.sample_configs(spec, n, seed)):
+        full = spec.full_config(params)
+        quality = 0.97 - 0.08 * abs(math.log10(full["lr"]) + 2.7) - 0.03 * (full["channels"] == "8-16") - 0.04 * full["dropout"] ** 2
+        start = max(0.1, quality - rng.uniform(0.05, 0.5))
+        tau = rng.uniform(0.8, 6.0)  # rounds to go 63 % of the way: large = a slow starter
+        cost = {"8-16": 1.0, "16-32": 1.8, "32-64": 4.0}[full["channels"]] * (1.2 if full["batch_norm"] else 1.0)
+        acc = [round(min(0.999, quality - (quality - start) * math.exp(-(r + 1) / tau) + rng.gauss(0, 0.004)), 4)
+               for r in range(rounds)]
+        configs.append({"index": i, "params": params, "status": "ok", "rounds": rounds, "val_acc": acc,
+                        "val_loss": [round(max(0.01, 2.3 * (1 - a)), 4) for a in acc],
+                        "round_s": [round(cost * rng.uniform(0.9, 1.1) * 10, 4) for _ in range(rounds)],
+                        "epoch": [float(r + 1) for r in range(rounds)]})
+    repeats = []  # the baseline "retrained" with two other seeds: its curve shifted by a seed effect
+    for k in (1, 2):
+        shift = rng.gauss(0, 0.005)
+        acc = [round(min(0.999, a + shift + rng.gauss(0, 0.002)), 4) for a in configs[0]["val_acc"]]
+        repeats.append({**configs[0], "torch_seed": seed + k, "val_acc": acc})
+    payload = {"format": RC.FORMAT, "name": "synthetic", "dataset_name": "synthetic", "spec": spec.raw, "seed": seed,
+               "total_rounds": rounds, "n_configs": n, "data": "synthetic curves (benchmarks/simulate.py synthetic_curves)",
+               "configs": configs, "repeats": repeats}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, separators=(",", ":")))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Many replays, and the report
+
+
+def _run_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    path, settings = job
+    logging.getLogger("search.schedulers").setLevel(logging.WARNING)
+    return replay(_curves_cached(path), Settings(**settings))
+
+
+_CURVES: dict[str, Curves] = {}
+_SURROGATES: dict[tuple[str, str], Neighbours] = {}
+
+
+def surrogate(curves: Curves, distance: str) -> Neighbours:
+    """The nearest-neighbour surrogate of `distance` for `curves`, built once per process."""
+    key = (curves.path, distance)
+    if key not in _SURROGATES:
+        weights = importance_weights(curves) if distance == "importance" else None
+        _SURROGATES[key] = Neighbours(curves.spec.space, curves.configs, weights)
+    return _SURROGATES[key]
+
+
+def _curves_cached(path: str) -> Curves:
+    if path not in _CURVES:
+        _CURVES[path] = load_curves(path)
+    return _CURVES[path]
+
+
+def run_all(curves: Curves, settings: list[Settings], jobs: int, on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    work = [(curves.path, vars(s)) for s in settings]
+    _CURVES[curves.path] = curves
+    out = []
+    if jobs <= 1:
+        for job in work:
+            out.append(_run_one(job))
+            if on_done:
+                on_done(out[-1])
+        return out
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        for result in pool.map(_run_one, work):
+            out.append(result)
+            if on_done:
+                on_done(result)
+    return out
+
+
+def _median_time(values: list[float | None]) -> float:
+    """Median with not-reached = infinity (so a median is finite only when most seeds reached the target)."""
+    return statistics.median([INF if v is None else v for v in values]) if values else float("nan")
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds is None or seconds != seconds:
+        return "-"
+    if seconds == INF:
+        return "∞"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    keys = sorted({(r["workers"], r["scheduler"]) for r in runs}, key=lambda k: (k[0], list(SCHEDULERS).index(k[1])))
+    for workers, scheduler in keys:
+        rs = [r for r in runs if r["workers"] == workers and r["scheduler"] == scheduler]
+        med = lambda key: C.median([float(r[key]) for r in rs if r[key] is not None])  # noqa: E731
+        rows.append({
+            "workers": workers, "scheduler": scheduler, "seeds": len(rs),
+            "t_any": _median_time([r["t_any"] for r in rs]), "reached_any": sum(r["t_any"] is not None for r in rs) / len(rs),
+            "t_full": _median_time([r["t_full"] for r in rs]), "reached_full": sum(r["t_full"] is not None for r in rs) / len(rs),
+            "configs_at_any": med("configs_at_any"), "configs": med("configs"), "trained_to_max_t": med("trained_to_max_t"),
+            "trial_rounds": med("trial_rounds"), "best_any": med("best_any"), "best_full": med("best_full"),
+            "end_s": med("end_s"), "utilization": med("utilization"), "pause": med("pause"), "resume": med("resume"),
+            "stuck": sum(bool(r["stuck"]) for r in rs), "real_s": med("real_s"), "distinct_curves": med("distinct_curves"),
+            "idle_while_sampling": med("idle_while_sampling"),
+        })
+    return rows
+
+
+def curves_section(curves: Curves, target: float, quantile: float | None) -> str:
+    m = curves.meta
+    finals = sorted(curves.final_acc())
+    bests = sorted(max(float(a or 0.0) for a in c["val_acc"]) for c in curves.configs)
+    full_s = sorted(sum(float(x or 0.0) for x in c["round_s"]) for c in curves.configs)
+    round_s = [float(x or 0.0) for c in curves.configs for x in c["round_s"]]
+    diverged = sum(c["status"] != "ok" for c in curves.configs)
+    q = lambda xs, f: xs[min(len(xs) - 1, int(round(f * (len(xs) - 1))))]  # noqa: E731
+    sittings = m.get("sittings") or []
+    machine = (sittings[0].get("machine") or {}) if sittings else {}
+    recorded = ", ".join(f"{s.get('date')} ({s.get('workers')} workers, {s.get('trained')} configs, "
+                         f"{(s.get('wall_s') or 0) / 60:.0f} min)" for s in sittings) or "not recorded (synthetic)"
+    lines = [
+        "## The curves replayed",
+        "",
+        f"- file: `{curves.path}` (sha256 {curves.sha}), {len(curves.configs)} configurations"
+        + (f" of {m.get('n_configs')}" if m.get("n_configs") and m.get("n_configs") != len(curves.configs) else "")
+        + f", {curves.total_rounds} rounds each ({m.get('max_epochs', '?')} epochs, a round = "
+        + (f"{m['report_every']} training samples" if m.get("report_every") else "one epoch") + ")",
+        f"- data: {m.get('data', '?')}; train subset {m.get('n_train', '?')}, val {m.get('n_val', '?')}; space from {m.get('space_source', '?')}",
+        f"- recorded: {recorded}" + (f" on {machine.get('cores')} cores, {machine.get('cpu')}, code {machine.get('code')}" if machine else ""),
+        f"- final val acc over the configurations: min {finals[0]:.4f}, median {q(finals, 0.5):.4f}, 90th percentile "
+        f"{q(finals, 0.9):.4f}, max {finals[-1]:.4f}; best val acc of any round: median {q(bests, 0.5):.4f}, max {bests[-1]:.4f}; "
+        f"{diverged} diverged",
+        f"- seconds per round: median {C.median(round_s):.2f}; a configuration trained to the end: median {q(full_s, 0.5):.0f} s, "
+        f"max {full_s[-1]:.0f} s; all of them, one after the other: {sum(full_s) / 60:.1f} min",
+        f"- **target: val acc {target:.4f}**" + (f" (the {quantile:.0%} quantile of the final val accuracies)" if quantile is not None else " (--target)"),
+    ]
+    return "\n".join(lines)
+
+
+def surrogate_section(info: dict[str, Any], rows: list[dict[str, Any]], samples: int) -> str:
+    checks = info["leave_one_out"]
+    lines = ["## The surrogate", "",
+             f"A suggested configuration replays its nearest recorded configuration's curve; distance **{info['distance']}**"
+             + (f" (asked: {info['asked']}, the one with the lower leave-one-out error)" if info["asked"] == "auto" else "") + "."]
+    if checks:
+        lines.append("Leave-one-out check: each recorded configuration's final val acc predicted by its nearest *other* "
+                     "recorded configuration (mean absolute error; Spearman rank correlation; the error of predicting the mean):")
+        lines.append("")
+        lines.append(C.md_table(["distance", "MAE", "Spearman", "MAE of the mean"],
+                                [[k, C.fmt(v["mae"], 4), C.fmt(v["spearman"], 2), C.fmt(v["mae_of_mean"], 4)] for k, v in checks.items()]))
+    if info.get("weights"):
+        lines.append("")
+        lines.append("fANOVA importance weights: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(info["weights"].items(), key=lambda kv: -kv[1])))
+    lines.append("")
+    lines.append(f"Noise: each trial's replayed val accuracies get a seeded offset of SD {info['noise']:g} ({info['noise_source']}).")
+    distinct = C.median([r["distinct_curves"] for r in rows])
+    lines.append("")
+    lines.append(f"Distinct recorded curves a replay of {samples} configurations used: median {C.fmt(distinct, 0)} "
+                 f"(per row in the JSON). Without noise, trials that replay the same curve tie exactly at every rung "
+                 f"(Ray's ASHA lets a trial equal to the cutoff through); the noise offsets them as a retraining with "
+                 f"another seed would.")
+    return "\n".join(lines)
+
+
+def report_sections(rows: list[dict[str, Any]], args: argparse.Namespace, curves: Curves, target: float,
+                    surrogate_info: dict[str, Any]) -> list[str]:
+    base = {(r["scheduler"]): r["t_any"] for r in rows if r["workers"] == min(x["workers"] for x in rows)}
+    table = C.md_table(
+        ["workers", "scheduler", "seeds", "median time to target (any round)", "reached", "speed-up vs fewest workers",
+         "median time to target (trained to max_t)", "reached", "configs tried by target (median)", "configs tried",
+         "trained to max_t", "trial-rounds", "best val acc at end (any round / trained to max_t)", "virtual end",
+         "worker use", "pauses / resumes", "real s per replay"],
+        [[r["workers"], r["scheduler"], r["seeds"], _fmt_s(r["t_any"]), f"{r['reached_any']:.0%}",
+          (f"{base[r['scheduler']] / r['t_any']:.1f}x" if r["t_any"] not in (INF, 0) and base.get(r["scheduler"]) not in (None, INF) else "-"),
+          _fmt_s(r["t_full"]), f"{r['reached_full']:.0%}", C.fmt(r["configs_at_any"], 0), C.fmt(r["configs"], 0),
+          C.fmt(r["trained_to_max_t"], 0), C.fmt(r["trial_rounds"], 0), f"{C.fmt(r['best_any'], 4)} / {C.fmt(r['best_full'], 4)}",
+          _fmt_s(r["end_s"]), C.fmt(r["utilization"], 2), f"{C.fmt(r['pause'], 0)} / {C.fmt(r['resume'], 0)}"
+          + (f" ({r['stuck']} stuck)" if r["stuck"] else ""), C.fmt(r["real_s"], 1)] for r in rows])
+    budget = f"{args.samples} configurations" + (f", {args.time_budget:.0f} virtual seconds" if args.time_budget else "")
+    settings = (f"Budget per replay: {budget}; ASHA grace {args.grace} round(s), reduction factor {args.reduction_factor:g}, "
+                f"max_t {args.max_t} rounds; start / resume overhead {args.overhead:g} s; noise SD {args.noise:g}; seeds 0-{args.seeds - 1} "
+                f"(RungAwareTPE's seed). Medians over seeds; a time is the median with seeds that never reached the target "
+                f"counted as ∞. Schedulers: " + "; ".join(f"`{k}` = {SCHEDULERS[k]}" for k in args.schedulers) + ".")
+    return [curves_section(curves, target, None if args.target is not None else args.target_quantile),
+            surrogate_section(surrogate_info, rows, args.samples), "## Replays\n\n" + settings, table]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[5:]))
+    p.add_argument("curves", nargs="?", default=None, help="a curves_NAME.json of record_curves.py (default benchmarks/results/curves_glyphs.json)")
+    p.add_argument("--smoke", action="store_true", help="synthetic curves (unless a file is given), W 1 and 8, 2 seeds, 40 samples")
+    p.add_argument("--out", default=str(C.RESULTS), help="folder for simulation_NAME.md / .json (default benchmarks/results)")
+    p.add_argument("--name", default=None, help="report name (default: NAME of curves_NAME.json)")
+    p.add_argument("--workers", type=int, nargs="+", default=None, help=f"worker counts (default {' '.join(map(str, DEFAULT_WORKERS))})")
+    p.add_argument("--schedulers", nargs="+", choices=list(SCHEDULERS), default=["asha", "asha-stop"])
+    p.add_argument("--seeds", type=int, default=20, help="replays per (scheduler, workers): seeds 0..N-1 (default 20)")
+    p.add_argument("--samples", type=int, default=256, help="configurations per search (Tune's num_samples; default 256)")
+    p.add_argument("--time-budget", type=float, default=None, help="virtual seconds per search (default: none)")
+    p.add_argument("--grace", type=int, default=1, help="ASHA grace period in rounds (default 1)")
+    p.add_argument("--reduction-factor", type=float, default=4.0, help="ASHA reduction factor (default 4)")
+    p.add_argument("--max-t", type=int, default=None, help="rounds of a full trial (default: the curves' length)")
+    p.add_argument("--target", type=float, default=None, help="val accuracy to reach (default: --target-quantile of the final accuracies)")
+    p.add_argument("--target-quantile", type=float, default=0.9)
+    p.add_argument("--overhead", type=float, default=0.0, help="virtual seconds added to each trial start and resume (default 0)")
+    p.add_argument("--distance", choices=["auto", "uniform", "importance"], default="auto",
+                   help="the nearest-neighbour surrogate's distance: every parameter weighted 1 (uniform), by its fANOVA "
+                        "importance for the recorded final accuracies (importance), or whichever predicts the recorded "
+                        "configurations better, leave-one-out (auto, the default)")
+    p.add_argument("--noise", default="auto",
+                   help="SD of a per-trial offset added to its replayed val accuracies (seed-to-seed variation): a number, "
+                        "or auto (the default): the SD of the baseline's val acc over its recorded torch seeds (the "
+                        "file's repeats), mean over rounds; 0 when the file has no repeats")
+    p.add_argument("--jobs", type=int, default=1, help="replays in parallel processes (default 1)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.curves is None:
+        if args.smoke:
+            import tempfile
+
+            args.curves = str(synthetic_curves(Path(tempfile.mkdtemp(prefix="hpsearch-sim-")) / "curves_synthetic.json"))
+        else:
+            args.curves = str(C.RESULTS / "curves_glyphs.json")
+    if args.smoke:
+        args.workers = args.workers or [1, 8]
+        args.seeds = min(args.seeds, 2)
+        args.samples = min(args.samples, 40)
+    args.workers = args.workers or list(DEFAULT_WORKERS)
+    curves = load_curves(args.curves)
+    args.max_t = args.max_t or curves.total_rounds
+    if args.max_t > curves.total_rounds:
+        raise SystemExit(f"--max-t {args.max_t} is longer than the curves ({curves.total_rounds} rounds)")
+    target = args.target if args.target is not None else default_target(curves, args.target_quantile)
+    neighbours, surrogate_info = choose_neighbours(curves, args.distance)
+    args.noise, noise_source = resolve_noise(curves, args.noise)
+    surrogate_info["noise"], surrogate_info["noise_source"] = args.noise, noise_source
+    _SURROGATES[(curves.path, surrogate_info["distance"])] = neighbours
+    name = args.name or f"simulation_{curves.name}" + ("_smoke" if args.smoke and not args.name else "")
+    settings = [Settings(scheduler=sch, workers=w, seed=seed, samples=args.samples, max_t=args.max_t, grace=args.grace,
+                         reduction_factor=args.reduction_factor, target=target, time_budget=args.time_budget, overhead=args.overhead,
+                         distance=surrogate_info["distance"], noise=args.noise)
+                for w in args.workers for sch in args.schedulers for seed in range(args.seeds)]
+    print(f"{len(settings)} replays of {curves.path} ({len(curves.configs)} configurations, {curves.total_rounds} rounds), "
+          f"target val acc {target:.4f}", flush=True)
+
+    def progress(r: dict[str, Any]) -> None:
+        print(f"  {r['scheduler']:13s} W={r['workers']:<4d} seed {r['seed']:<3d} target {_fmt_s(r['t_any'] if r['t_any'] is not None else INF):>9s} "
+              f"(max_t: {_fmt_s(r['t_full'] if r['t_full'] is not None else INF):>9s}) configs {r['configs']:4d} "
+              f"to max_t {r['trained_to_max_t']:3d} pauses {r['pause']:4d} resumes {r['resume']:4d} "
+              f"{'STUCK ' if r['stuck'] else ''}real {r['real_s']:.1f} s", flush=True)
+
+    with C.LoadWatch() as load:
+        runs = run_all(curves, settings, args.jobs, progress)
+    rows = summarize(runs)
+    path = C.write_report(name, "Scale by simulation: recorded curves replayed through hpsearch's schedulers and sampler",
+                          report_sections(rows, args, curves, target, surrogate_info), args.out, smoke=args.smoke, load=load)
+    payload = {"curves": {"path": curves.path, "sha256": curves.sha, "configs": len(curves.configs), "rounds": curves.total_rounds},
+               "target": target, "surrogate": surrogate_info, "args": {k: v for k, v in vars(args).items()}, "command": C.command_line(),
+               "code": C.CODE_REVISION, "rows": [{k: (None if v == INF else v) for k, v in r.items()} for r in rows], "runs": runs}
+    json_path = path.with_suffix(".json")
+    json_path.write_text(json.dumps(payload, default=str) + "\n")
+    print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()
