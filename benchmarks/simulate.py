@@ -80,6 +80,7 @@ SCHEDULERS = {
     "asha": "ASHA with promotions (PromotionASHA)",
     "asha-stop": "Ray's stopping ASHA, hpsearch's recent-results cutoff (asha_scheduler)",
     "asha-stop-all": "Ray's stopping ASHA, Ray's cutoff over all results (asha_scheduler, window=0)",
+    "asha+ray-sampler": "ASHA with promotions, Ray's OptunaSearch as the sampler instead of RungAwareTPE (the sampler ablation)",
 }
 DEFAULT_WORKERS = (1, 2, 8, 32, 128)
 METRIC = "val_acc"
@@ -372,29 +373,38 @@ class FakeController:
         self._replay.pause(self._replay.trials[trial.trial_id])
 
 
-def search_algorithm(spec: Any, scheduler: Any, *, seed: int, max_t: int, workers: int, promotions: bool) -> tuple[Any, Any]:
-    """(RungAwareTPE, the search algorithm Tune gets) as `search.tuner.build_tuner` assembles them: with promotions
-    the scheduler's `admission` decides whether a new configuration starts (through `search.sampler.AdmissionLimiter`
-    where it exists, else RungAwareTPE's `admission=`), otherwise Ray's `ConcurrencyLimiter(max_concurrent=W)`."""
-    import inspect
-
+def search_algorithm(spec: Any, scheduler: Any, *, seed: int, max_t: int, workers: int, promotions: bool,
+                     rays_sampler: bool = False) -> tuple[Any, Any]:
+    """(the sampler, the search algorithm Tune gets) as `search.tuner.build_tuner` assembles them: with promotions
+    the scheduler's `admission` decides whether a new configuration starts (`search.sampler.AdmissionLimiter`),
+    otherwise Ray's `ConcurrencyLimiter(max_concurrent=W)`. `rays_sampler`: Ray's OptunaSearch instead of
+    RungAwareTPE (the sampler ablation: it tells a paused trial nothing, a stopped one COMPLETE)."""
     from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
 
-    import search.sampler as sampler
+    from search.sampler import AdmissionLimiter, RungAwareTPE
     from search.tuner import DefineByRun
 
-    kwargs = dict(metric=METRIC, mode="max", seed=seed, max_t=max_t,
-                  points_to_evaluate=[spec.baseline_point()] if spec.space else None)
+    points = [spec.baseline_point()] if spec.space else None
+    space = DefineByRun(spec.space, spec.baseline)
+    if rays_sampler:
+        searcher = OptunaSearch(space=space, metric=METRIC, mode="max", seed=seed, points_to_evaluate=points)
+    else:
+        searcher = RungAwareTPE(space, metric=METRIC, mode="max", seed=seed, max_t=max_t,
+                                rungs=tuple(getattr(scheduler, "levels", ())) or _stop_levels(scheduler, max_t),
+                                points_to_evaluate=points)
     if not promotions:
-        searcher = sampler.RungAwareTPE(DefineByRun(spec.space, spec.baseline), **kwargs)
         return searcher, ConcurrencyLimiter(searcher, max_concurrent=workers)
-    if hasattr(sampler, "AdmissionLimiter"):
-        searcher = sampler.RungAwareTPE(DefineByRun(spec.space, spec.baseline), **kwargs)
-        return searcher, sampler.AdmissionLimiter(searcher, workers, scheduler.admission)
-    if "admission" in inspect.signature(sampler.RungAwareTPE.__init__).parameters:  # hpsearch before AdmissionLimiter
-        searcher = sampler.RungAwareTPE(DefineByRun(spec.space, spec.baseline), admission=scheduler.admission, **kwargs)
-        return searcher, searcher
-    raise RuntimeError("search.sampler offers neither AdmissionLimiter nor RungAwareTPE(admission=): update search_algorithm()")
+    return searcher, AdmissionLimiter(searcher, workers, scheduler.admission)
+
+
+def _stop_levels(scheduler: Any, max_t: int) -> tuple[int, ...]:
+    """The rungs of Ray's ASHA (its milestones below max_t)."""
+    from search.schedulers import rung_levels
+
+    grace = int(getattr(scheduler, "_grace_period", 1) or 1)
+    rf = float(getattr(scheduler, "_reduction_factor", 4) or 4)
+    return rung_levels(grace, rf, max_t)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -427,8 +437,8 @@ class Replay:
         self.neighbours = neighbours or surrogate(curves, s.distance)
         self.now = 0.0
         spec = curves.spec
-        self.promotions = s.scheduler == "asha"
-        if self.promotions:
+        self.promotions = s.scheduler in ("asha", "asha+ray-sampler")
+        if self.promotions:  # asha, or asha+ray-sampler
             self.scheduler = PromotionASHA(METRIC, "max", max_t=s.max_t, grace=s.grace, reduction_factor=s.reduction_factor,
                                            max_concurrent=s.workers, time_budget_s=s.time_budget, clock=self.clock)
             self.scheduler.on_decision = self._on_decision
@@ -438,7 +448,7 @@ class Replay:
         else:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, but got {s.scheduler!r}")
         self.searcher, inner = search_algorithm(spec, self.scheduler, seed=s.seed, max_t=s.max_t, workers=s.workers,
-                                                promotions=self.promotions)
+                                                promotions=self.promotions, rays_sampler=s.scheduler == "asha+ray-sampler")
         self.search_alg = SearchGenerator(inner, s.samples)
         self.max_pending = max_pending_trials(self.search_alg)
         self.controller = FakeController(self)

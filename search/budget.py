@@ -37,7 +37,9 @@ def plan(spec: SearchSpec, n_train: int) -> RoundPlan:
     """The round plan of a spec whose `report_every` is resolved (see `resolve_report_every`)."""
     every = spec.budget.report_every
     if every == "auto":
-        raise ValueError("report_every 'auto' must be resolved with resolve_report_every before planning rounds")
+        if n_train > AUTO_MIN_TRAIN:
+            raise ValueError("report_every 'auto' must be resolved with resolve_report_every before planning rounds")
+        every = None  # what `auto` resolves to for a small data set
     per_epoch = 1.0 if every is None else n_train / every
     total = max(1, math.ceil(spec.budget.max_epochs * per_epoch))
     if spec.budget.auto_rounds:

@@ -2,17 +2,17 @@
 
 Ray's `OptunaSearch` tells the Optuna study a trial ASHA stopped after one round as COMPLETE with
 that round's value (ray/tune/search/optuna/optuna_search.py, `on_trial_complete`), so TPE ranked a
-configuration's 1-epoch accuracy against another's 30-epoch one, and with ASHA with promotions a
-paused trial told nothing at all until the search ended. `RungAwareTPE` keeps every trial's learning
-curve and, before each suggestion, shows TPE a study in which
-- a trial that reached `max_t` is COMPLETE with its best value (the search ranks by the best epoch);
-- every other trial (paused, stopped at a rung, still running, diverged) is PRUNED with its
-  intermediate values, which TPE ranks after every complete trial and, among themselves, by the
-  step they reached, then by the value there (optuna/samplers/_tpe/sampler.py, `_split_trials`);
-so a configuration is compared only with ones that trained as long. The study is rebuilt from
-that record (cached frozen trials) because an Optuna trial cannot change once told, and a
-paused trial may be promoted later. The TPE sampler of each suggestion is seeded from the spec's
-seed and the number of trials so far: the same history gives the same suggestion.
+configuration's 1-epoch accuracy against another's 30-epoch one; and with ASHA with promotions a
+paused trial told it nothing until the search ended. `RungAwareTPE` instead adds to its study
+- at every rung a trial reaches, a PRUNED record of it with its learning curve so far, which TPE
+  ranks after every complete trial and, among pruned ones, by the step reached, then by the value
+  there (optuna/samplers/_tpe/sampler.py, `_split_trials`): like is compared with like;
+- when a trial reaches `max_t`, a COMPLETE record with its best value (the search ranks by the best epoch);
+- when a trial ends between rungs (the clock cut it, it diverged), a PRUNED record at its last round.
+A promoted trial thus appears once per rung it passed, each record true at its step (an Optuna trial
+cannot change once told, and a paused trial may be promoted later). Each event adds one record, so a
+suggestion costs what TPE costs, not a rebuild of the study. The TPE sampler is seeded with the spec's
+seed: the same sequence of events gives the same suggestions.
 """
 from __future__ import annotations
 
@@ -31,67 +31,78 @@ RUNNING, COMPLETE, PRUNED, FAILED = "running", "complete", "pruned", "failed"
 class RungAwareTPE(Searcher):
     """Ray Tune `Searcher` over `space` (a define-by-run callable taking an Optuna trial); see the module docstring.
 
-    `points_to_evaluate` are suggested first (the spec's baseline).
+    `rungs` are the rounds at which the scheduler ranks trials; `points_to_evaluate` are suggested
+    first (the spec's baseline).
     """
 
     def __init__(self, space: Callable[[Any], Any], *, metric: str, mode: str, seed: int, max_t: int,
-                 points_to_evaluate: list[dict[str, Any]] | None = None) -> None:
+                 rungs: tuple[int, ...] = (), points_to_evaluate: list[dict[str, Any]] | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', but got {mode=!r}")
-        self.space, self.seed, self.max_t = space, int(seed), int(max_t)
+        self.space, self.seed, self.max_t, self.rungs = space, int(seed), int(max_t), tuple(int(r) for r in rungs)
         self.points = [dict(p) for p in (points_to_evaluate or [])]
-        self.trials: dict[str, dict[str, Any]] = {}  # trial id -> params, distributions, curve, state
-        self._frozen: dict[str, Any] = {}  # trial id -> the FrozenTrial last built for it
+        self.trials: dict[str, dict[str, Any]] = {}  # trial id -> params, distributions, curve, state, told steps
+        self.told: list[tuple[str, str, int]] = []  # (trial id, state, step) of every record, in order: rebuilds the study
+        self._study: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_frozen": {}}
+        return {**self.__dict__, "_study": None}
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return metric in (None, self.metric) and mode in (None, self.mode)
 
-    # -- suggestions ------------------------------------------------------------------------
+    # -- the study --------------------------------------------------------------------------
     def study(self) -> Any:
-        """An in-memory Optuna study holding what every trial reached so far (see the module docstring)."""
+        """The Optuna study TPE samples from (rebuilt from `told` after a restore)."""
+        if self._study is None:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            sampler = optuna.samplers.TPESampler(seed=self.seed)
+            self._study = optuna.create_study(direction="maximize" if self.mode == "max" else "minimize", sampler=sampler)
+            for trial_id, state, step in self.told:
+                self._add(trial_id, state, step)
+        return self._study
+
+    def _add(self, trial_id: str, state: str, step: int) -> None:
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = optuna.samplers.TPESampler(seed=self.seed + len(self.trials))
-        study = optuna.create_study(direction="maximize" if self.mode == "max" else "minimize", sampler=sampler)
-        frozen = [f for f in (self._frozen_trial(t) for t in self.trials) if f is not None]
-        if frozen:
-            study.add_trials(frozen)
-        return study
+        record = self.trials[trial_id]
+        curve = {int(k): float(v) for k, v in record["curve"].items() if int(k) <= step}
+        if not curve:
+            return
+        if state == COMPLETE:
+            best = max(curve.values()) if self.mode == "max" else min(curve.values())
+            frozen = optuna.trial.create_trial(params=record["params"], distributions=record["distributions"], value=best,
+                                               intermediate_values=curve, state=optuna.trial.TrialState.COMPLETE)
+        else:
+            frozen = optuna.trial.create_trial(params=record["params"], distributions=record["distributions"],
+                                               intermediate_values=curve, state=optuna.trial.TrialState.PRUNED)
+        self._study.add_trial(frozen)
 
+    def _tell(self, trial_id: str, state: str, step: int) -> None:
+        record = self.trials[trial_id]
+        if step in record["told"] and state != COMPLETE:
+            return
+        record["told"].append(step)
+        self.told.append((trial_id, state, step))
+        if self._study is not None:
+            self._add(trial_id, state, step)
+
+    # -- suggestions ------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        from optuna.trial import TrialState
+
         study = self.study()
         if len(self.trials) < len(self.points):
             study.enqueue_trial(self.points[len(self.trials)])
         ot_trial = study.ask()
         self.space(ot_trial)
-        self.trials[trial_id] = {"params": dict(ot_trial.params), "distributions": dict(ot_trial.distributions),
-                                 "curve": {}, "state": RUNNING}
-        return dict(ot_trial.params)
-
-    def _frozen_trial(self, trial_id: str) -> Any:
-        import optuna
-
-        record = self.trials[trial_id]
-        key = (record["state"], len(record["curve"]))
-        cached = self._frozen.get(trial_id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        curve = {int(k): float(v) for k, v in record["curve"].items()}
-        frozen = None
-        if record["state"] == COMPLETE and curve:
-            best = max(curve.values()) if self.mode == "max" else min(curve.values())
-            frozen = optuna.trial.create_trial(params=record["params"], distributions=record["distributions"], value=best,
-                                               intermediate_values=curve, state=optuna.trial.TrialState.COMPLETE)
-        elif record["state"] != FAILED and curve:
-            frozen = optuna.trial.create_trial(params=record["params"], distributions=record["distributions"],
-                                               intermediate_values=curve, state=optuna.trial.TrialState.PRUNED)
-        self._frozen[trial_id] = (key, frozen)
-        return frozen
+        params, distributions = dict(ot_trial.params), dict(ot_trial.distributions)
+        study.tell(ot_trial, state=TrialState.FAIL)  # the asked trial was only a proposal: its records come as it trains
+        self.trials[trial_id] = {"params": params, "distributions": distributions, "curve": {}, "state": RUNNING, "told": []}
+        return params
 
     # -- what trials report -----------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -99,40 +110,49 @@ class RungAwareTPE(Searcher):
         value = result.get(self.metric)
         if record is None or M.ROUND not in result or not isinstance(value, (int, float)) or not math.isfinite(value):
             return
-        record["curve"][int(result[M.ROUND])] = float(value)
+        step = int(result[M.ROUND])
+        record["curve"][step] = float(value)
+        if step in self.rungs:
+            self._tell(trial_id, PRUNED, step)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         record = self.trials.get(trial_id)
-        if record is None:
+        if record is None or record["state"] != RUNNING:
             return
         if result:
             self.on_trial_result(trial_id, result)
+        last = max(record["curve"], default=0)
+        diverged = bool(result) and result.get(M.STATUS) == M.STATUS_DIVERGED
         if error:
             record["state"] = FAILED
-        elif record["curve"] and max(record["curve"]) >= self.max_t and (not result or result.get(M.STATUS) != M.STATUS_DIVERGED):
+        elif last >= self.max_t and not diverged:
             record["state"] = COMPLETE
+            self._tell(trial_id, COMPLETE, last)
         else:
             record["state"] = PRUNED
+            if last and (not record["told"] or last > max(record["told"])):
+                self._tell(trial_id, PRUNED, last)
 
     def tpe_view(self) -> dict[str, int]:
-        """How many trials TPE sees as complete and as pruned (tests, the benchmark)."""
-        study = self.study()
+        """How many records TPE sees as complete and as pruned (tests, the benchmarks)."""
         import optuna
 
-        states = [t.state for t in study.get_trials(deepcopy=False)]
+        states = [t.state for t in self.study().get_trials(deepcopy=False)]
         return {"complete": states.count(optuna.trial.TrialState.COMPLETE), "pruned": states.count(optuna.trial.TrialState.PRUNED)}
 
     # -- Tune's searcher checkpoint ---------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
-        state = {"trials": self.trials, "points": self.points, "seed": self.seed, "max_t": self.max_t}
+        state = {"trials": self.trials, "told": self.told, "points": self.points, "seed": self.seed, "max_t": self.max_t,
+                 "rungs": self.rungs}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
-        self.trials, self.points, self.seed, self.max_t = state["trials"], state["points"], state["seed"], state["max_t"]
-        self._frozen = {}
+        self.trials, self.told, self.points = state["trials"], state["told"], state["points"]
+        self.seed, self.max_t, self.rungs = state["seed"], state["max_t"], tuple(state["rungs"])
+        self._study = None
 
 
 class AdmissionLimiter(ConcurrencyLimiter):

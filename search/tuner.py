@@ -318,12 +318,14 @@ def build_scheduler(spec: SearchSpec, n_train: int, *, state_dir: Path | str | N
 
 
 def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, callbacks: list[Any], trainable: Any = None,
-                storage_filesystem: Any = None, scheduler: Any = None, state_dir: Path | str | None = None):
+                storage_filesystem: Any = None, scheduler: Any = None, state_dir: Path | str | None = None,
+                searcher: Any = None):
     """One `tune.Tuner` composed from TuneConfig and RunConfig (see the module docstring).
 
     `storage` is a local folder, or with `storage_filesystem` (a pyarrow filesystem) a path on it.
     `trainable` replaces hpsearch's training function (benchmarks use a trivial one); `scheduler`
-    replaces the spec's; `state_dir` is where ASHA with promotions saves its rungs (the search folder).
+    replaces the spec's; `state_dir` is where ASHA with promotions saves its rungs (the search folder);
+    `searcher` (a Ray Tune Searcher) replaces hpsearch's rung-aware TPE (benchmarks compare Ray's OptunaSearch).
     """
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -334,9 +336,9 @@ def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, 
     rounds = B.plan(spec, n_train)
     scheduler = scheduler if scheduler is not None else build_scheduler(spec, n_train, state_dir=state_dir)
     promotions = isinstance(scheduler, PromotionASHA)
-    searcher = RungAwareTPE(
+    searcher = searcher if searcher is not None else RungAwareTPE(
         DefineByRun(spec.space, spec.baseline), metric=spec.metric, mode=spec.mode, seed=spec.seed, max_t=rounds.total,
-        points_to_evaluate=[spec.baseline_point()] if spec.space else None,
+        rungs=rungs(spec, n_train), points_to_evaluate=[spec.baseline_point()] if spec.space else None,
     )
     if promotions:  # Ray's limiter would count a paused trial as in flight: the scheduler admits new trials
         search_alg = AdmissionLimiter(searcher, spec.budget.max_concurrent, scheduler.admission)
@@ -392,11 +394,12 @@ def run_search(
     spec: str | Path | SearchSpec, *, name: str | None = None, storage: str | None = None, address: str | None = None,
     tracking_uri: str | None = None, samples: int | None = None, max_epochs: int | None = None,
     time_budget: str | float | None = None, overrides: Iterable[str] = (), track: bool = True,
-    on_event: Callable[[str], None] | None = print, refit: bool = False,
+    on_event: Callable[[str], None] | None = print, refit: bool = False, searcher: Any = None,
 ) -> SearchResult:
     """Run a search from a spec file (or a `SearchSpec`) and return its summary.
 
     Nothing is written before the spec, the data and the cluster's resources check out.
+    `searcher` replaces hpsearch's sampler with another Ray Tune Searcher (benchmarks).
     """
     if not isinstance(spec, SearchSpec):
         spec = load_spec(spec)
@@ -423,7 +426,7 @@ def run_search(
 
         shutil.rmtree(S.mirror_dir(str(experiment)), ignore_errors=True)  # a mirror left by an older search of that name
     R.write_state(experiment, state)
-    return _fit(spec, data, experiment, state, restore=False, on_event=on_event)
+    return _fit(spec, data, experiment, state, restore=False, on_event=on_event, searcher=searcher)
 
 
 def resume_search(
@@ -595,7 +598,8 @@ class MirrorUpload:
         self.upload()
 
 
-def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict[str, Any], *, restore: bool, on_event) -> SearchResult:
+def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict[str, Any], *, restore: bool, on_event,
+         searcher: Any = None) -> SearchResult:
     """Run (or restore and continue) the Tuner of a search folder; `experiment` is a path or a URI."""
     from ray import tune
 
@@ -615,7 +619,7 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
     else:
         root = posixpath.dirname(path.rstrip("/")) if remote else str(experiment_dir.parent)
         tuner = build_tuner(spec, data, name=posixpath.basename(path.rstrip("/")), storage=root, callbacks=callbacks,
-                            storage_filesystem=filesystem, state_dir=experiment_dir)
+                            storage_filesystem=filesystem, state_dir=experiment_dir, searcher=searcher)
     started = time.monotonic()
     interrupted = False
     try:
