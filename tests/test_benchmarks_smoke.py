@@ -27,7 +27,7 @@ EXPECTED_ROWS = {
         for variant in ("pure compute (ready batches)", "hpsearch (Trainer.run_round", "tutorial DataLoader, PIL + ToTensor, num_workers=0",
                         "tutorial DataLoader, PIL + ToTensor, num_workers=2")
     ],
-    "search_efficiency": ["| 0 | hpsearch: TPE + ASHA |", "| 0 | hpsearch: TPE + ASHA, Ray's cutoff |", "| 0 | random + FIFO |", "| 0 | TPE + FIFO |",
+    "search_efficiency": ["| 0 | hpsearch: TPE + ASHA |", "| 0 | hpsearch: TPE + stopping ASHA (asha-stop) |", "| 0 | random + FIFO |", "| 0 | TPE + FIFO |",
                           "| trial-epochs to bar (not reached = ∞) |", "| best final val acc |", "| test acc of the chosen model |",
                           "| seeds where its best final val acc ≥ random's", "| seeds where its chosen model's test acc ≥ random's |",
                           "| mean over seeds: best val acc / best final val acc / test acc",

@@ -66,6 +66,8 @@ def test_trials_never_promoted_again_end_pruned_at_their_rung_everywhere(promote
     children = {r.data.tags["trial_id"]: r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"}
     assert sorted(children) == sorted(statuses)
     assert not [r for r in runs if r.info.status == "RUNNING"]
+    # while a trial waited at a rung its run was tagged paused=true (with the round); every end clears it
+    assert any("paused_at_round" in run.data.tags for run in children.values())
     for trial_id, status in statuses.items():
         run = children[trial_id]
         assert run.data.tags.get("paused") == "false"
