@@ -469,7 +469,7 @@ def test_driver_killed_then_resumed_on_the_cluster(ray_cluster, tmp_path):
     experiment = storage / "dk"
     run = ray_cluster.cli(["run", str(spec), "--name", "dk", "--storage", str(storage), "--address", ray_cluster.address], tmp_path)
     try:
-        run.wait_for(2)
+        run.wait_for(0, paused=3)  # ASHA with promotions: killed with trials waiting at their rungs
         run.kill()  # the driver only: the nodes keep running
         ended = run.ended()
     finally:
@@ -534,7 +534,8 @@ def test_driver_killed_then_resumed_on_the_cluster(ray_cluster, tmp_path):
 @pytest.mark.cluster
 def test_second_node_killed_mid_search(ray_cluster, tmp_path):
     """Last in this file: it leaves the cluster with the head node only."""
-    spec = small_spec(tmp_path, name="node-kill-test", samples=6, max_epochs=20, grace_period=1)
+    # Ray's stopping ASHA: the kill below waits for a trial that has ended and one running past its rung
+    spec = small_spec(tmp_path, name="node-kill-test", samples=6, max_epochs=20, grace_period=1, scheduler="asha-stop")
     storage = tmp_path / "runs"
     experiment = storage / "nk"
     head, worker = ray_cluster.node_ids[HEAD], ray_cluster.node_ids[WORKER]

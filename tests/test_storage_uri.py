@@ -174,7 +174,7 @@ def test_uri_search_interrupted_then_resumed_from_another_machine(s3, tmp_path):
     storage = f"s3://hps/resume?{s3}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = CliProcess(["run", str(spec), "--name", "r1", "--storage", storage, "--tracking-uri", tracking], _env(tmp_path, "cache-a"), cwd=tmp_path)
-    run.wait_for(2)
+    run.wait_for(0, paused=2)
     os.kill(run.proc.pid, signal.SIGINT)
     assert run.finish() == 130, run.tail()
     assert any("resume with: hpsearch resume r1 --storage" in ln for ln in run.lines), run.tail()
