@@ -195,8 +195,8 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             self.round_seconds[trial_id] = float(seconds) if previous is None else 0.7 * previous + 0.3 * float(seconds)
         self.progress[trial_id] = t
         self.paused_at.pop(trial_id, None)
-        if t >= self.max_t:
-            return self.CONTINUE  # the trainable ends the trial at max_t
+        if t >= self.max_t or result.get(M.STATUS) == M.STATUS_DIVERGED:
+            return self.CONTINUE  # the trainable ends the trial itself (max_t reached, or a non-finite loss)
         self._maybe_finish(tune_controller)
         if self.finishing and trial_id not in self.finalists:
             return self._pause(trial_id, t, "cut")  # its worker goes to a finalist
