@@ -234,7 +234,9 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self._forget(trial.trial_id, None)
 
     def _forget(self, trial_id: str, result: dict[str, Any] | None) -> None:
+        """A trial ended (max_t, stopped, failed, diverged): no longer a candidate for promotion or the finish."""
         self.paused_at.pop(trial_id, None)
+        self.progress.pop(trial_id, None)
         if result and int(result.get(self.time_attr, 0)) >= self.max_t and trial_id not in self.completed:
             self.completed.append(trial_id)
         self._save()
