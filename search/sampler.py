@@ -160,7 +160,7 @@ class AdmissionLimiter(ConcurrencyLimiter):
 
     Ray's limiter counts a paused trial as in flight, so two paused trials would block a 2-worker search;
     the scheduler, which knows which trials run, answers `admission()`: "yes", "wait" (max_concurrent
-    trials run or wait to run) or "done" (the finish phase has begun). Being a ConcurrencyLimiter, it
+    trials run or wait to run, or a finalist of the finish phase waits for a worker) or "done" (no new configuration). Being a ConcurrencyLimiter, it
     also tells Tune to keep up to max_concurrent trials pending (Tune keeps 1 for other searchers).
     """
 

@@ -12,8 +12,9 @@ with two workers the budget went to whatever the sampler proposed first (issue 1
 
 With a time budget, the last part of it goes to the best configurations reaching `max_t`
 (the finish phase): when the time left is what the best paused or running trials need to
-train to the end (measured round times, x FINISH_SAFETY), no new configuration starts, the
-finalists (as many as workers) run to `max_t`, and the other trials stay paused. A search
+train to the end (measured round times, x FINISH_SAFETY), those finalists (as many as
+workers) get the workers first and run to `max_t`; a worker they do not need (one finished
+early) goes on with promotions and new configurations until the clock ends the search. A search
 without a time budget that has run out of new configurations trains its best trial to the end
 if none got there. Paused trials left at the end are stopped: pruned at their rung.
 
@@ -198,15 +199,16 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         if t >= self.max_t or result.get(M.STATUS) == M.STATUS_DIVERGED:
             return self.CONTINUE  # the trainable ends the trial itself (max_t reached, or a non-finite loss)
         self._maybe_finish(tune_controller)
-        if self.finishing and trial_id not in self.finalists:
+        if t in self.rungs:
+            score = rank_score(result, self._metric, self._mode)
+            if score is None or not math.isfinite(score):
+                score = -math.inf if self._mode == "max" else math.inf
+            self.rungs[t][trial_id] = score
+        if self.finishing and trial_id not in self.finalists and self._finalists_waiting():
             return self._pause(trial_id, t, "cut")  # its worker goes to a finalist
         if t not in self.rungs:
             return self.CONTINUE
-        score = rank_score(result, self._metric, self._mode)
-        if score is None or not math.isfinite(score):
-            score = -math.inf if self._mode == "max" else math.inf
-        self.rungs[t][trial_id] = score
-        if self.finishing:  # a finalist goes on to max_t
+        if self.finishing and trial_id in self.finalists:  # a finalist goes on to max_t
             self._save()
             return self.CONTINUE
         if trial_id in self.promoted[t]:  # promoted before a restart sent it back below this rung
@@ -259,9 +261,10 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
                     self._fresh.add(trial_id)
                     rank = self._ranked(level).index(trial_id) if trial_id in self.rungs.get(level, {}) else -1
                     self.resumed.append((trial_id, level, rank, len(self.rungs.get(level, {}))))
-                    if level in self.promoted and not self.finishing:
+                    finalist = self.finishing and trial_id in self.finalists
+                    if level in self.promoted and not finalist:
                         self.promoted[level].append(trial_id)
-                    self._tell("finalist" if self.finishing else "promoted", trial_id, level)
+                    self._tell("finalist" if finalist else "promoted", trial_id, level)
                     self._save()
                     return trial
         if pending:
@@ -276,10 +279,12 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
                     tune_controller.stop_trial(trial)
         return None
 
+    def _finalists_waiting(self) -> list[str]:
+        return [t for t in self.finalists if t in self.paused_at]
+
     def _to_resume(self) -> list[str]:
-        if self.finishing:
-            return [t for t in self.finalists if t in self.paused_at]
-        order = []
+        """Paused trials to resume, in order: finalists waiting for a worker, then ASHA's promotions."""
+        order = self._finalists_waiting() if self.finishing else []
         for level in reversed(self.levels):  # the highest rung first (ASHA's get_job)
             order += [t for t in self.promotable(level) if self.paused_at.get(t) == level]
         return order
@@ -329,12 +334,13 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self._save()
 
     def admission(self) -> str:
-        """May the searcher start a new configuration: "yes", "wait" (max_concurrent trials run or wait
-        to run) or "done" (the finish phase has begun)."""
+        """May the searcher start a new configuration: "yes", or "wait" (max_concurrent trials run or wait
+        to run, or a finalist waits for a worker). In the finish phase a worker the finalists do not need
+        goes on with ASHA's work (promotions, then new configurations) until the clock ends the search."""
         from ray.tune.experiment import Trial
 
-        if self.finishing:
-            return "done"
+        if self.finishing and self._finalists_waiting():
+            return "wait"
         if self._controller is None:
             return "yes"
         busy = sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in self._controller.get_trials())

@@ -126,7 +126,7 @@ def test_without_a_time_budget_the_best_paused_trial_is_trained_to_max_t_when_no
     assert [t.status for t in trials] == ["TERMINATED"] * 3  # the others were stopped where they waited
 
 
-def test_with_a_time_budget_the_last_part_goes_to_finalists_and_new_trials_are_refused():
+def test_with_a_time_budget_the_last_part_goes_to_finalists_first():
     now = [0.0]
     scheduler = _scheduler(reduction_factor=2, max_t=8, time_budget_s=100.0, clock=lambda: now[0])
     tune = Controller(scheduler)
@@ -139,12 +139,17 @@ def test_with_a_time_budget_the_last_part_goes_to_finalists_and_new_trials_are_r
     assert tune.report(b, 3, 0.75) == "CONTINUE" and not scheduler.finishing
     assert tune.report(b, 3, 0.8, seconds=40.0) == "CONTINUE"  # slow rounds: 1.25 x 5 x 12.7 s > 40 s left
     assert scheduler.finishing and scheduler.finalists == ["b", "a"]
-    assert scheduler.admission() == "done"
-    c = tune.add("c")  # a trial the searcher had already queued: cut at its first report
+    assert scheduler.admission() == "wait"  # finalist a waits for a worker: no new configuration
+    c = tune.add("c")  # a trial the searcher had already queued: cut at its first report, a needs the worker
     assert tune.report(c, 1, 0.99) == "PAUSE"
     assert ended_outcome(0, 8, scheduler.levels) == TIMED_OUT and ended_outcome(8, 8, scheduler.levels) == COMPLETED
     b.set_status(Trial.TERMINATED)
+    scheduler.on_trial_complete(tune, b, {"round": 8, "val_acc": 0.85})
     assert scheduler.choose_trial_to_run(tune) is a  # the other finalist resumes
+    a.set_status(Trial.RUNNING)
+    # both finalists served: the free worker goes back to ASHA's work (c, top of rung 1, is promoted)
+    assert scheduler.admission() == "yes"
+    assert scheduler.choose_trial_to_run(tune) is c
 
 
 def test_rungs_and_pauses_survive_a_killed_driver(tmp_path):
@@ -224,7 +229,7 @@ def test_the_sampler_suggests_the_baseline_first_and_the_same_sequence_for_the_s
     assert len({str(c) for c in first}) == len(first)
 
 
-def test_the_searcher_waits_while_max_concurrent_trials_run_and_stops_in_the_finish_phase():
+def test_the_searcher_waits_while_max_concurrent_trials_run_or_a_finalist_needs_a_worker():
     scheduler = _scheduler()
     tune = Controller(scheduler)
     tpe = RungAwareTPE(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), metric="val_acc", mode="max",
@@ -233,7 +238,7 @@ def test_the_searcher_waits_while_max_concurrent_trials_run_and_stops_in_the_fin
     assert searcher.suggest("a") is not None
     tune.add("a"), tune.add("b")
     assert searcher.suggest("c") is None  # "wait": Tune asks again later
-    scheduler.finishing = True
+    searcher.admission = lambda: "done"
     assert searcher.suggest("c") == RungAwareTPE.FINISHED
     assert "admission" not in searcher.get_state()  # the experiment checkpoint holds no copy of the scheduler
 
