@@ -6,7 +6,8 @@ from a short measurement of the baseline's speed on this machine, the time budge
 of workers, so that ASHA can try about AUTO_FIRST_RUNG_CONFIGS configurations at its first rung,
 which is then one round. ASHA with promotions spends about the same time on each rung level
 (n configurations x r, n/rf x rf r, ...), so with L rungs above the first one a budget of
-B seconds on W workers tries n = B W / (r (L + 1)) configurations: r follows from n.
+B seconds on W workers tries n = B W / (r (L + 1)) configurations: r follows from n. B excludes
+the finish phase (W finalists trained to the end, about one full trial's time: search.schedulers).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from trainables.data import DataBundle
 AUTO_MIN_TRAIN = 10_000  # train images up to which `auto` means one epoch per round
 AUTO_FIRST_RUNG_CONFIGS = 48  # configurations the first rung should see within a time budget
 AUTO_ROUND_SECONDS = 30.0  # without a time budget: a round of about this many seconds (or an epoch)
+MIN_EXPLORE_SHARE = 0.3  # the rungs get at least 30 % of the worker time, however long a full trial is
 MIN_EVAL_SHARE = 4.0  # a round trains at least 4x as long as its val evaluation takes
 
 
@@ -87,8 +89,10 @@ def auto_round_samples(spec: SearchSpec, n_train: int, speed: Speed) -> int | No
     if budget.time_budget_s is None:
         round_seconds = AUTO_ROUND_SECONDS
     else:
-        worker_seconds = budget.time_budget_s * budget.max_concurrent
         full_seconds = budget.max_epochs * epoch_seconds
+        # the finish phase trains max_concurrent finalists to the end: what is left goes to the rungs
+        worker_seconds = max(MIN_EXPLORE_SHARE * budget.time_budget_s * budget.max_concurrent,
+                             (budget.time_budget_s - full_seconds) * budget.max_concurrent)
         round_seconds = worker_seconds / AUTO_FIRST_RUNG_CONFIGS
         for _ in range(20):  # r = B W / (n (L + 1)), L = log_rf(full trial / r): a fixed point
             rungs_above = max(0.0, math.log(max(full_seconds / round_seconds, 1.0), budget.reduction_factor))
