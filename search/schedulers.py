@@ -271,7 +271,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             return pending[0]
         if running == 0 and self._no_new_trials(tune_controller):
             if not self.finishing:
-                self._start_finish(trials, why="no new configurations")
+                self._start_finish(why="no new configurations")
                 return None  # the next call resumes the finalist
             for trial in trials:  # the search is over: trials still waiting at a rung end there
                 if trial.status == Trial.PAUSED and trial.trial_id not in self.finalists:
@@ -308,26 +308,33 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             out.append((-level, sign * self.rungs[level][trial_id], trial_id))
         return [t for _, _, t in sorted(out)]
 
+    def _need(self, trial_id: str) -> float:
+        """Seconds a trial needs to reach max_t from where it is, at its measured pace."""
+        return (self.max_t - self.progress[trial_id]) * self.round_seconds.get(trial_id, 0.0) + RESUME_SECONDS
+
     def _maybe_finish(self, tune_controller: Any) -> None:
+        """Start the finish phase once the time left is what the best candidate needs (x FINISH_SAFETY)."""
         if self.finishing or self.time_budget_s is None or self.started_at is None:
             return
         elapsed = self.clock() - self.started_at
         if elapsed < FINISH_EARLIEST * self.time_budget_s:
             return
-        finalists = self._candidates()[: self.max_concurrent]
-        if not finalists:
+        candidates = self._candidates()
+        if not candidates:
             return
-        need = max((self.max_t - self.progress[t]) * self.round_seconds.get(t, 0.0) for t in finalists) + RESUME_SECONDS
-        if self.time_budget_s - elapsed <= FINISH_SAFETY * need:
-            trials = tune_controller.get_trials() if tune_controller is not None else []
-            self._start_finish(trials, why=f"{self.time_budget_s - elapsed:.0f} s left, the finalists need ~{need:.0f} s")
+        left = self.time_budget_s - elapsed
+        if left <= FINISH_SAFETY * self._need(candidates[0]):
+            self._start_finish(why=f"{left:.0f} s left, the best candidate needs ~{self._need(candidates[0]):.0f} s", left=left)
 
-    def _start_finish(self, trials: list[Any], why: str) -> None:
+    def _start_finish(self, why: str, left: float | None = None) -> None:
+        """Freeze the finalists: the best candidate, and the next best (up to max_concurrent) that can still finish."""
         self.finishing = True
-        if self.completed and not self.time_budget_s:
-            self.finalists = []  # a trial reached max_t already: nothing more to train
+        candidates = self._candidates()
+        if left is None:  # no time budget: the searcher has run out of configurations
+            self.finalists = [] if self.completed else candidates[:1]
         else:
-            self.finalists = self._candidates()[: self.max_concurrent if self.time_budget_s else 1]
+            self.finalists = candidates[:1] + [t for t in candidates[1:] if FINISH_SAFETY * self._need(t) <= left][
+                : self.max_concurrent - 1]
         log.info("finish phase (%s): finalists %s", why, self.finalists)
         for trial_id in self.finalists:
             self._tell("finalist", trial_id, self.progress.get(trial_id, 0))
