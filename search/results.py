@@ -239,8 +239,15 @@ def _first_error_line(trial_dir: Path) -> str:
     return "error"
 
 
-def best_record(records: list[TrialRecord], mode: str) -> TrialRecord | None:
-    """The trial whose best round is best (diverged and failed trials never win)."""
+def best_record(records: list[TrialRecord], mode: str, *, prefer_completed: bool = False) -> TrialRecord | None:
+    """The trial whose best round is best (diverged and failed trials never win).
+
+    `prefer_completed` (a search with a time budget, whose finish phase trains finalists to max_epochs):
+    the best of the trials trained to the end when there is one, so the model handed over is fully
+    trained and not a trial the clock cut at a lucky round.
+    """
+    if prefer_completed and any(r.status == COMPLETED and r.best_value is not None for r in records):
+        records = [r for r in records if r.status == COMPLETED]
     best = None
     for r in records:
         if r.best_value is not None and r.status not in (FAILED, DIVERGED) and (best is None or _is_better(r.best_value, best.best_value, mode)):

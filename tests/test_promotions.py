@@ -80,10 +80,10 @@ def test_trials_never_promoted_again_end_pruned_at_their_rung_everywhere(promote
 
 @pytest.fixture(scope="module")
 def budgeted(tmp_path_factory, ray_local):
-    """A 40-second search that could run 200 trials: the clock, not the samples, ends it."""
+    """A 60-second search that could run 200 trials: the clock, not the samples, ends it."""
     tmp = tmp_path_factory.mktemp("budgeted")
     spec = small_spec(tmp, name="budget", samples=200, max_epochs=20, grace_period=1, reduction_factor=4,
-                      max_concurrent=2, time_budget="40s")
+                      max_concurrent=2, time_budget="60s")
     return run_search(spec, name="b", storage=str(tmp / "runs"), on_event=None)
 
 
@@ -91,6 +91,8 @@ def test_a_time_budget_ends_with_a_fully_trained_model_and_no_trial_left_running
     statuses = [r.status for r in budgeted.records]
     assert set(statuses) <= {R.COMPLETED, R.PRUNED, R.TIMED_OUT}, statuses
     assert budgeted.best is not None and budgeted.best.status == R.COMPLETED  # the finish phase trained it out
+    completed = [r for r in budgeted.records if r.status == R.COMPLETED]
+    assert budgeted.best.best_value == max(r.best_value for r in completed)  # the best fully trained one is handed over
     assert budgeted.best.rounds == 20
     assert not budgeted.interrupted and budgeted.final.get("test")
     state = load_state(budgeted.experiment_dir)
