@@ -190,6 +190,8 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
     # paused trial it stops at the end of a search, so its saved status stays PAUSED.
     from search.schedulers import load_state as load_scheduler_state
 
+    if remote and not (experiment_dir / SCHEDULER_STATE_FILE).is_file():  # read on a machine that did not run it
+        fetch_file(remote, SCHEDULER_STATE_FILE)
     scheduler_state = load_scheduler_state(experiment_dir)
     waiting = set(scheduler_state["paused_at"]) if scheduler_state else None
     records = []

@@ -91,7 +91,7 @@ def _base_scheduler() -> type:
 class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
     """ASHA that pauses trials at rungs and promotes the top 1/reduction_factor (see the module docstring).
 
-    `on_decision(kind, trial_id, round)` hears "paused", "promoted", "finalist" and "stopped" (tests, the
+    `state_dir` is the search folder, or the URI of a search stored on one. `on_decision(kind, trial_id, round)` hears "paused", "promoted", "finalist" and "stopped" (tests, the
     tracker's tags). `clock` is injectable so the simulator can run the same object on a virtual clock.
     """
 
@@ -359,6 +359,12 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             self.on_decision(kind, trial_id, t)
 
     def _state_path(self) -> Path | None:
+        """Where the rungs are saved: `state_dir`, or for a search stored on a URI its local mirror on the
+        machine running the driver now (a resume on another machine finds its own mirror, not the first's)."""
+        if self.state_dir and "://" in self.state_dir:
+            from search.storage import mirror_dir
+
+            return mirror_dir(self.state_dir) / STATE_FILE
         return Path(self.state_dir) / STATE_FILE if self.state_dir else None
 
     def _save(self) -> None:

@@ -452,6 +452,7 @@ def resume_search(
         raise UserError(f"search {name!r} in {experiment} cannot be restored by Ray Tune (experiment state missing)")
     if S.is_uri(experiment):
         _mirror_runs_down(str(experiment))
+        _mirror_rungs_down(str(experiment))
     state["resumed"] = state.get("resumed", 0) + 1
     R.write_state(experiment, state)
     return _fit(spec, data, experiment, state, restore=True, on_event=on_event)
@@ -480,6 +481,18 @@ def _mirror_runs_down(experiment_uri: str) -> None:
             return
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_text(text)
+
+
+def _mirror_rungs_down(experiment_uri: str) -> None:
+    """Resuming a URI search on a machine whose mirror lacks ASHA's rung state: the copy in the bucket
+    (uploaded at the end of every driver run)."""
+    local = S.mirror_dir(experiment_uri) / R.SCHEDULER_STATE_FILE
+    if local.is_file():
+        return
+    text = S.read_text(S.join(experiment_uri, R.SCHEDULER_STATE_FILE))
+    if text is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(text)
 
 
 def _prepare(spec: SearchSpec, address: str | None, storage_root: str, on_event: Callable[[str], None] | None) -> DataBundle:
@@ -619,7 +632,7 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
     else:
         root = posixpath.dirname(path.rstrip("/")) if remote else str(experiment_dir.parent)
         tuner = build_tuner(spec, data, name=posixpath.basename(path.rstrip("/")), storage=root, callbacks=callbacks,
-                            storage_filesystem=filesystem, state_dir=experiment_dir, searcher=searcher)
+                            storage_filesystem=filesystem, state_dir=remote or experiment_dir, searcher=searcher)
     started = time.monotonic()
     interrupted = False
     try:
