@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import os
 import posixpath
 import time
@@ -41,7 +40,6 @@ from search.schedulers import (  # noqa: F401 - re-exported: the scheduler's hel
 from search.schedulers import end_pauses
 from search.schedulers import load_state as load_scheduler_state
 from search.spec import Param, SearchSpec, apply_override, load_spec, parse_spec
-from trainables import metrics as M
 from trainables.data import DataBundle, create_dataset
 from trainables.errors import UserError
 
