@@ -177,6 +177,20 @@ def _is_better(a: float, b: float | None, mode: str) -> bool:
     return b is None or (a > b if mode == "max" else a < b)
 
 
+def paused_trial_outcome(trial_id: str, rounds: int, total_rounds: int, rungs: Any, scheduler_state: dict[str, Any] | None) -> str:
+    """The outcome of a trial Tune's saved state calls PAUSED, from ASHA with promotions' own record.
+
+    Tune does not re-save a paused trial it stops at the end of a search, nor one the scheduler resumed
+    shortly before the driver died: waiting at a rung -> paused; ended there -> pruned (or timed out);
+    neither -> it had been promoted and was running. States saved before "stopped" existed count it ended.
+    """
+    if scheduler_state is None or trial_id in scheduler_state.get("paused_at", {}):
+        return PAUSED
+    if "stopped" not in scheduler_state or trial_id in scheduler_state["stopped"]:
+        return ended_outcome(rounds, total_rounds, rungs)
+    return RUNNING
+
+
 def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_rounds: int, rungs: Any = ()) -> list[TrialRecord]:
     """Trials of a search folder (a path, or a URI read through its local mirror) with outcome and best round, in creation order."""
     from ray.tune import ExperimentAnalysis
@@ -193,7 +207,6 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
     if remote and not (experiment_dir / SCHEDULER_STATE_FILE).is_file():  # read on a machine that did not run it
         fetch_file(remote, SCHEDULER_STATE_FILE)
     scheduler_state = load_scheduler_state(experiment_dir)
-    waiting = set(scheduler_state["paused_at"]) if scheduler_state else None
     records = []
     for trial in analysis.trials:
         trial_dir = Path(trial.path or trial.local_path)
@@ -218,7 +231,7 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
         elif trial.status == "RUNNING":
             status = RUNNING
         elif trial.status == "PAUSED":
-            status = PAUSED if waiting is None or trial.trial_id in waiting else ended_outcome(rounds, total_rounds, rungs)
+            status = paused_trial_outcome(trial.trial_id, rounds, total_rounds, rungs, scheduler_state)
         else:
             status = PENDING
         tag = str(trial.experiment_tag).split("_", 1)[0]

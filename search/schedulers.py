@@ -116,6 +116,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self.progress: dict[str, int] = {}  # trial -> last round reported
         self.round_seconds: dict[str, float] = {}  # trial -> mean wall seconds of its rounds
         self.completed: list[str] = []  # trials that reached max_t
+        self.stopped: list[str] = []  # paused trials ended at their rung when the search ran out of work
         self.resumed: list[tuple[str, int, int, int]] = []  # (trial, rung, its rank there, rung size) of each resume
         self.finishing = False
         self.finalists: list[str] = []
@@ -276,6 +277,8 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             for trial in trials:  # the search is over: trials still waiting at a rung end there
                 if trial.status == Trial.PAUSED and trial.trial_id not in self.finalists:
                     self._tell("stopped", trial.trial_id, self.paused_at.get(trial.trial_id, 0))
+                    self.stopped.append(trial.trial_id)
+                    self._save()
                     tune_controller.stop_trial(trial)
         return None
 
@@ -372,7 +375,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         if path is None:
             return
         state = {k: getattr(self, k) for k in ("rungs", "promoted", "paused_at", "progress", "round_seconds", "completed",
-                                               "resumed", "finishing", "finalists")}
+                                               "stopped", "resumed", "finishing", "finalists")}
         state["rungs"] = {str(k): v for k, v in self.rungs.items()}
         state["promoted"] = {str(k): v for k, v in self.promoted.items()}
         state["levels"] = list(self.levels)
@@ -402,6 +405,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self.progress = {k: int(v) for k, v in state["progress"].items()}
         self.round_seconds = dict(state["round_seconds"])
         self.completed = list(state["completed"])
+        self.stopped = list(state.get("stopped", []))
         self.resumed = [tuple(x) for x in state.get("resumed", [])]
         self.finishing, self.finalists = bool(state["finishing"]), list(state["finalists"])
 
@@ -416,6 +420,7 @@ def end_pauses(experiment_dir: str | os.PathLike) -> None:
     state = load_state(experiment_dir)
     if state is None or not state.get("paused_at"):
         return
+    state["stopped"] = list(state.get("stopped", [])) + [t for t in state["paused_at"] if t not in state.get("stopped", [])]
     state["paused_at"] = {}
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(state, default=float))

@@ -13,9 +13,9 @@ import pytest
 from ray.tune.experiment import Trial
 
 from search.budget import Speed, auto_round_samples
-from search.results import PRUNED, TIMED_OUT, COMPLETED, ended_outcome, rung_of
+from search.results import PAUSED, PRUNED, RUNNING, TIMED_OUT, COMPLETED, ended_outcome, paused_trial_outcome, rung_of
 from search.sampler import AdmissionLimiter, RungAwareTPE
-from search.schedulers import PromotionASHA, load_state, rung_levels
+from search.schedulers import PromotionASHA, end_pauses, load_state, rung_levels
 from search.spec import parse_spec
 from search.tuner import DefineByRun
 from tests._search_helpers import QUICKSTART
@@ -124,6 +124,26 @@ def test_without_a_time_budget_the_best_paused_trial_is_trained_to_max_t_when_no
     scheduler.on_trial_complete(tune, promoted, {"round": 9, "val_acc": 0.8})
     assert scheduler.choose_trial_to_run(tune) is None
     assert [t.status for t in trials] == ["TERMINATED"] * 3  # the others were stopped where they waited
+
+
+def test_a_trial_tune_saved_paused_reads_as_waiting_promoted_or_ended_from_the_saved_rungs(tmp_path):
+    # Tune's saved state can say PAUSED for a trial the scheduler has since promoted (the driver died
+    # before Tune re-saved it) or stopped at the end: the reader must not call the promoted one pruned.
+    scheduler = _scheduler(reduction_factor=2, max_t=4, state_dir=tmp_path)  # rungs 1, 2
+    tune = Controller(scheduler)
+    trials = [tune.add(f"t{i}") for i in range(3)]
+    assert [tune.report(t, 1, acc) for t, acc in zip(trials, (0.9, 0.2, 0.5))] == ["PAUSE"] * 3
+    assert scheduler.choose_trial_to_run(tune) is trials[0]  # a free worker: t0, the top 1 of 3, is promoted
+    state = load_state(tmp_path)
+    outcome = {t.trial_id: paused_trial_outcome(t.trial_id, 1, 4, scheduler.levels, state) for t in trials}
+    assert outcome == {"t0": RUNNING, "t1": PAUSED, "t2": PAUSED}
+    end_pauses(tmp_path)  # the budget ran out: t1 and t2 ended where they waited
+    state = load_state(tmp_path)
+    assert [paused_trial_outcome(t, 1, 4, scheduler.levels, state) for t in ("t0", "t1", "t2")] == [RUNNING, PRUNED, PRUNED]
+    assert sorted(state["stopped"]) == ["t1", "t2"]
+    # a state saved before the "stopped" record existed: not waiting means ended, as before
+    old = {k: v for k, v in load_state(tmp_path).items() if k != "stopped"}
+    assert paused_trial_outcome("t0", 1, 4, scheduler.levels, old) == PRUNED
 
 
 def test_with_a_time_budget_the_last_part_goes_to_finalists_first():
