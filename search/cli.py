@@ -36,12 +36,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from search.spec import load_spec
     from trainables import metrics as M
     from trainables.checkpoint import save_checkpoint
-    from trainables.data import create_dataset
     from trainables.errors import DivergedError
     from trainables.train import fit
 
     spec = load_spec(args.spec, args.set or [])
-    data = create_dataset(spec.dataset, **spec.dataset_options)
+    data = spec.load_data()
     print(f"data: {data.summary()}")
     settings = spec.settings(max_epochs=args.epochs)
     print(f"training {spec.model} with the baseline of {spec.path} for {settings.max_epochs} epochs: {_config_line(spec.baseline)}")
@@ -158,13 +157,12 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     from search import results as R
     from search.tuner import _find_baseline
-    from trainables.data import create_dataset
     from search.tuner import total_rounds
 
     spec, folder, _, state = _load_records(args.name, args.storage)
     rounds = state.get("total_rounds")
     if rounds is None:
-        rounds = total_rounds(spec, len(create_dataset(spec.dataset, **spec.dataset_options).train))
+        rounds = total_rounds(spec, len(spec.load_data().train))
     records = R.trial_records(folder, metric=spec.metric, mode=spec.mode, total_rounds=rounds, rungs=state.get("rungs", ()))
     baseline = _find_baseline(records, spec)
     table = R.results_table(records, metric=spec.metric, mode=spec.mode, baseline_id=baseline.trial_id if baseline else None)
@@ -207,9 +205,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     checkpoint = R.fetch_file(folder, f"{BEST_DIR}/checkpoint.pt")  # downloaded when the search lives on a URI
     if checkpoint is None:
         from search.tuner import total_rounds
-        from trainables.data import create_dataset
 
-        rounds = total_rounds(spec, len(create_dataset(spec.dataset, **spec.dataset_options).train))
+        rounds = total_rounds(spec, len(spec.load_data().train))
         best = R.best_record(R.trial_records(folder, metric=spec.metric, mode=spec.mode, total_rounds=rounds), spec.mode)
         if best is None:
             raise UserError(f"search {args.name!r} has no trial with a result yet; nothing to export")

@@ -37,7 +37,9 @@ import torch
 
 from trainables.checkpoint import load_checkpoint
 from trainables.errors import UserError
-from trainables.models import create_model, model_hparams
+from trainables.models import create_model, resolve_model
+from trainables.references import PYTHON_PREFIX, file_digest, is_reference, parse_reference
+from trainables.train import TRAIN_HPARAMS
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +68,26 @@ def _image_size(model_kwargs: dict[str, Any]) -> list[int]:
 def architecture(state: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments that rebuild the checkpoint's network (data shape args + model hparams)."""
     name = state["model_name"]
-    accepted = model_hparams(name)
-    arch = {**dict(state["model_kwargs"]), **{k: v for k, v in dict(state["hparams"]).items() if k in accepted}}
-    if name == "resnet18":  # the checkpoint holds every weight: never look for ImageNet files
-        arch["pretrained"] = False
-        arch["weights_path"] = ""
-    return arch
+    source = resolve_model(name)
+    model_hp = {k: v for k, v in dict(state["hparams"]).items()
+                if k in source.hparams or (source.open_kwargs and k not in TRAIN_HPARAMS)}
+    # the checkpoint holds every weight: a rebuild never looks for ImageNet files
+    return {**dict(state["model_kwargs"]), **model_hp, **source.rebuild_options()}
+
+
+def rebuild_recipe(name: str) -> dict[str, Any]:
+    """How model.json's `architecture` becomes the network again, for each kind of model."""
+    source = resolve_model(name)
+    recipe: dict[str, Any] = {"kind": source.kind, "call": f"trainables.models.create_model({name!r}, **architecture)"}
+    if source.kind == "user" and is_reference(name) and not name.startswith(PYTHON_PREFIX):
+        file = parse_reference(name).file
+        recipe["call"] = f"{name.rsplit(':', 1)[1]}(**architecture) from {file or name.rsplit(':', 1)[0]}"
+        if file is not None:
+            recipe.update(file=str(file), sha256=file_digest(file))
+    elif source.kind == "user":
+        recipe["call"] = f"the Python object {name.removeprefix(PYTHON_PREFIX)}(**architecture) (handed to run_search)"
+    recipe["shape_args"] = list(source.shape_args)
+    return recipe
 
 
 def build_model(name: str, arch: dict[str, Any], weights: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -252,6 +268,7 @@ def export_model(
         "weights_file": FORMATS[fmt],
         "model_name": name,
         "architecture": arch,
+        "rebuild": rebuild_recipe(name),
         "class_names": class_names,
         "num_classes": len(class_names),
         "input_shape": [channels, *size],

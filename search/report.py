@@ -32,9 +32,10 @@ BEST_DIR = R.BEST_DIR  # <search folder>/best/checkpoint.pt: the final model (re
 
 def trainer_from_checkpoint(state: dict[str, Any], data: DataBundle, settings: RunSettings) -> Trainer:
     """A Trainer on `data` whose model holds the checkpoint's weights."""
-    hparams = dict(state["hparams"])
-    if state["model_name"] == "resnet18":
-        hparams["pretrained"] = False  # the weights come from the checkpoint
+    from trainables.models import resolve_model
+
+    # the weights come from the checkpoint: never look for ImageNet files
+    hparams = {**dict(state["hparams"]), **resolve_model(state["model_name"], settings.model_factory).rebuild_options()}
     trainer = Trainer(hparams, data, replace(settings, model=state["model_name"]))
     trainer.model.load_state_dict(state["model"])
     return trainer

@@ -34,9 +34,10 @@ from typing import Any, Iterable
 import yaml
 
 from trainables import metrics as M
-from trainables.data import DATASETS
+from trainables.data import DATASETS, dataset_options, resolve_loader
 from trainables.errors import UserError
-from trainables.models import MODELS, SHAPE_ARGS
+from trainables.models import MODELS, resolve_model
+from trainables.references import canonical_reference, is_reference, object_name
 from trainables.train import TRAIN_HPARAMS, RunSettings, split_hparams
 
 SCHEDULERS = ("asha", "asha-stop", "fifo")  # budget.scheduler (search.schedulers)
@@ -125,6 +126,9 @@ class SearchSpec:
     space: tuple[Param, ...]
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    # the user's own model factory / data loader (file.py:Name or an object from Python), resolved once here
+    model_factory: Any = field(default=None, compare=False, repr=False)
+    dataset_loader: Any = field(default=None, compare=False, repr=False)
 
     def settings(self, *, max_epochs: int | None = None) -> RunSettings:
         """The fixed run settings every trial of this spec shares."""
@@ -132,8 +136,14 @@ class SearchSpec:
             model=self.model, max_epochs=max_epochs or self.budget.max_epochs, seed=self.seed,
             metric=self.metric, mode=self.mode,
             report_every=None if self.budget.report_every == "auto" else self.budget.report_every,
-            threads=max(1, int(self.resources.cpu)), device=self.device,
+            threads=max(1, int(self.resources.cpu)), device=self.device, model_factory=self.model_factory,
         )
+
+    def load_data(self) -> Any:
+        """The spec's data set, decoded and normalised (a `trainables.data.DataBundle`)."""
+        from trainables.data import create_dataset
+
+        return create_dataset(self.dataset, loader=self.dataset_loader, **self.dataset_options)
 
     def baseline_point(self) -> dict[str, Any]:
         """The baseline's values of the searched parameters that are active under it."""
@@ -147,8 +157,9 @@ class SearchSpec:
 # ----------------------------------------------------------------------------------------------
 
 
-def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> SearchSpec:
-    """Read, override (`key.sub=value`) and validate a spec file."""
+def load_spec(path: str | Path, overrides: Iterable[str] = (), *, model: Any = None, dataset: Any = None) -> SearchSpec:
+    """Read, override (`key.sub=value`) and validate a spec file; `model` / `dataset` are Python objects
+    (an nn.Module class or factory, a loader function) that replace the file's `model` / `dataset.name`."""
     path = Path(path)
     if not path.is_file():
         hint = ""
@@ -168,7 +179,22 @@ def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> SearchSpec:
         raise UserError(f"{path}: a spec must be a YAML mapping (name:, dataset:, model: ...), but got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item, path)
+    with_objects(raw, model=model, dataset=dataset)
     return parse_spec(raw, str(path))
+
+
+def with_objects(raw: dict[str, Any], *, model: Any = None, dataset: Any = None) -> dict[str, Any]:
+    """Put Python objects into a raw spec (in place): they are registered under `python:module.Name`."""
+    if model is not None:
+        raw["model"] = object_name(model)
+        resolve_model(raw["model"], model)
+    if dataset is not None:
+        ds = raw.get("dataset")
+        options = dict(ds) if isinstance(ds, dict) else {}
+        options["name"] = object_name(dataset)
+        resolve_loader(options["name"], dataset)
+        raw["dataset"] = options
+    return raw
 
 
 def apply_override(raw: dict[str, Any], item: str, path: str | Path = "<spec>") -> None:
@@ -291,10 +317,20 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
         ds = {"name": ds}
     if not isinstance(ds, dict) or "name" not in ds:
         raise _err(path, f"dataset must be a mapping with a name (one of {', '.join(DATASETS.names())}), but got {raw['dataset']!r}")
-    if ds["name"] not in DATASETS.names():
-        raise _err(path, f"unknown dataset {ds['name']!r}; choose one of: {', '.join(DATASETS.names())}")
-    accepted = DATASETS.accepted_options(ds["name"])
-    _check_keys(path, f"dataset ({ds['name']})", ds, accepted | DATASET_COMMON)
+    base_dir = Path(path).parent if path and not path.startswith("<") and ":" not in path else None
+    ds = dict(ds)
+    if is_reference(ds["name"]):  # the user's loader: file.py:load / package.module:load
+        try:
+            ds["name"] = canonical_reference(ds["name"], base_dir=base_dir, kind="dataset")
+            resolve_loader(ds["name"])
+        except UserError as exc:
+            raise _err(path, str(exc)) from None
+    elif ds["name"] not in DATASETS.names():
+        raise _err(path, f"unknown dataset {ds['name']!r}; choose one of: {', '.join(DATASETS.names())}, "
+                         "or name your own loader as path/to/file.py:function")
+    accepted, open_options = dataset_options(ds["name"])
+    if not open_options:
+        _check_keys(path, f"dataset ({ds['name']})", ds, accepted | DATASET_COMMON)
     seed = _number(path, "seed", raw.get("seed", 0), integer=True, minimum=0)
     options = {k: v for k, v in ds.items() if k != "name"}
     if "seed" in accepted:
@@ -302,8 +338,14 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
 
     # model, metric ------------------------------------------------------------------------
     model = raw["model"]
-    if model not in MODELS.names():
-        raise _err(path, f"unknown model {model!r}; choose one of: {', '.join(MODELS.names())}")
+    if not isinstance(model, str):
+        raise _err(path, f"model must be a name, torchvision.<builder> or path/to/file.py:Class, but got {model!r}")
+    try:
+        source = resolve_model(model, base_dir=base_dir)
+    except UserError as exc:
+        choices = f"; registered models: {', '.join(MODELS.names())}, torchvision.<builder>, or path/to/file.py:Class"
+        raise _err(path, str(exc) + ("" if is_reference(model) or model.startswith("torchvision.") else choices)) from None
+    model = source.name
     metric = raw.get("metric", M.VAL_ACC)
     if metric not in M.SELECTABLE:
         raise _err(path, f"metric must be one of {', '.join(M.SELECTABLE)}, but got {metric!r}")
@@ -344,18 +386,20 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
     baseline = raw["baseline"]
     if not isinstance(baseline, dict):
         raise _err(path, f"baseline must be a mapping of every hyperparameter, but got {baseline!r}")
-    hp_names = set(TRAIN_HPARAMS) | (MODELS.accepted_options(model) - set(SHAPE_ARGS))
+    hp_names = set(TRAIN_HPARAMS) | set(source.hparams)
     for key in baseline:
-        if key not in hp_names:
+        if key not in hp_names and not source.open_kwargs:
             raise _err(path, f"baseline.{key}: model {model!r} and the training loop do not take {key!r}; they take: {', '.join(sorted(hp_names))}")
     try:
-        split_hparams(model, baseline)
+        split_hparams(model, baseline, source.factory if source.kind == "user" else None)
     except UserError as exc:
         raise _err(path, f"baseline: {exc}") from None
     sraw = raw.get("space") or {}
     if not isinstance(sraw, dict):
         raise _err(path, f"space must be a mapping of hyperparameter: distribution, but got {sraw!r}")
     space = []
+    if source.open_kwargs:  # a factory with **kwargs takes any key: what is searched or set is passed on
+        hp_names |= set(sraw) | set(baseline)
     for pname, entry in sraw.items():
         if pname not in hp_names:
             raise _err(path, f"space.{pname}: model {model!r} and the training loop do not take {pname!r}; they take: {', '.join(sorted(hp_names))}")
@@ -388,4 +432,6 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
         name=name, path=path, dataset=ds["name"], dataset_options=options, model=model, metric=metric, mode=mode,
         seed=seed, device=device, budget=budget, resources=resources, baseline=dict(baseline), space=tuple(space),
         description=str(raw.get("description", "")), raw=resolved,
+        model_factory=source.factory if source.kind == "user" else None,
+        dataset_loader=resolve_loader(ds["name"]) if is_reference(ds["name"]) else None,
     )

@@ -21,6 +21,7 @@ MLflow store stays on the driver's machine (./hpsearch-runs/mlflow.db unless --t
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -39,8 +40,9 @@ from search.schedulers import (  # noqa: F401 - re-exported: the scheduler's hel
 )
 from search.schedulers import end_pauses
 from search.schedulers import load_state as load_scheduler_state
-from search.spec import Param, SearchSpec, apply_override, load_spec, parse_spec
-from trainables.data import DataBundle, create_dataset
+from search.spec import Param, SearchSpec, apply_override, load_spec, parse_spec, with_objects
+from trainables.data import DataBundle
+from trainables.train import dry_forward
 from trainables.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -393,14 +395,20 @@ def run_search(
     tracking_uri: str | None = None, samples: int | None = None, max_epochs: int | None = None,
     time_budget: str | float | None = None, overrides: Iterable[str] = (), track: bool = True,
     on_event: Callable[[str], None] | None = print, refit: bool = False, searcher: Any = None,
+    model: Any = None, dataset: Any = None,
 ) -> SearchResult:
     """Run a search from a spec file (or a `SearchSpec`) and return its summary.
 
     Nothing is written before the spec, the data and the cluster's resources check out.
+    `model` (an nn.Module class or a function returning one) and `dataset` (a loader function, see
+    trainables/user_data.py) are Python objects that replace the spec's `model` / `dataset.name`; they
+    travel to the Ray workers pickled by value, so a script's or a notebook's own classes work on a cluster.
     `searcher` replaces hpsearch's sampler with another Ray Tune Searcher (benchmarks).
     """
     if not isinstance(spec, SearchSpec):
-        spec = load_spec(spec)
+        spec = load_spec(spec, model=model, dataset=dataset)
+    elif model is not None or dataset is not None:
+        spec = parse_spec(with_objects(copy.deepcopy(spec.raw), model=model, dataset=dataset), spec.path)
     spec = with_flags(spec, samples=samples, max_epochs=max_epochs, time_budget=time_budget, overrides=overrides)
     storage_root = _storage_root(storage)
     name = name or default_name(spec)
@@ -429,15 +437,20 @@ def run_search(
 
 def resume_search(
     name: str, *, storage: str | None = None, address: str | None = None,
-    on_event: Callable[[str], None] | None = print,
+    on_event: Callable[[str], None] | None = print, model: Any = None, dataset: Any = None,
 ) -> SearchResult:
-    """Continue an interrupted search: same trials, restored sampler, same MLflow runs."""
+    """Continue an interrupted search: same trials, restored sampler, same MLflow runs.
+
+    A search started with Python objects (`run_search(model=..., dataset=...)`) is resumed with them again."""
     from ray import tune
 
     storage_root = _storage_root(storage)
     experiment = R.find_search(storage_root, name)
     state = R.read_state(experiment)
-    spec = parse_spec(state["spec"], state.get("spec_path", "<spec>"))
+    raw = copy.deepcopy(state["spec"])
+    if model is not None or dataset is not None:
+        with_objects(raw, model=model, dataset=dataset)
+    spec = parse_spec(raw, state.get("spec_path", "<spec>"))
     if S.is_uri(experiment):
         names = S.list_names(str(experiment))
         saved = any(n.startswith("experiment_state-") and n.endswith(".json") for n in names) and "tuner.pkl" in names
@@ -495,8 +508,9 @@ def _mirror_rungs_down(experiment_uri: str) -> None:
 
 def _prepare(spec: SearchSpec, address: str | None, storage_root: str, on_event: Callable[[str], None] | None) -> DataBundle:
     """Everything checked before a search starts or resumes: the data, the cluster's resources, the storage."""
-    data = create_dataset(spec.dataset, **spec.dataset_options)
+    data = spec.load_data()
     _emit(on_event, f"data: {data.summary()}")
+    dry_forward(spec.baseline, data, spec.settings())  # a network that does not fit the data fails here, in one line
     connect(address)
     check_resources(spec)
     check_storage_reachable(storage_root)

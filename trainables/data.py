@@ -21,12 +21,14 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from trainables.errors import UserError
+from trainables.references import PYTHON_PREFIX, is_reference, keyword_parameters, load_reference
 from trainables.registry import Registry
+from trainables.user_data import load_user_dataset
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +116,41 @@ class DataBundle:
 # Entry point
 
 
-def create_dataset(name: str, *, normalize: Any = "train", **options: Any) -> DataBundle:
+_loaders: dict[str, Callable[..., Any]] = {}  # per process: user loaders by name (run_search(dataset=...) registers one)
+
+
+def resolve_loader(name: str, loader: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """The user's data loader `name` names (or `loader` itself); not callable, or a missing file/name, is a `UserError`."""
+    if loader is None and name in _loaders:
+        return _loaders[name]
+    if loader is None:
+        if name.startswith(PYTHON_PREFIX):
+            raise UserError(f"dataset {name!r} was a function handed to run_search(dataset=...); pass it again, or name a file.py:load in the spec")
+        loader = load_reference(name, kind="dataset")
+    if not callable(loader):
+        raise UserError(f"dataset {name!r} is a {type(loader).__name__}, not a function returning the splits (see trainables/user_data.py)")
+    _loaders[name] = loader
+    return loader
+
+
+def dataset_options(name: str, loader: Callable[..., Any] | None = None) -> tuple[set[str], bool]:
+    """(keyword options data set `name` takes, whether it takes any **kwargs)."""
+    if loader is not None or is_reference(name):
+        return keyword_parameters(resolve_loader(name, loader))
+    return DATASETS.accepted_options(name), False
+
+
+def create_dataset(name: str, *, normalize: Any = "train", loader: Callable[..., Any] | None = None, **options: Any) -> DataBundle:
     """Build data set `name` with its `options` and attach normalisation statistics.
 
-    `normalize`: "train" (exact per-channel mean/std of the train split, the
-    default), "none" (mean 0, std 1: ToTensor only), or {"mean": [...], "std": [...]}.
+    `name` is a registered data set, or the user's loader (`file.py:load`, `package.module:load`, or the
+    function itself as `loader`: trainables.user_data). `normalize`: "train" (exact per-channel mean/std
+    of the train split, the default), "none" (mean 0, std 1: ToTensor only), or {"mean": [...], "std": [...]}.
     """
-    bundle: DataBundle = DATASETS.create(name, **options)
+    if loader is not None or is_reference(name):
+        bundle: DataBundle = load_user_dataset(name, resolve_loader(name, loader), options)
+    else:
+        bundle = DATASETS.create(name, **options)
     if len(bundle.train) == 0 or len(bundle.val) == 0:
         raise UserError(
             f"data set {name!r} has {len(bundle.train)} train and {len(bundle.val)} val images; "

@@ -1,38 +1,131 @@
-"""Model zoo: a parametric `cnn` family and torchvision's ResNet18 with a new head.
+"""Models: a parametric `cnn` family, tutorial D's ResNet18, torchvision's zoo and the user's own.
 
 `create_model(name, num_classes=..., in_channels=..., image_size=..., **hparams)`
-builds a registered model; unknown names and options fail with the choices.
+builds a registered model (`cnn`, `resnet18`), any `torchvision.<builder>`
+(trainables.zoo) or the user's `file.py:Name` / `package.module:Name`
+(trainables.references); unknown names and options fail with the choices.
 The `cnn` family expresses each tutorial network of SEEDS.md exactly (see the
 specs in `spaces/`): per-block channels, pooling and batch norm, dropout after
 the conv stack and before the last layer, an optional hidden FC layer.
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
+from trainables import zoo
 from trainables.errors import UserError
+from trainables.references import PYTHON_PREFIX, canonical_reference, is_reference, keyword_parameters, load_reference
 from trainables.registry import Registry
 
 MODELS = Registry("model")
 register_model = MODELS.register
 SHAPE_ARGS = ("num_classes", "in_channels", "image_size")  # set from the data set, never searched
+# options that only say how to get ImageNet weights: a network rebuilt from a checkpoint never needs them
+WEIGHT_OPTIONS = {"pretrained": False, "weights_path": ""}
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a spec's `model` comes from and what it takes.
+
+    kind: "registered" (`cnn`, `resnet18`), "torchvision" (`torchvision.<builder>`), or "user" (the user's
+    own factory: `file.py:Name`, `package.module:Name`, or an object handed to `run_search(model=...)`).
+    `factory(**shape_args, **hparams)` builds the network; `shape_args` are the data shape args it accepts.
+    """
+
+    name: str
+    kind: str
+    factory: Callable[..., nn.Module]
+    hparams: frozenset[str]  # keyword hyperparameters it takes (shape args excluded)
+    open_kwargs: bool  # it also takes **kwargs: any key is passed on (its own signature cannot be checked)
+    shape_args: tuple[str, ...]
+
+    def build(self, **kwargs: Any) -> nn.Module:
+        """The network for shape args + hyperparameters `kwargs` (shape args it does not take are dropped)."""
+        unknown = set(kwargs) - set(SHAPE_ARGS) - self.hparams
+        if unknown and not self.open_kwargs:
+            raise UserError(f"model {self.name!r} does not take option(s) {sorted(unknown)}; it takes: {sorted(self.hparams)}")
+        args = {k: v for k, v in kwargs.items() if k not in SHAPE_ARGS or k in self.shape_args}
+        try:
+            model = self.factory(**args)
+        except UserError:
+            raise
+        except Exception as exc:
+            if self.kind != "user":
+                raise
+            raise UserError(f"model {self.name!r} failed to build with {_short(args)}: {type(exc).__name__}: {_first_line(exc)}") from None
+        if not isinstance(model, nn.Module):
+            raise UserError(f"model {self.name!r} returned a {type(model).__name__}, not a torch nn.Module; "
+                            "name an nn.Module class or a function that returns one")
+        return model
+
+    def rebuild_options(self) -> dict[str, Any]:
+        """Options that make a rebuild from a checkpoint skip ImageNet weights (the checkpoint holds every weight)."""
+        return {k: v for k, v in WEIGHT_OPTIONS.items() if k in self.hparams}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def _short(args: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + "}"
+
+
+_sources: dict[str, ModelSource] = {}  # per process: a user file is imported once
+
+
+def resolve_model(name: str, factory: Callable[..., Any] | None = None, *, base_dir: str | Path | None = None) -> ModelSource:
+    """The source of model `name`: registered, `torchvision.<builder>`, `file.py:Name` / `module:Name`, or `factory` itself."""
+    if factory is None and is_reference(name):
+        name = canonical_reference(name, base_dir=base_dir, kind="model")
+    if factory is None and name in _sources:
+        return _sources[name]
+    if factory is not None or is_reference(name):
+        if factory is None:
+            if name.startswith(PYTHON_PREFIX):
+                raise UserError(f"model {name!r} was an object handed to run_search(model=...); pass it again "
+                                "(run_search / resume_search(..., model=...)) or name a file.py:Name in the spec")
+            factory = load_reference(name, kind="model")
+        if not callable(factory):
+            raise UserError(f"model {name!r} is a {type(factory).__name__}, not an nn.Module class or a function returning one")
+        if isinstance(factory, nn.Module):
+            raise UserError(f"model {name!r} is an nn.Module instance; name its class (or a function that builds it) so each trial gets a fresh network")
+        accepted, open_kwargs = keyword_parameters(factory)
+        source = ModelSource(name=name, kind="user", factory=factory, hparams=frozenset(accepted - set(SHAPE_ARGS)),
+                             open_kwargs=open_kwargs, shape_args=tuple(a for a in SHAPE_ARGS if a in accepted or open_kwargs))
+    elif name.startswith(zoo.PREFIX):
+        builder = zoo.builder_name(name)
+        source = ModelSource(name=name, kind="torchvision", factory=functools.partial(zoo.torchvision_model, builder),
+                             hparams=frozenset(zoo.options(builder)), open_kwargs=False, shape_args=SHAPE_ARGS)
+    else:
+        registered = MODELS.get(name)  # an unknown name lists the choices
+        source = ModelSource(name=name, kind="registered", factory=registered,
+                             hparams=frozenset(MODELS.accepted_options(name) - set(SHAPE_ARGS)), open_kwargs=False,
+                             shape_args=SHAPE_ARGS)
+    _sources[name] = source
+    return source
+
+
+def create_model(name: str, *, factory: Callable[..., Any] | None = None, **kwargs: Any) -> nn.Module:
     """Build model `name`; `kwargs` = the data shape args plus the model's hyperparameters."""
-    return MODELS.create(name, **kwargs)
+    return resolve_model(name, factory).build(**kwargs)
 
 
-def model_hparams(name: str) -> set[str]:
+def model_hparams(name: str, factory: Callable[..., Any] | None = None) -> set[str]:
     """The hyperparameters model `name` takes (without the data shape args)."""
-    return MODELS.accepted_options(name) - set(SHAPE_ARGS)
+    return set(resolve_model(name, factory).hparams)
 
 
 def list_models() -> list[str]:
+    """Registered names; every `torchvision.<builder>` of `trainables.zoo.builders()` works too."""
     return MODELS.names()
 
 

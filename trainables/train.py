@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from trainables import metrics as M
 from trainables.data import DataBundle, Split
 from trainables.errors import UserError
-from trainables.models import create_model, model_hparams
+from trainables.models import create_model, resolve_model
 from trainables.pipeline import Augmentation, BatchStream, Normalizer, SplitLoader
 
 TRAIN_HPARAMS = (
@@ -61,6 +61,9 @@ class RunSettings:
     device: str = "auto"  # auto | cpu | cuda | mps
     eval_batch_size: int = 1024
     loader_workers: int = 2  # DataLoader workers for streamed (file) splits
+    # the user's model factory itself (file.py:Name, or an object from Python): it travels pickled by value
+    # to the workers, so they need not have the file (trainables.references); None for other models
+    model_factory: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,16 @@ def plan_for(device: torch.device, data_in_memory: bool) -> DevicePlan:
     return DevicePlan(device=device, amp=on_cuda, channels_last=on_cuda, resident_data=on_cuda and data_in_memory)
 
 
-def split_hparams(model: str, hparams: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(training hyperparameters, model hyperparameters); an unknown key is a `UserError`."""
-    accepted = model_hparams(model)
+def split_hparams(model: str, hparams: dict[str, Any], factory: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(training hyperparameters, model hyperparameters); an unknown key is a `UserError`.
+
+    A user's model that takes **kwargs gets every key the training loop does not take."""
+    source = resolve_model(model, factory)
+    accepted = set(source.hparams)
     unknown = set(hparams) - set(TRAIN_HPARAMS) - accepted
+    if source.open_kwargs:
+        accepted |= unknown
+        unknown = set()
     if unknown:
         raise UserError(
             f"hyperparameter(s) {sorted(unknown)} are taken neither by the training loop nor by model {model!r}; "
@@ -106,6 +115,44 @@ def split_hparams(model: str, hparams: dict[str, Any]) -> tuple[dict[str, Any], 
         raise UserError(f"hyperparameter(s) {sorted(missing)} have no value; give them in the spec's baseline")
     train = {k: hparams[k] for k in TRAIN_HPARAMS}
     return train, {k: v for k, v in hparams.items() if k in accepted}
+
+
+def dry_forward(hparams: dict[str, Any], data: DataBundle, settings: RunSettings, *, batch: int = 2) -> tuple[int, ...]:
+    """Build the network for `hparams` and run it on `batch` real train images, on the CPU, before any trial.
+
+    A network that fails on the data, or that does not return one logit per class, is a `UserError` that
+    says so here, in one line, instead of inside every Ray trial."""
+    from trainables.data import decode_images
+
+    _, model_hp = split_hparams(settings.model, hparams, settings.model_factory)
+    shape = {"num_classes": data.num_classes, "in_channels": data.channels, "image_size": list(data.image_size)}
+    model = create_model(settings.model, factory=settings.model_factory, **shape, **model_hp)
+    split = data.train
+    if split.images is not None:
+        images = split.images[:batch]
+    else:
+        decoded = [a for a in decode_images(list(split.files or [])[: batch * 4], data.image_size, data.channels) if a is not None][:batch]
+        if not decoded:
+            raise UserError(f"none of the first train images of {data.name} could be read; check the files")
+        images = np.stack(decoded)
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    mean = torch.tensor(data.mean or (0.0,) * data.channels).view(1, -1, 1, 1)
+    std = torch.tensor(data.std or (1.0,) * data.channels).view(1, -1, 1, 1)
+    where = f"model {settings.model!r} on a batch of the data ({'x'.join(str(d) for d in x.shape)})"
+    try:
+        with torch.no_grad():
+            out = model.eval()(((x - mean) / std))
+    except UserError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise UserError(f"{where} fails: {type(exc).__name__}: {text}; the network must take (N, {data.channels}, "
+                        f"{data.image_size[0]}, {data.image_size[1]}) images (accept in_channels / image_size to adapt)") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), data.num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"{where} returns {got}; it must return one logit per class, ({len(x)}, {data.num_classes}): "
+                        "take num_classes in the constructor or size the last layer to the data set's classes")
+    return tuple(out.shape)
 
 
 def validate_train_hparams(train: dict[str, Any]) -> None:
@@ -154,14 +201,14 @@ class Trainer:
 
     def __init__(self, hparams: dict[str, Any], data: DataBundle, settings: RunSettings) -> None:
         self.hparams, self.data, self.settings = dict(hparams), data, settings
-        self.train_hp, self.model_hp = split_hparams(settings.model, self.hparams)
+        self.train_hp, self.model_hp = split_hparams(settings.model, self.hparams, settings.model_factory)
         validate_train_hparams(self.train_hp)
         if settings.threads:
             torch.set_num_threads(max(1, int(settings.threads)))
         self.plan = plan_for(select_device(settings.device), data.train.in_memory)
         torch.manual_seed(settings.seed)
         self.model_kwargs = {"num_classes": data.num_classes, "in_channels": data.channels, "image_size": list(data.image_size)}
-        self.model = create_model(settings.model, **self.model_kwargs, **self.model_hp).to(self.plan.device)
+        self.model = create_model(settings.model, factory=settings.model_factory, **self.model_kwargs, **self.model_hp).to(self.plan.device)
         if self.plan.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
