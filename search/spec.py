@@ -184,16 +184,18 @@ def load_spec(path: str | Path, overrides: Iterable[str] = (), *, model: Any = N
 
 
 def with_objects(raw: dict[str, Any], *, model: Any = None, dataset: Any = None) -> dict[str, Any]:
-    """Put Python objects into a raw spec (in place): they are registered under `python:module.Name`."""
+    """Put Python objects into a raw spec (in place): they are registered under `python:module.Name`.
+    The options of the spec's data set that the loader does not take are dropped (they were the replaced set's)."""
     if model is not None:
         raw["model"] = object_name(model)
         resolve_model(raw["model"], model)
-    if dataset is not None:
+    if dataset is not None:  # the spec's data set options go on only where the loader takes them
         ds = raw.get("dataset")
-        options = dict(ds) if isinstance(ds, dict) else {}
-        options["name"] = object_name(dataset)
-        resolve_loader(options["name"], dataset)
-        raw["dataset"] = options
+        name = object_name(dataset)
+        accepted, open_options = dataset_options(name, resolve_loader(name, dataset))
+        options = {k: v for k, v in (dict(ds) if isinstance(ds, dict) else {}).items()
+                   if open_options or k in accepted | DATASET_COMMON}
+        raw["dataset"] = {**options, "name": name}
     return raw
 
 
