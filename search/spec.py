@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import yaml
 
 from trainables import metrics as M
-from trainables.data import DATASETS, dataset_options, resolve_loader
+from trainables.data import DATASETS, dataset_options, is_loaded_loader, resolve_loader
 from trainables.errors import UserError
 from trainables.models import MODELS, resolve_model
 from trainables.references import canonical_reference, is_reference, object_name
@@ -323,7 +323,8 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
     ds = dict(ds)
     if is_reference(ds["name"]):  # the user's loader: file.py:load / package.module:load
         try:
-            ds["name"] = canonical_reference(ds["name"], base_dir=base_dir, kind="dataset")
+            if not is_loaded_loader(ds["name"]):
+                ds["name"] = canonical_reference(ds["name"], base_dir=base_dir, kind="dataset")
             resolve_loader(ds["name"])
         except UserError as exc:
             raise _err(path, str(exc)) from None

@@ -6,7 +6,6 @@ generated image folder; then export and predict. The error cases need no Ray: th
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np

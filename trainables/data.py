@@ -119,6 +119,11 @@ class DataBundle:
 _loaders: dict[str, Callable[..., Any]] = {}  # per process: user loaders by name (run_search(dataset=...) registers one)
 
 
+def is_loaded_loader(name: str) -> bool:
+    """Whether this process already holds the user loader `name` (its file need not be on disk any more)."""
+    return name in _loaders
+
+
 def resolve_loader(name: str, loader: Callable[..., Any] | None = None) -> Callable[..., Any]:
     """The user's data loader `name` names (or `loader` itself); not callable, or a missing file/name, is a `UserError`."""
     if loader is None and name in _loaders:

@@ -84,10 +84,12 @@ _sources: dict[str, ModelSource] = {}  # per process: a user file is imported on
 
 def resolve_model(name: str, factory: Callable[..., Any] | None = None, *, base_dir: str | Path | None = None) -> ModelSource:
     """The source of model `name`: registered, `torchvision.<builder>`, `file.py:Name` / `module:Name`, or `factory` itself."""
+    if factory is None and name in _sources:  # before any file check: the driver may hold a file no longer on disk
+        return _sources[name]
     if factory is None and is_reference(name):
         name = canonical_reference(name, base_dir=base_dir, kind="model")
-    if factory is None and name in _sources:
-        return _sources[name]
+        if name in _sources:
+            return _sources[name]
     if factory is not None or is_reference(name):
         if factory is None:
             if name.startswith(PYTHON_PREFIX):

@@ -146,7 +146,7 @@ def _split(value: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _is_batch(value: Any) -> bool:
-    return hasattr(value, "shape") and len(getattr(value, "shape")) in (3, 4)
+    return hasattr(value, "shape") and len(value.shape) in (3, 4)
 
 
 def _unpack(result: Any, ref: str) -> tuple[Any, Any, Any, Sequence[str]]:
