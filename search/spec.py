@@ -4,8 +4,10 @@ Every mistake becomes one `UserError` line that names the file, the key and
 the fix; nothing is run or written before a spec is valid. The format:
 
     name: quickstart                 # experiment name (MLflow experiment, results folder)
-    dataset: {name: digits, ...}     # a registered data set + its options (+ normalize)
-    model: cnn                       # a registered model
+    dataset: {name: digits, ...}     # a registered data set + its options (+ normalize), or the user's
+                                     #   loader: path/to/data.py:load (trainables/user_data.py)
+    model: cnn                       # a registered model, torchvision.<builder> (trainables/zoo.py), or the
+                                     #   user's path/to/nets.py:Class / package.module:factory
     metric: val_acc                  # val_acc (max) | val_loss (min) | val_top5 (max)
     mode: max
     seed: 0                          # sampler seed, data split seed, every trial's torch seed
