@@ -171,6 +171,8 @@ class TrialRecord:
     error: str = ""
     remote: str = ""  # the trial folder's URI when the search lives on a URI (`path` is then its local mirror)
     rung: int = 0  # rungs met (a pruned trial stopped at its last one)
+    metric: str = M.VAL_ACC  # what best_value / best_round rank by
+    mode: str = "max"
 
 
 def _is_better(a: float, b: float | None, mode: str) -> bool:
@@ -239,7 +241,7 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
             trial_id=trial.trial_id, index=int(tag) if tag.isdigit() else len(records) + 1, config=dict(trial.config), status=status, rounds=rounds,
             best_value=best_value, best_round=best_round, best_epoch=best_epoch, last_value=last,
             path=trial_dir, history=history, error=error, remote=S.join(remote, trial_dir.name) if remote else "",
-            rung=rung_of(rounds, rungs),
+            rung=rung_of(rounds, rungs), metric=metric, mode=mode,
         ))
     records.sort(key=lambda r: r.index)
     return records
@@ -287,8 +289,13 @@ def best_checkpoint_name(record: TrialRecord, names: list[str]) -> str:
     if not names:
         raise UserError(f"trial {record.trial_id} has no checkpoint in {record.remote and S.display(record.remote) or record.path}")
     by_round = {int(n.split("_")[1]) + 1: n for n in names}
-    scored = [(row, by_round[int(row[M.ROUND])]) for row in record.history if int(row.get(M.ROUND, -1)) in by_round]
-    return scored[0][1] if scored else names[-1]
+    best_name, best_value = names[-1], None
+    for row in record.history:
+        value = row.get(record.metric)
+        if int(row.get(M.ROUND, -1)) in by_round and isinstance(value, (int, float)) and math.isfinite(value) \
+                and _is_better(float(value), best_value, record.mode):
+            best_name, best_value = by_round[int(row[M.ROUND])], float(value)
+    return best_name
 
 
 def best_checkpoint_dir(record: TrialRecord) -> Path:

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from search.storage import is_uri
 from trainables import metrics as M
 
 log = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
     def _state_path(self) -> Path | None:
         """Where the rungs are saved: `state_dir`, or for a search stored on a URI its local mirror on the
         machine running the driver now (a resume on another machine finds its own mirror, not the first's)."""
-        if self.state_dir and "://" in self.state_dir:
+        if self.state_dir and is_uri(self.state_dir):
             from search.storage import mirror_dir
 
             return mirror_dir(self.state_dir) / STATE_FILE

@@ -262,7 +262,7 @@ def _storage_problem(storage: str, nodes: Iterable[dict[str, Any]], *, shared: b
     A path on a cluster spanning several hosts would leave each trial's checkpoints on the node
     that wrote them: a trial moved to another node after a failure could not restore.
     """
-    if "://" in storage or shared:
+    if S.is_uri(storage) or shared:  # file:///path is a node-local path like any other
         return None
     hosts = sorted({str(n.get("NodeManagerAddress") or n.get("node_ip") or "?") for n in _alive(nodes)})
     if len(hosts) <= 1:
@@ -277,7 +277,7 @@ def _storage_problem(storage: str, nodes: Iterable[dict[str, Any]], *, shared: b
 
 def check_storage_reachable(storage: str, nodes: list[dict[str, Any]] | None = None) -> None:
     """On a multi-host cluster, refuse a node-local path for the checkpoints every node writes."""
-    if "://" in storage:
+    if S.is_uri(storage):
         return
     if nodes is None:
         import ray

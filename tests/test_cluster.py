@@ -63,6 +63,12 @@ def test_local_path_is_refused_on_two_hosts_with_a_one_line_reason():
     assert "s3://" in problem and "mount" in problem and "HPSEARCH_SHARED_STORAGE=1" in problem
 
 
+def test_a_file_uri_is_a_node_local_path_like_any_other():
+    # storage.is_uri says file:// is local; the multi-host check agrees (it once took any "://" as shared)
+    problem = _storage_problem("file:///home/me/runs", [_node("10.0.0.1"), _node("10.0.0.2")])
+    assert problem is not None and "file:///home/me/runs" in problem and "2 hosts" in problem
+
+
 def test_dead_nodes_do_not_count_as_hosts():
     assert _storage_problem("/runs", [_node("10.0.0.1"), _node("10.0.0.2", alive=False)]) is None
 

@@ -1,0 +1,24 @@
+"""search.results on hand-made trial folders: which checkpoint is the best one, how outcomes read."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from search import results as R
+
+
+def _record(tmp_path: Path, values: list[float], *, mode: str = "max", metric: str = "val_acc") -> R.TrialRecord:
+    history = [{"round": i + 1, metric: v} for i, v in enumerate(values)]
+    best_round = max(range(len(values)), key=lambda i: values[i] if mode == "max" else -values[i]) + 1
+    return R.TrialRecord(trial_id="t", index=1, config={}, status=R.COMPLETED, rounds=len(values),
+                         best_value=values[best_round - 1], best_round=best_round, best_epoch=None, last_value=values[-1],
+                         path=tmp_path, history=history, metric=metric, mode=mode)
+
+
+def test_without_the_best_rounds_checkpoint_the_best_kept_one_is_chosen_not_the_earliest(tmp_path):
+    # the best round (4) has no checkpoint kept; of the kept ones (rounds 1, 3, 5) round 3 scores best
+    record = _record(tmp_path, [0.50, 0.60, 0.80, 0.90, 0.70])
+    names = ["checkpoint_000000", "checkpoint_000002", "checkpoint_000004"]
+    assert R.best_checkpoint_name(record, names) == "checkpoint_000002"
+    loss = _record(tmp_path, [0.9, 0.5, 0.2, 0.1, 0.4], mode="min", metric="val_loss")
+    assert R.best_checkpoint_name(loss, names) == "checkpoint_000002"
+    assert R.best_checkpoint_name(record, names + ["checkpoint_000003"]) == "checkpoint_000003"  # the best round's own
