@@ -153,8 +153,6 @@ def _load_records(name: str, storage: str) -> tuple[Any, Any, Path, dict[str, An
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from search import results as R
     from search.tuner import _find_baseline
     from search.tuner import total_rounds
@@ -169,8 +167,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.csv:
         table.to_csv(args.csv, index=False)
         print(f"wrote {len(table)} trials to {args.csv}")
-    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 40):
-        print(table.drop(columns=["error"]) if "error" in table and not table["error"].astype(bool).any() else table)
+    print(R.format_results(table, metric=spec.metric))
+    failed = [(i, e) for i, e in zip(table.get("trial_id", []), table.get("error", []), strict=True) if e]
+    for trial_id, error in failed:
+        print(f"{trial_id}: {error}"[:120])
     return 0
 
 

@@ -331,3 +331,46 @@ def results_table(records: list[TrialRecord], *, metric: str, mode: str, baselin
     if frame.empty:
         return frame
     return frame.sort_values(f"best_{metric}", ascending=(mode == "min"), na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def format_results(table: pd.DataFrame, *, metric: str, width: int = 120) -> str:
+    """The results table as text at most `width` columns wide: id (* = baseline), status, rounds, best
+    metric, best epoch, then as many searched values as fit; the rest are named in a last line."""
+    if table.empty:
+        return "no trials yet"
+    columns = {"id": [f"{t}{'*' if b else ''}" for t, b in zip(table["trial_id"], table["baseline"], strict=True)],
+               "status": list(table["status"]), "rounds": [str(int(v)) for v in table["rounds"]],
+               f"best {metric}": [f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else "-" for v in table[f"best_{metric}"]],
+               "epoch": [f"{v:.1f}" if isinstance(v, (int, float)) and math.isfinite(v) else "-" for v in table["best_epoch"]]}
+    searched = [c for c in table.columns if c.startswith("config/")]
+    left_out = []
+    used = sum(max(len(k), *(len(x) for x in v)) + 2 for k, v in columns.items())
+    for column in searched:
+        cells = [_cell(v) for v in table[column]]
+        name = column.removeprefix("config/")
+        need = max(len(name), *(len(x) for x in cells)) + 2
+        if used + need > width:
+            left_out.append(name)
+            continue
+        columns[name], used = cells, used + need
+    widths = {k: max(len(k), *(len(x) for x in v)) for k, v in columns.items()}
+    lines = ["  ".join(k.ljust(widths[k]) for k in columns).rstrip()]
+    for i in range(len(table)):
+        lines.append("  ".join(columns[k][i].ljust(widths[k]) for k in columns).rstrip())
+    if left_out:
+        tail = f" ({len(left_out)} more columns; --csv FILE writes every column)"
+        names = ", ".join(left_out)
+        if len(names) + len(tail) + 3 > width:
+            names = names[: width - len(tail) - 6].rsplit(",", 1)[0] + ", ..."
+        lines.append(f"(+ {names}){tail}")
+    return "\n".join(lines)

@@ -22,3 +22,21 @@ def test_without_the_best_rounds_checkpoint_the_best_kept_one_is_chosen_not_the_
     loss = _record(tmp_path, [0.9, 0.5, 0.2, 0.1, 0.4], mode="min", metric="val_loss")
     assert R.best_checkpoint_name(loss, names) == "checkpoint_000002"
     assert R.best_checkpoint_name(record, names + ["checkpoint_000003"]) == "checkpoint_000003"  # the best round's own
+
+
+def test_the_results_table_fits_120_columns_and_names_what_it_left_out():
+    import pandas as pd
+
+    rows = []
+    for i in range(5):
+        rows.append({"trial": i + 1, "trial_id": f"{i:08x}_0000{i}", "status": R.PRUNED if i else R.COMPLETED,
+                     "best_val_acc": 0.9 - i / 100, "best_epoch": 3.0, "rounds": 4, "rung": 1, "last_val_acc": 0.8,
+                     "baseline": i == 0, **{f"config/param_with_a_long_name_{k}": 0.000123 * (k + 1) for k in range(12)},
+                     "config/optimizer": "adam", "error": ""})
+    text = R.format_results(pd.DataFrame(rows), metric="val_acc")
+    lines = text.splitlines()
+    assert all(len(line) <= 120 for line in lines), max(len(line) for line in lines)
+    assert lines[0].split()[:6] == ["id", "status", "rounds", "best", "val_acc", "epoch"]
+    assert lines[1].startswith("00000000_00000*") and "0.9000" in lines[1]  # the baseline is marked
+    assert "param_with_a_long_name_0" in lines[0]
+    assert lines[-1].startswith("(+ param_with_a_long_name_2") and "(10 more columns; --csv FILE writes every column)" in lines[-1]
