@@ -332,8 +332,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """Warnings about the user's data print as one `hpsearch: warning:` line (no Python source line)."""
+    import warnings
+
+    from trainables.errors import DataWarning
+
+    python_format = warnings.formatwarning
+
+    def formatted(message: Any, category: type, filename: str, lineno: int, line: str | None = None) -> str:
+        if issubclass(category, DataWarning):
+            return f"hpsearch: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hpsearch` console script."""
+    _one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

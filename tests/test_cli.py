@@ -99,3 +99,26 @@ def test_train_divergence_is_a_clear_error(tmp_path, capsys):
 def test_bad_override_syntax(capsys):
     assert main(["train", str(QUICKSTART), "--set", "baseline.lr"]) == 2
     assert "key=value" in capsys.readouterr().err
+
+
+def test_a_data_warning_prints_as_one_hpsearch_line_without_pythons_source_line(tmp_path, capsys):
+    import warnings
+
+    from search.cli import _one_line_warnings
+    from trainables.data import create_dataset
+    from trainables.errors import DataWarning
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / c / f"{i}.png")
+    (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
+    _one_line_warnings()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        create_dataset("imagefolder", root=str(tmp_path), image_size=8, val_fraction=0.25, test_fraction=0.0)
+    assert [w.category for w in caught] == [DataWarning]
+    w = caught[0]
+    text = warnings.formatwarning(w.message, w.category, w.filename, w.lineno, None)
+    assert text == f"hpsearch: warning: {w.message}\n" and "skipped 1 unreadable" in text

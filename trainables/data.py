@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from trainables.errors import UserError
+from trainables.errors import DataWarning, UserError
 from trainables.references import PYTHON_PREFIX, is_reference, keyword_parameters, load_reference
 from trainables.registry import Registry
 from trainables.user_data import load_user_dataset
@@ -582,7 +582,7 @@ def imagefolder(
     if skipped:
         warnings.warn(
             f"skipped {len(skipped)} unreadable or non-image file(s) in {root_path} (first: {skipped[0]})",
-            stacklevel=2,
+            DataWarning, stacklevel=2,
         )
     for name, split in splits.items():
         present = set(split.labels[split.labels != UNLABELLED].tolist())

@@ -19,3 +19,8 @@ class DivergedError(UserError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, exit_code=3)
+
+
+class DataWarning(UserWarning):
+    """Something about the user's data worth a line (unreadable files skipped); the CLI prints it as
+    `hpsearch: warning: ...`, without Python's source line."""
