@@ -37,9 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import _common as C  # noqa: F401 - puts the repository on sys.path (trainables, search)
+import numpy as np
 
 GENERATOR = "hpsearch-glyphs/1"  # bump when the images change: a cached set of another version is regenerated
 SIZE = 28  # output side (pixels)

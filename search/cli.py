@@ -154,8 +154,7 @@ def _load_records(name: str, storage: str) -> tuple[Any, Any, Path, dict[str, An
 
 def cmd_results(args: argparse.Namespace) -> int:
     from search import results as R
-    from search.tuner import _find_baseline
-    from search.tuner import total_rounds
+    from search.tuner import _find_baseline, total_rounds
 
     spec, folder, _, state = _load_records(args.name, args.storage)
     rounds = state.get("total_rounds")
@@ -176,7 +175,6 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from search import results as R
-
     from search import storage as S
 
     names = R.list_searches(args.storage)

@@ -36,14 +36,20 @@ from search import budget as B
 from search import results as R
 from search import storage as S
 from search.schedulers import (  # noqa: F401 - re-exported: the scheduler's helpers were defined here before
-    RANK_SCORE, PromotionASHA, asha_scheduler, asha_window, rank_score, recent_cutoff, rung_levels,
+    RANK_SCORE,
+    PromotionASHA,
+    asha_scheduler,
+    asha_window,
+    end_pauses,
+    rank_score,
+    recent_cutoff,
+    rung_levels,
 )
-from search.schedulers import end_pauses
 from search.schedulers import load_state as load_scheduler_state
 from search.spec import Param, SearchSpec, apply_override, load_spec, parse_spec, with_objects
 from trainables.data import DataBundle
-from trainables.train import dry_forward
 from trainables.errors import UserError
+from trainables.train import dry_forward
 
 log = logging.getLogger(__name__)
 

@@ -104,10 +104,11 @@ def test_bad_override_syntax(capsys):
 def test_a_data_warning_prints_as_one_hpsearch_line_without_pythons_source_line(tmp_path, capsys):
     import warnings
 
+    from PIL import Image
+
     from search.cli import _one_line_warnings
     from trainables.data import create_dataset
     from trainables.errors import DataWarning
-    from PIL import Image
 
     for c in ("a", "b"):
         (tmp_path / c).mkdir()

@@ -29,9 +29,9 @@ import pytest
 
 from search import results as R
 from search.tuner import _auth_message, _is_auth_error, _storage_problem, check_storage_reachable, connect
+from tests._cli_process import CliProcess
 from tests._search_helpers import mlflow_runs, s3_server, small_spec
 from trainables.errors import UserError
-from tests._cli_process import CliProcess
 
 RAY = Path(sys.executable).with_name("ray")
 # Fake credentials for the local S3 server of the URI-storage test: every node and driver gets them from

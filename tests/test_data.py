@@ -13,11 +13,19 @@ from urllib.error import URLError
 
 import numpy as np
 import pytest
-
 from _fixtures import (
-    CIFAR_CLASSES, MNIST_FILES, fill_class, make_class_layout, make_split_layout, row_keys, tiny_cnn_hparams,
-    write_cifar10, write_image, write_mnist_like,
+    CIFAR_CLASSES,
+    MNIST_FILES,
+    fill_class,
+    make_class_layout,
+    make_split_layout,
+    row_keys,
+    tiny_cnn_hparams,
+    write_cifar10,
+    write_image,
+    write_mnist_like,
 )
+
 from trainables.data import DATASETS, UNLABELLED, create_dataset, decode_images, stratified_split
 from trainables.errors import UserError
 from trainables.train import RunSettings, fit

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _fixtures import SPACES
 from torch import nn
 
-from _fixtures import SPACES
 from search.spec import load_spec
 from trainables.errors import UserError
 from trainables.models import MODELS, count_parameters, create_model, list_models, model_hparams, output_shape, parse_channels

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from search import results as R
-from tests._search_helpers import mlflow_runs, small_spec
 from tests._cli_process import CliProcess
+from tests._search_helpers import mlflow_runs, small_spec
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 from ray.tune.experiment import Trial
 
 from search.budget import Speed, auto_round_samples
-from search.results import PAUSED, PRUNED, RUNNING, TIMED_OUT, COMPLETED, ended_outcome, paused_trial_outcome, rung_of
+from search.results import COMPLETED, PAUSED, PRUNED, RUNNING, TIMED_OUT, ended_outcome, paused_trial_outcome, rung_of
 from search.sampler import AdmissionLimiter, RungAwareTPE
 from search.schedulers import PromotionASHA, end_pauses, load_state, rung_levels
 from search.spec import parse_spec

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _fixtures import SPACES
+
 from search.spec import load_spec, parse_duration
+from trainables import zoo
 from trainables.data import DATASETS
 from trainables.errors import UserError
-from trainables import zoo
 from trainables.models import list_models
 from trainables.train import TRAIN_HPARAMS
 

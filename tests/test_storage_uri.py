@@ -17,8 +17,8 @@ import pytest
 from search import results as R
 from search import storage as S
 from search.cli import main
-from tests._search_helpers import REPO, mlflow_runs, predict_digit_images, s3_server, small_spec
 from tests._cli_process import CliProcess
+from tests._search_helpers import REPO, mlflow_runs, predict_digit_images, s3_server, small_spec
 
 SECRET = "hpsearch-test-secret-4b1e"  # a fake key: it must appear in no file of the bucket
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "hpsearch-test-key", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1"}

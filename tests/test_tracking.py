@@ -16,10 +16,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from _search_helpers import mlflow_runs, small_spec
-from search.spec import load_spec
+
 from search.mlflow_writer import RUNS_FILE, on_network_filesystem
+from search.spec import load_spec
 from search.tracking import MlflowTracker
 from trainables.errors import UserError
 

@@ -9,15 +9,23 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from _fixtures import SPACES, tiny_cnn_hparams
+
 from search.spec import load_spec
 from trainables import metrics as M
 from trainables.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from trainables.data import Split, create_dataset
 from trainables.errors import UserError
 from trainables.train import (
-    TRAIN_HPARAMS, RunSettings, Trainer, fit, lr_factor, plan_for, select_device, split_hparams, validate_train_hparams,
+    TRAIN_HPARAMS,
+    RunSettings,
+    Trainer,
+    fit,
+    lr_factor,
+    plan_for,
+    select_device,
+    split_hparams,
+    validate_train_hparams,
 )
 
 

@@ -221,7 +221,8 @@ def resnet18(
     (tutorial D). freeze: backbone | all_but_last_block | none. Weights: `weights_path` (a local
     state_dict file) or torchvision's cache; never a download that would fail offline mid-search.
     """
-    from torchvision.models import ResNet18_Weights, resnet18 as tv_resnet18
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models import resnet18 as tv_resnet18
 
     if freeze not in FREEZE_CHOICES:
         raise UserError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, but got {freeze=}")
