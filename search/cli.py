@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     storage_help = (f"folder or URI (s3://bucket/prefix, gs://..., any pyarrow filesystem) holding searches "
                     f"(default: ./{DEFAULT_STORAGE}; with a URI the embedded MLflow store stays in ./{DEFAULT_STORAGE})")
+    with_storage = argparse.ArgumentParser(add_help=False)  # the --storage option every search command shares
+    with_storage.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
 
     p = sub.add_parser("train", help="train a spec's baseline once (no search)")
     p.add_argument("spec")
@@ -277,41 +279,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="checkpoint file to write")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("run", help="run a search over a spec")
+    p = sub.add_parser("run", parents=[with_storage], help="run a search over a spec")
     p.add_argument("spec")
     p.add_argument("--samples", type=int, help="number of trials")
     p.add_argument("--max-epochs", type=int, help="epochs per trial at most")
     p.add_argument("--time-budget", help="stop starting trials after this long: 600, 90s, 10m, 2h")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec value, e.g. budget.max_concurrent=4")
     p.add_argument("--name", help="search name (default: SPECNAME-DATE-TIME)")
-    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
     p.add_argument("--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: $RAY_ADDRESS or a local Ray)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or an SQLite file in the storage, "
                                           f"./{DEFAULT_STORAGE}/mlflow.db when the storage is a URI)")
     p.add_argument("--refit", action="store_true", help="retrain the best config on train+val before the test evaluation")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("resume", help="continue an interrupted search")
+    p = sub.add_parser("resume", parents=[with_storage], help="continue an interrupted search")
     p.add_argument("name")
-    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
     p.add_argument("--address", help="Ray cluster address (default: local)")
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("results", help="table of a search's trials, best first")
+    p = sub.add_parser("results", parents=[with_storage], help="table of a search's trials, best first")
     p.add_argument("name")
-    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
     p.add_argument("--csv", help="also write the table to this CSV file")
     p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("list", help="searches in the storage")
-    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
+    p = sub.add_parser("list", parents=[with_storage], help="searches in the storage")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("export", help="export a search's best model")
+    p = sub.add_parser("export", parents=[with_storage], help="export a search's best model")
     p.add_argument("name")
     p.add_argument("--format", choices=["torchscript", "onnx", "state_dict"], default="torchscript")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="classify images with an exported model")
@@ -321,8 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("ui", help="start the MLflow UI on the search store (127.0.0.1)")
-    p.add_argument("--storage", default=os.environ.get("HPSEARCH_STORAGE", DEFAULT_STORAGE), help=storage_help)
+    p = sub.add_parser("ui", parents=[with_storage], help="start the MLflow UI on the search store (127.0.0.1)")
     p.add_argument("--tracking-uri")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000)
