@@ -40,7 +40,7 @@ from trainables.data import DATASETS, dataset_options, is_loaded_loader, resolve
 from trainables.errors import UserError
 from trainables.models import MODELS, resolve_model
 from trainables.references import canonical_reference, is_reference, object_name
-from trainables.train import TRAIN_HPARAMS, RunSettings, split_hparams
+from trainables.train import TRAIN_HPARAMS, RunSettings, split_hparams, validate_train_hparams
 
 SCHEDULERS = ("asha", "asha-stop", "fifo")  # budget.scheduler (search.schedulers)
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
@@ -157,6 +157,66 @@ class SearchSpec:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+def candidate_values(param: Param) -> list[Any]:
+    """The values of a searched parameter worth checking before a search: every choice, or both bounds."""
+    if param.kind == "choice":
+        return list(param.choices)
+    return [param.low, param.high]
+
+
+def _check_training_values(path: str, baseline: dict[str, Any], space: list[Param]) -> None:
+    """The baseline's and every choice's / bound's training values, as the training loop checks them."""
+    train = {k: baseline[k] for k in TRAIN_HPARAMS if k in baseline}
+    if len(train) < len(TRAIN_HPARAMS):
+        return  # split_hparams already named what is missing
+    try:
+        validate_train_hparams(train)
+    except UserError as exc:
+        raise _err(path, f"baseline: {exc}") from None
+    for param in space:
+        if param.name not in TRAIN_HPARAMS:
+            continue
+        for value in candidate_values(param):
+            try:
+                validate_train_hparams({**train, param.name: value})
+            except UserError as exc:
+                raise _err(path, f"space.{param.name}: {value!r} is refused by the training loop ({exc}); "
+                                 f"remove it from space.{param.name}") from None
+
+
+def check_model_values(spec: SearchSpec, data: Any) -> None:
+    """Build the network for every choice / bound of each searched model hyperparameter (on PyTorch's meta
+    device: no memory, no compute) and run it on a batch of the data's shape: a value the model refuses is
+    one line before any trial. Skipped for a model that cannot be built on the meta device at all."""
+    import torch
+
+    from trainables.models import create_model
+    from trainables.train import split_hparams
+
+    shape = {"num_classes": data.num_classes, "in_channels": data.channels, "image_size": list(data.image_size)}
+
+    def build(config: dict[str, Any]) -> None:
+        _, model_hp = split_hparams(spec.model, config, spec.model_factory)
+        with torch.device("meta"):
+            model = create_model(spec.model, factory=spec.model_factory, **shape, **model_hp)
+            model.eval()(torch.empty(2, data.channels, *data.image_size))
+
+    try:
+        build(spec.baseline)
+    except Exception:  # noqa: BLE001 - the baseline's real build on the CPU (dry_forward) is the check then
+        return
+    for param in spec.space:
+        if param.name in TRAIN_HPARAMS:
+            continue
+        for value in candidate_values(param):
+            try:
+                build({**spec.baseline, param.name: value})
+            except Exception as exc:  # noqa: BLE001 - whatever the model raises is the user's to see, in one line
+                text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"{spec.path}: space.{param.name}: {value!r} is refused by model {spec.model!r} "
+                                f"({text}); remove it from space.{param.name}") from None
 
 
 def load_spec(path: str | Path, overrides: Iterable[str] = (), *, model: Any = None, dataset: Any = None) -> SearchSpec:
@@ -422,6 +482,7 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
             raise _err(path, f"space.{p.name} has no baseline value; add baseline.{p.name} (the search starts from the baseline)")
         if not p.contains(baseline[p.name]):
             raise _err(path, f"baseline {p.name}={baseline[p.name]!r} is outside space.{p.name} ({p.describe()}); widen the space or fix the baseline")
+    _check_training_values(path, baseline, space)
     order = [p.name for p in space]
     for p in space:  # a condition on a searched parameter must refer to one sampled before it
         for key, _ in p.when:

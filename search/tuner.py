@@ -46,7 +46,7 @@ from search.schedulers import (  # noqa: F401 - re-exported: the scheduler's hel
     rung_levels,
 )
 from search.schedulers import load_state as load_scheduler_state
-from search.spec import Param, SearchSpec, apply_override, load_spec, parse_spec, with_objects
+from search.spec import Param, SearchSpec, apply_override, check_model_values, load_spec, parse_spec, with_objects
 from trainables.data import DataBundle
 from trainables.errors import UserError
 from trainables.train import dry_forward
@@ -517,6 +517,7 @@ def _prepare(spec: SearchSpec, address: str | None, storage_root: str, on_event:
     data = spec.load_data()
     _emit(on_event, f"data: {data.summary()}")
     dry_forward(spec.baseline, data, spec.settings())  # a network that does not fit the data fails here, in one line
+    check_model_values(spec, data)  # so does a searched value the network refuses
     connect(address)
     check_resources(spec)
     check_storage_reachable(storage_root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,41 @@ def test_good_base_spec_is_valid(tmp_path):
     """The bad-spec cases above start from this spec, which itself must load."""
     spec = load_spec(_write(tmp_path, _base()))
     assert spec.name == "quickstart"
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"optimizer": {"choice": ["adam", "rmsprop"]}}, r"space.optimizer: 'rmsprop' is refused by the training loop \(optimizer must be one of sgd, adam, adamw"),
+    ({"momentum": {"uniform": [0.5, 1.5]}}, r"space.momentum: 1.5 is refused by the training loop \(momentum must be in \[0.0, 1.0\)"),
+    ({"schedule": {"choice": ["none", "linear"]}}, r"space.schedule: 'linear' is refused"),
+    ({"hflip": {"choice": [False, "yes"]}}, r"space.hflip: 'yes' is refused .*hflip must be true or false"),
+    ({"batch_size": {"choice": [32, 0]}}, r"space.batch_size: 0 is refused .*batch_size must be >= 1"),
+])
+def test_every_choice_and_bound_is_checked_against_the_training_loop_at_load(tmp_path, entry, message):
+    raw = _base()
+    raw["space"] = {**raw["space"], **entry}
+    assert re.search(message, _error(_write(tmp_path, raw))), _error(_write(tmp_path, raw))
+
+
+def test_a_bad_baseline_training_value_is_refused_at_load(tmp_path):
+    raw = _base()
+    raw["baseline"]["gamma"] = -0.1  # not searched: only the loop's own check can catch it
+    assert "baseline: gamma must be > 0, but got gamma=-0.1" in _error(_write(tmp_path, raw))
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"kernel_size": {"choice": [3, 4]}}, r"space.kernel_size: 4 is refused by model 'cnn' \(kernel_size must be a positive odd number"),
+    ({"channels": {"choice": ["16-32", "8-16-32-64"]}}, r"space.channels: '8-16-32-64' is refused by model 'cnn' \(too many pooling blocks"),
+    ({"dropout": {"uniform": [0.0, 1.0]}}, r"space.dropout: 1.0 is refused by model 'cnn' \(dropout must be in \[0, 1\)"),
+])
+def test_every_model_value_is_built_once_on_the_meta_device_before_any_trial(tmp_path, entry, message):
+    from search.spec import check_model_values
+    from trainables.data import create_dataset
+
+    raw = _base()
+    raw["space"] = {**raw["space"], **entry}
+    spec = load_spec(_write(tmp_path, raw))
+    data = create_dataset("digits", val_fraction=0.2, test_fraction=0.2, seed=0)  # 8x8 images: 3 pools is too many
+    with pytest.raises(UserError, match=message) as info:
+        check_model_values(spec, data)
+    assert "\n" not in str(info.value) and str(spec.path) in str(info.value)
+    check_model_values(load_spec(SPACES / "quickstart.yaml"), data)  # the shipped quickstart passes

@@ -161,12 +161,27 @@ def validate_train_hparams(train: dict[str, Any]) -> None:
         raise UserError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, but got {train['optimizer']!r}")
     if train["schedule"] not in SCHEDULES:
         raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}, but got {train['schedule']!r}")
-    if not train["lr"] > 0:
+    if isinstance(train["lr"], bool) or not isinstance(train["lr"], (int, float)) or not train["lr"] > 0:
         raise UserError(f"lr must be > 0, but got lr={train['lr']}")
-    if int(train["batch_size"]) < 1:
+    if isinstance(train["batch_size"], bool) or not isinstance(train["batch_size"], int) or int(train["batch_size"]) < 1:
         raise UserError(f"batch_size must be >= 1, but got batch_size={train['batch_size']}")
     if not 0 <= train["label_smoothing"] < 1:
         raise UserError(f"label_smoothing must be in [0, 1), but got {train['label_smoothing']}")
+    for key in ("nesterov", "hflip"):
+        if not isinstance(train[key], bool):
+            raise UserError(f"{key} must be true or false, but got {key}={train[key]!r}")
+    checks = (("momentum", 0.0, 1.0, True), ("weight_decay", 0.0, None, False), ("gamma", 0.0, None, True),
+              ("rotation", 0.0, 180.0, False), ("translate", 0.0, 1.0, True))
+    for key, low, high, high_open in checks:
+        value = train[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (
+                high is not None and (value >= high if high_open else value > high)) or (key == "gamma" and value <= 0):
+            bound = f"[{low}, {high}{')' if high_open else ']'}" if high is not None else f">= {low}" if key != "gamma" else "> 0"
+            raise UserError(f"{key} must be {'in ' if high is not None else ''}{bound}, but got {key}={value!r}")
+    for key, low in (("step_size", 1), ("crop_padding", 0)):
+        value = train[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < low:
+            raise UserError(f"{key} must be a whole number >= {low}, but got {key}={value!r}")
 
 
 def lr_factor(schedule: str, step: int, total_steps: int, steps_per_epoch: float, step_size: float, gamma: float) -> float:
