@@ -159,3 +159,27 @@ def test_batch_stream_state_dict_reproduces_next_batches():
     got = other.take(25)
     assert [b.tolist() for b in got] == [b.tolist() for b in expected]
     assert state["pos"] == 6 and sorted(state["perm"].tolist()) == list(range(10))
+
+
+def test_a_streamed_folder_that_a_node_cannot_read_is_one_clear_error_not_a_round_of_nothing(tmp_path):
+    # the driver read the folder; a node without it (no shared mount) must not "train" on zero images
+    import shutil
+
+    from PIL import Image
+
+    from trainables.data import create_dataset
+    from trainables.errors import UserError
+    from trainables.pipeline import SplitLoader
+
+    root = tmp_path / "folder"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(root / c / f"{i}.png")
+    data = create_dataset("imagefolder", root=str(root), image_size=8, val_fraction=0.25, test_fraction=0.0, max_in_memory_mb=0)
+    assert not data.train.in_memory
+    loader = SplitLoader(data.train, device=torch.device("cpu"), image_size=(8, 8), channels=3, workers=0)
+    assert sum(len(y) for _, y in loader.sequential(4)) == len(data.train)  # readable: every image
+    shutil.rmtree(root)  # as seen from a node that lacks the folder
+    with pytest.raises(UserError, match=r"none of the 12 images of this pass could be read on node .* missing there.*shared mount"):
+        list(loader.sequential(4))

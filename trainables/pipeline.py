@@ -8,6 +8,7 @@ only, drawn from a seeded generator so a run is reproducible.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.data import Split, decode_image
+from trainables.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -141,9 +143,21 @@ class SplitLoader:
             collate_fn=_collate,
             pin_memory=self.device.type == "cuda",
         )
+        yielded = 0
         for x, y in loader:
             if len(y):
+                yielded += 1
                 yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if not yielded and index_batches:
+            # the files were read when the data set was built (on the driver): here, none is readable
+            import socket
+
+            first = self.split.files[int(index_batches[0][0])] if self.split.files else "?"
+            raise UserError(
+                f"none of the {sum(len(i) for i in index_batches)} images of this pass could be read on node "
+                f"{socket.gethostname()} (first: {first}, {'exists' if os.path.exists(first) else 'missing'} there); "
+                "the image folder must be at the same path on every node (a shared mount), or small enough to "
+                "be held in memory (dataset.max_in_memory_mb)")
 
     def sequential(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every sample once, in order (evaluation)."""
