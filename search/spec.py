@@ -40,7 +40,7 @@ from trainables.data import DATASETS, dataset_options, is_loaded_loader, resolve
 from trainables.errors import UserError
 from trainables.models import MODELS, resolve_model
 from trainables.references import canonical_reference, is_reference, object_name
-from trainables.train import TRAIN_HPARAMS, RunSettings, split_hparams, validate_train_hparams
+from trainables.train import TRAIN_DEFAULTS, TRAIN_HPARAMS, RunSettings, split_hparams, validate_train_hparams
 
 SCHEDULERS = ("asha", "asha-stop", "fifo")  # budget.scheduler (search.schedulers)
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
@@ -450,9 +450,11 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
     # baseline and space -------------------------------------------------------------------
     baseline = raw["baseline"]
     if not isinstance(baseline, dict):
-        raise _err(path, f"baseline must be a mapping of every hyperparameter, but got {baseline!r}")
+        raise _err(path, f"baseline must be a mapping of hyperparameter: value (what differs from the defaults), but got {baseline!r}")
     hp_names = set(TRAIN_HPARAMS) | set(source.hparams)
-    for key in baseline:
+    given = dict(baseline)
+    baseline = {**TRAIN_DEFAULTS, **given}  # a baseline lists only what differs from the defaults (TrainHparams)
+    for key in given:
         if key not in hp_names and not source.open_kwargs:
             raise _err(path, f"baseline.{key}: model {model!r} and the training loop do not take {key!r}; they take: {', '.join(sorted(hp_names))}")
     try:
@@ -479,7 +481,11 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
         if not p.active(baseline):
             continue
         if p.name not in baseline:
-            raise _err(path, f"space.{p.name} has no baseline value; add baseline.{p.name} (the search starts from the baseline)")
+            has_default, default = source.default(p.name)
+            if not has_default:
+                raise _err(path, f"space.{p.name} has no baseline value and model {model!r} no default for it; "
+                                 f"add baseline.{p.name} (the search starts from the baseline)")
+            baseline[p.name] = default
         if not p.contains(baseline[p.name]):
             raise _err(path, f"baseline {p.name}={baseline[p.name]!r} is outside space.{p.name} ({p.describe()}); widen the space or fix the baseline")
     _check_training_values(path, baseline, space)

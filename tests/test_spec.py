@@ -161,7 +161,6 @@ BAD_SPECS = {
     "baseline-outside-space": ({"baseline.lr": 0.5}, ["baseline lr=0.5 is outside space.lr", "loguniform"]),
     "baseline-choice-outside-space": ({"baseline.channels": "4-8"}, ["baseline channels='4-8' is outside space.channels"]),
     "missing-required-key": ({"model": "DELETE"}, ["missing required key 'model'"]),
-    "missing-training-hparam": ({"baseline.gamma": "DELETE"}, ["baseline", "['gamma'] have no value"]),
     "unknown-dataset": ({"dataset.name": "imagenet"}, ["unknown dataset 'imagenet'", "digits"]),
     "unknown-dataset-option": ({"dataset.root": "/data"}, ["unknown key 'root' in dataset (digits)"]),
     "unknown-model": ({"model": "vgg16"}, ["unknown model 'vgg16'", "cnn", "resnet18"]),
@@ -169,7 +168,6 @@ BAD_SPECS = {
     "bad-device": ({"device": "tpu"}, ["device must be", "'tpu'"]),
     "bad-name": ({"name": "my spec!"}, ["name must be"]),
     "when-unknown-key": ({"space.momentum": {"uniform": [0.5, 0.99], "when": {"solver": "sgd"}}}, ["space.momentum.when names 'solver'"]),
-    "space-without-baseline-value": ({"space.conv_dropout": {"uniform": [0.0, 0.5]}}, ["space.conv_dropout", "baseline"]),
 }
 
 
@@ -230,3 +228,15 @@ def test_every_model_value_is_built_once_on_the_meta_device_before_any_trial(tmp
         check_model_values(spec, data)
     assert "\n" not in str(info.value) and str(spec.path) in str(info.value)
     check_model_values(load_spec(SPACES / "quickstart.yaml"), data)  # the shipped quickstart passes
+
+
+def test_a_baseline_lists_only_what_differs_from_the_defaults(tmp_path):
+    from trainables.train import TRAIN_DEFAULTS
+
+    raw = _base()
+    raw["baseline"] = {"lr": 0.003, "channels": "16-32", "hidden": 64}  # training and model defaults fill the rest
+    raw["space"] = {"lr": {"loguniform": [1e-4, 1e-2]}, "conv_dropout": {"uniform": [0.0, 0.5]}}
+    spec = load_spec(_write(tmp_path, raw))
+    assert {k: spec.baseline[k] for k in TRAIN_DEFAULTS} == {**TRAIN_DEFAULTS, "lr": 0.003}
+    assert spec.baseline["conv_dropout"] == 0.0  # searched without a baseline value: the model's own default
+    assert spec.raw["baseline"] == spec.baseline  # stored complete: a resume never depends on today's defaults

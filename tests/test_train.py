@@ -17,6 +17,7 @@ from trainables.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from trainables.data import Split, create_dataset
 from trainables.errors import UserError
 from trainables.train import (
+    TRAIN_DEFAULTS,
     TRAIN_HPARAMS,
     RunSettings,
     Trainer,
@@ -248,9 +249,8 @@ def test_split_hparams_separates_and_validates():
     with pytest.raises(UserError, match=r"\['depth'\]"):
         split_hparams("cnn", {**hp, "depth": 3})
     incomplete = dict(hp)
-    del incomplete["gamma"]
-    with pytest.raises(UserError, match=r"\['gamma'\] have no value"):
-        split_hparams("cnn", incomplete)
+    del incomplete["gamma"]  # a training value left out takes its default (TrainHparams)
+    assert split_hparams("cnn", incomplete)[0]["gamma"] == TRAIN_DEFAULTS["gamma"]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ the conv stack and before the last layer, an optional hidden FC layer.
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -64,6 +65,21 @@ class ModelSource:
             raise UserError(f"model {self.name!r} returned a {type(model).__name__}, not a torch nn.Module; "
                             "name an nn.Module class or a function that returns one")
         return model
+
+    def default(self, key: str) -> tuple[bool, Any]:
+        """(whether it has one, the default) of hyperparameter `key`, from the factory's signature
+        (for torchvision: hpsearch's head options, then the model class's keywords)."""
+        sources: list[Any] = [self.factory]
+        if self.kind == "torchvision":
+            sources.append(zoo.model_class(zoo.builder_name(self.name)).__init__)
+        for source in sources:
+            try:
+                parameter = inspect.signature(source).parameters.get(key)
+            except (TypeError, ValueError):
+                continue
+            if parameter is not None and parameter.default is not inspect.Parameter.empty:
+                return True, parameter.default
+        return False, None
 
     def rebuild_options(self) -> dict[str, Any]:
         """Options that make a rebuild from a checkpoint skip ImageNet weights (the checkpoint holds every weight)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -39,10 +39,28 @@ from trainables.errors import UserError
 from trainables.models import create_model, resolve_model
 from trainables.pipeline import Augmentation, BatchStream, Normalizer, SplitLoader
 
-TRAIN_HPARAMS = (
-    "optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size", "label_smoothing",
-    "schedule", "step_size", "gamma", "hflip", "rotation", "translate", "crop_padding",
-)
+@dataclass(frozen=True)
+class TrainHparams:
+    """The training loop's hyperparameters and their defaults: a spec's baseline lists only what differs."""
+
+    optimizer: str = "adam"  # sgd | adam | adamw
+    lr: float = 1e-3  # peak learning rate
+    momentum: float = 0.9  # sgd only, in [0, 1)
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
+    batch_size: int = 64  # images per optimizer step
+    label_smoothing: float = 0.0  # in [0, 1)
+    schedule: str = "none"  # none | step | cosine | onecycle (over the whole run)
+    step_size: int = 5  # schedule step: epochs between lr decays
+    gamma: float = 0.1  # schedule step: lr factor at each decay
+    hflip: bool = False  # random horizontal flips
+    rotation: float = 0.0  # degrees: random rotation in [-rotation, rotation]
+    translate: float = 0.0  # fraction of the side: random shift up to it
+    crop_padding: int = 0  # pixels: pad, then a random crop back to size
+
+
+TRAIN_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainHparams)}
+TRAIN_HPARAMS = tuple(TRAIN_DEFAULTS)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 
@@ -110,10 +128,7 @@ def split_hparams(model: str, hparams: dict[str, Any], factory: Any = None) -> t
             f"hyperparameter(s) {sorted(unknown)} are taken neither by the training loop nor by model {model!r}; "
             f"model takes {sorted(accepted)}, training takes {sorted(TRAIN_HPARAMS)}"
         )
-    missing = set(TRAIN_HPARAMS) - set(hparams)
-    if missing:
-        raise UserError(f"hyperparameter(s) {sorted(missing)} have no value; give them in the spec's baseline")
-    train = {k: hparams[k] for k in TRAIN_HPARAMS}
+    train = {k: hparams.get(k, default) for k, default in TRAIN_DEFAULTS.items()}  # defaults: TrainHparams
     return train, {k: v for k, v in hparams.items() if k in accepted}
 
 
@@ -215,7 +230,7 @@ class Trainer:
     """Trains one configuration on one data set, a round at a time; checkpointable."""
 
     def __init__(self, hparams: dict[str, Any], data: DataBundle, settings: RunSettings) -> None:
-        self.hparams, self.data, self.settings = dict(hparams), data, settings
+        self.hparams, self.data, self.settings = {**TRAIN_DEFAULTS, **hparams}, data, settings
         self.train_hp, self.model_hp = split_hparams(settings.model, self.hparams, settings.model_factory)
         validate_train_hparams(self.train_hp)
         if settings.threads:
