@@ -39,6 +39,7 @@ from trainables.errors import UserError
 from trainables.models import create_model, resolve_model
 from trainables.pipeline import Augmentation, BatchStream, Normalizer, SplitLoader
 
+
 @dataclass(frozen=True)
 class TrainHparams:
     """The training loop's hyperparameters and their defaults: a spec's baseline lists only what differs."""
