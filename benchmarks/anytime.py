@@ -256,12 +256,7 @@ def run_hpsearch(method: str, spec, data, storage: Path, name: str) -> dict[str,
 
     recorder = _recorder_class()()
     started = time.monotonic()
-    original = T._callbacks
-    T._callbacks = lambda *a, **k: [*original(*a, **k), recorder]  # observe only: run_search runs unchanged
-    try:
-        result = T.run_search(spec, name=name, storage=str(storage), track=True, on_event=lambda m: print(f"[{method}] {m}", flush=True))
-    finally:
-        T._callbacks = original
+    result = T.run_search(spec, name=name, storage=str(storage), track=True, on_event=lambda m: print(f"[{method}] {m}", flush=True), callbacks=[recorder])  # the recorder observes only
     search_seconds = recorder.seconds()
     test = (result.final.get("test") or {}).get("acc")
     source = "run_search's final report (result.final)"

@@ -122,14 +122,11 @@ class Timed:
 
         self.data = data
         self.times: dict[str, float] = {}
-        self._orig = (search.tuner.create_dataset, search.tuner.build_tuner, search.report.final_report)
+        self._orig = (search.tuner.build_tuner, search.report.final_report)
         timings = self.times
 
-        def create_dataset(*args, **kwargs):  # the bundle already built (and used by the bare loop)
-            return data
-
         def build_tuner(*args, **kwargs):
-            tuner = self._orig[1](*args, **kwargs)
+            tuner = self._orig[0](*args, **kwargs)
             fit = tuner.fit
 
             def timed_fit():
@@ -145,17 +142,17 @@ class Timed:
         def final_report(*args, **kwargs):
             t0 = time.perf_counter()
             try:
-                return self._orig[2](*args, **kwargs)
+                return self._orig[1](*args, **kwargs)
             finally:
                 timings["final_report"] = time.perf_counter() - t0
 
-        search.tuner.create_dataset, search.tuner.build_tuner, search.report.final_report = create_dataset, build_tuner, final_report
+        search.tuner.build_tuner, search.report.final_report = build_tuner, final_report
 
     def restore(self) -> None:
         import search.report
         import search.tuner
 
-        search.tuner.create_dataset, search.tuner.build_tuner, search.report.final_report = self._orig
+        search.tuner.build_tuner, search.report.final_report = self._orig
 
 
 def hpsearch_trial(spec, data, storage: Path, name: str) -> dict:
@@ -169,7 +166,8 @@ def hpsearch_trial(spec, data, storage: Path, name: str) -> dict:
         with C.Stopwatch() as start:
             connect(None)
         with C.Stopwatch() as run:
-            result = run_search(spec, name=name, storage=str(storage), on_event=None, track=True)
+            # the bundle already built (and used by the bare loop), handed over as a data loader
+            result = run_search(spec, name=name, storage=str(storage), on_event=None, track=True, dataset=lambda: data)
         with C.Stopwatch() as stop:
             ray.shutdown()
     finally:

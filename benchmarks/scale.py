@@ -7,7 +7,7 @@ a value computed from the config, no training, no checkpoint. They differ only i
 the callbacks:
 
 - bare: none (what Tune + Optuna + ASHA cost by themselves);
-- hpsearch: what `run_search` installs (`search.tuner._callbacks`): ProgressCallback
+- hpsearch: what `run_search` installs (`search.callbacks.search_callbacks`): ProgressCallback
   and MlflowTracker (parent run, one nested run per trial with its params and tags,
   metrics per round, end status), SQLite store, then `finish_search` (summary,
   closing runs).
@@ -89,7 +89,7 @@ def one_run(which: str, spec, data, storage: Path) -> dict:
     state = {"name": name, "storage": str(storage), "tracking_uri": None, "track": which == "hpsearch", "spec": spec.raw}
     lines: list[str] = []
     if which == "hpsearch":  # exactly what run_search installs (its JSON logger included)
-        callbacks = T._callbacks(spec, data, experiment_dir, state, lines.append)
+        callbacks = T.search_callbacks(spec, data, experiment_dir, state, lines.append)
     elif which == "bare":
         from ray.tune.logger import JsonLoggerCallback
 

@@ -209,12 +209,7 @@ def run_method(method: str, spec, data, storage: Path, name: str, retrain_seeds:
     recorder = _recorder_class()()
     started = time.monotonic()
     if method.startswith("hpsearch"):
-        original = T._callbacks
-        T._callbacks = lambda *a, **k: [*original(*a, **k), recorder]  # observe only; run_search runs unchanged
-        try:
-            result = T.run_search(spec, name=name, storage=str(storage), track=False, on_event=None)
-        finally:
-            T._callbacks = original
+        result = T.run_search(spec, name=name, storage=str(storage), track=False, on_event=None, callbacks=[recorder])  # the recorder observes only
         records = result.records
     else:
         alternative_tuner(method, spec, data, name, storage, [recorder]).fit()

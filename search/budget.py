@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from search.schedulers import rung_levels
 from search.spec import SearchSpec
 from trainables.data import DataBundle
 
@@ -128,3 +129,20 @@ def resolve_report_every(spec: SearchSpec, data: DataBundle, *, on_event: Any = 
         shown = "one epoch" if value == "epoch" else f"{value} samples ({value / n_train:.2f} epoch)"
         on_event(f"rounds: report_every auto -> {shown}; {why}")
     return resolved
+
+
+def rounds_per_epoch(spec: SearchSpec, n_train: int) -> float:
+    return plan(spec, n_train).rounds_per_epoch
+
+
+def total_rounds(spec: SearchSpec, n_train: int) -> int:
+    """Reports a full-length trial makes (ASHA's max_t)."""
+    return plan(spec, n_train).total
+
+
+def rungs(spec: SearchSpec, n_train: int) -> tuple[int, ...]:
+    """The rounds at which the spec's scheduler ranks trials (none for fifo)."""
+    if spec.budget.scheduler == "fifo" or not spec.space:
+        return ()
+    rounds = plan(spec, n_train)
+    return rung_levels(rounds.grace, spec.budget.reduction_factor, rounds.total)

@@ -310,3 +310,19 @@ def mirror_dir(experiment_uri: str) -> Path:
     uri = normalize(experiment_uri)
     digest = hashlib.sha1(uri.encode()).hexdigest()[:12]
     return cache_dir() / "storage" / f"{posixpath.basename(urlsplit(uri).path) or 'root'}-{digest}"
+
+
+DEFAULT_STORAGE = "hpsearch-runs"  # where searches go without --storage / $HPSEARCH_STORAGE
+
+
+def storage_root(storage: str | None) -> str:
+    """The storage a search uses: a normalised URI, or an absolute path (default ./hpsearch-runs)."""
+    if is_uri(storage):
+        return normalize(str(storage))
+    return str(local_path(storage or DEFAULT_STORAGE))
+
+
+def local_tracking_root(storage_root: str) -> Path:
+    """Where the embedded MLflow store (mlflow.db, mlartifacts/) of a search goes: beside the searches,
+    or for URI storage (SQLite cannot live in a bucket) ./hpsearch-runs on the driver's machine."""
+    return Path(DEFAULT_STORAGE).resolve() if is_uri(storage_root) else Path(storage_root)

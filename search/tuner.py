@@ -1,13 +1,14 @@
 """Assembles and runs the search: one `tune.Tuner` over a spec.
 
-    OptunaSearch (TPE, seeded, define-by-run space with conditions, baseline enqueued first)
-      behind a ConcurrencyLimiter (ray#52535: no burst of random start-up trials)
-    ASHAScheduler on the `round` counter (an epoch, or `report_every` samples), ties broken by
-      val loss, a trial ranked against its rung's latest 2 x reduction_factor results (asha_scheduler)
+    RungAwareTPE (Optuna TPE, seeded, define-by-run space with conditions, baseline enqueued first;
+      search.sampler, search.space) behind a limiter (ray#52535: no burst of random start-up trials)
+    the spec's scheduler (search.schedulers): ASHA with promotions by default, on the `round` counter
     function trainable with the data set shared through the object store
-    CheckpointConfig: 2 checkpoints per trial scored by the metric (the best round survives)
+    CheckpointConfig: checkpoints scored by the metric; after the search each trial keeps its best and
+      last ones (search.checkpoints)
     FailureConfig: a failed trial is retried from its last checkpoint
-    callbacks: live progress, MLflow tracking (search.tracking)
+    callbacks (search.callbacks): result logger, live progress, MLflow tracking (search.tracking)
+    before anything runs: the data, a dry forward pass, the cluster and the storage (search.cluster)
 
 `run_search` starts a search, `resume_search` continues one after Ctrl-C or a
 killed driver: finished trials are kept, unfinished ones restart from their
@@ -35,6 +36,18 @@ from typing import Any, Callable, Iterable
 from search import budget as B
 from search import results as R
 from search import storage as S
+from search.budget import rounds_per_epoch, rungs, total_rounds  # noqa: F401 - re-exported (CLI, tests, benchmarks)
+from search.callbacks import MIRROR_UPLOAD_SECONDS, MirrorUpload, result_logger, search_callbacks  # noqa: F401 - re-exported
+from search.checkpoints import prune_checkpoints
+from search.cluster import (  # noqa: F401 - re-exported: these lived here before
+    _auth_message,
+    _is_auth_error,
+    _resource_problem,
+    _storage_problem,
+    check_resources,
+    check_storage_reachable,
+    connect,
+)
 from search.schedulers import (  # noqa: F401 - re-exported: the scheduler's helpers were defined here before
     RANK_SCORE,
     PromotionASHA,
@@ -46,21 +59,21 @@ from search.schedulers import (  # noqa: F401 - re-exported: the scheduler's hel
     rung_levels,
 )
 from search.schedulers import load_state as load_scheduler_state
-from search.spec import Param, SearchSpec, apply_override, check_model_values, load_spec, parse_spec, with_objects
+from search.space import DefineByRun  # noqa: F401 - pickled as search.tuner.DefineByRun by searches saved before the split
+from search.spec import SearchSpec, apply_override, check_model_values, load_spec, parse_spec, with_objects
+from search.storage import DEFAULT_STORAGE, local_tracking_root  # noqa: F401 - re-exported
 from trainables.data import DataBundle
 from trainables.errors import UserError
 from trainables.train import dry_forward
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORAGE = "hpsearch-runs"
 # Tune deletes nothing while a search runs: with num_to_keep set, a checkpoint that Tune's last saved
 # experiment state still points to can be deleted before the next save, and a killed driver's resume
 # then fails that trial ("does not exist on storage anymore"). hpsearch prunes each trial to its best
 # and last checkpoints once the search has finished (see prune_checkpoints).
 CHECKPOINTS_PER_TRIAL = None
 MAX_FAILURES = 2  # retries of a failed trial, each from its last checkpoint
-MIRROR_UPLOAD_SECONDS = 30.0  # URI storage: how often the driver uploads the MLflow run map
 
 
 @dataclass
@@ -86,212 +99,9 @@ class SearchResult:
                                baseline_id=self.baseline.trial_id if self.baseline else None)
 
 
-# ----------------------------------------------------------------------------------------------
-# The search space as an Optuna define-by-run function
-
-
-class DefineByRun:
-    """Samples a spec's space with Optuna's trial API; conditional parameters only when active.
-
-    A class (not a closure) so Tune can pickle it with the searcher state.
-    """
-
-    def __init__(self, space: tuple[Param, ...], baseline: dict[str, Any]) -> None:
-        self.space, self.baseline = space, baseline
-
-    def __call__(self, trial: Any) -> None:
-        current = dict(self.baseline)
-        for p in self.space:
-            if not p.active(current):
-                continue
-            if p.kind == "choice":
-                value = trial.suggest_categorical(p.name, list(p.choices))
-            elif p.kind == "int":
-                value = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
-            else:
-                value = trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log)
-            current[p.name] = value
-        return None
-
-
 def trial_dirname(trial: Any) -> str:
     """Short, stable trial folder names (module level: pickled with the tuner)."""
     return f"trial_{trial.trial_id}"
-
-
-def rounds_per_epoch(spec: SearchSpec, n_train: int) -> float:
-    return B.plan(spec, n_train).rounds_per_epoch
-
-
-def total_rounds(spec: SearchSpec, n_train: int) -> int:
-    """Reports a full-length trial makes (ASHA's max_t)."""
-    return B.plan(spec, n_train).total
-
-
-def rungs(spec: SearchSpec, n_train: int) -> tuple[int, ...]:
-    """The rounds at which the spec's scheduler ranks trials (none for fifo)."""
-    if spec.budget.scheduler == "fifo" or not spec.space:
-        return ()
-    rounds = B.plan(spec, n_train)
-    return rung_levels(rounds.grace, spec.budget.reduction_factor, rounds.total)
-
-
-# ----------------------------------------------------------------------------------------------
-# Ray
-
-
-def connect(address: str | None = None, *, quiet: bool = True) -> None:
-    """Start or join Ray once per process: local by default, or `address` (auto, HOST:PORT, ray://).
-
-    A cluster with token authentication (Ray's default) refuses a process without its token:
-    that is reported as one line saying how to pass the token, not as Ray's retry log.
-    """
-    import optuna
-    import ray
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": not quiet}
-    if address is None:
-        kwargs["include_dashboard"] = False
-    try:
-        ray.init(address=address, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is an auth or connection failure
-        if _is_auth_error(exc):
-            raise UserError(_auth_message(address)) from None
-        if isinstance(exc, ConnectionError):
-            raise UserError(f"cannot reach a Ray cluster at {address!r} ({exc}); start one with `ray start --head` or drop --address") from None
-        raise
-
-
-_AUTH_MARKERS = ("InvalidAuthToken", "AuthenticationError", "Unauthenticated", "authentication token")
-
-
-def _is_auth_error(exc: BaseException) -> bool:
-    """Whether `ray.init` failed on token authentication.
-
-    Ray 2.60 raises `ray.exceptions.AuthenticationError` when token mode is on but no token is
-    found; a missing or wrong token sent to the cluster surfaces as `ConnectionError("Failed to
-    connect to Ray cluster at ...")` whose cause's text holds the GCS client's
-    `AuthenticationError(... InvalidAuthToken ...)` (checked against a real `ray start` cluster).
-    """
-    try:
-        from ray.exceptions import AuthenticationError
-    except ImportError:  # an older Ray without token authentication
-        AuthenticationError = ()  # type: ignore[assignment]  # noqa: N806
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, AuthenticationError) or any(m in str(current) for m in _AUTH_MARKERS):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _auth_message(address: str | None) -> str:
-    missing = [] if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ["RAY_AUTH_MODE=token"]
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        source = "RAY_AUTH_TOKEN"
-    elif os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        source = os.environ["RAY_AUTH_TOKEN_PATH"]
-    elif (Path.home() / ".ray" / "auth_token").is_file():
-        source = "~/.ray/auth_token"
-    else:
-        source = None
-        missing.append("RAY_AUTH_TOKEN")
-    why = f"not set here: {', '.join(missing)}" if missing else f"the token in {source} is not the cluster's"
-    return (
-        f"cannot authenticate to the Ray cluster at {address or 'auto'} ({why}); "
-        "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on the head node prints it) "
-        "or copy the head node's ~/.ray/auth_token to this machine"
-    )
-
-
-def _alive(nodes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [n for n in nodes if n.get("Alive", n.get("alive", False))]
-
-
-def _resource_problem(want: Any, nodes: Iterable[dict[str, Any]], spec_path: str = "<spec>") -> str | None:
-    """Why no alive node can run one trial of `want` (cpu, gpu), or None; `nodes` as `ray.nodes()` lists them."""
-    alive = [n.get("Resources", {}) for n in _alive(nodes)]
-    cpu = max((n.get("CPU", 0) for n in alive), default=0)
-    gpu = max((n.get("GPU", 0) for n in alive), default=0)
-    if want.gpu > 0 and gpu == 0:
-        return (f"{spec_path}: resources.gpu={want.gpu:g} but the Ray cluster has no GPU (largest node: {cpu:g} CPU); "
-                "set resources.gpu: 0 (--set resources.gpu=0) or join a GPU node")
-    if want.gpu > gpu:
-        return f"{spec_path}: resources.gpu={want.gpu:g} but the largest node has {gpu:g} GPU(s); lower resources.gpu"
-    if want.cpu > cpu:
-        return f"{spec_path}: resources.cpu={want.cpu:g} but the largest node has {cpu:g} CPU(s); lower resources.cpu"
-    if not any(n.get("CPU", 0) >= want.cpu and n.get("GPU", 0) >= want.gpu for n in alive):
-        return (f"{spec_path}: no single node has resources.cpu={want.cpu:g} and resources.gpu={want.gpu:g} together "
-                f"(a trial runs on one node); lower resources.cpu to at most the CPUs of a GPU node")
-    return None
-
-
-def check_resources(spec: SearchSpec, nodes: list[dict[str, Any]] | None = None) -> None:
-    """Refuse a spec whose per-trial resources no node can give (it would stay PENDING forever)."""
-    if nodes is None:
-        import ray
-
-        nodes = ray.nodes()
-    problem = _resource_problem(spec.resources, nodes, spec.path)
-    if problem:
-        raise UserError(problem)
-
-
-def _storage_root(storage: str | None) -> str:
-    if S.is_uri(storage):
-        return S.normalize(str(storage))
-    return str(S.local_path(storage or DEFAULT_STORAGE))
-
-
-def local_tracking_root(storage_root: str) -> Path:
-    """Where the embedded MLflow store (mlflow.db, mlartifacts/) of a search goes: beside the searches,
-    or for URI storage (SQLite cannot live in a bucket) ./hpsearch-runs on the driver's machine."""
-    return Path(DEFAULT_STORAGE).resolve() if S.is_uri(storage_root) else Path(storage_root)
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _storage_problem(storage: str, nodes: Iterable[dict[str, Any]], *, shared: bool = False) -> str | None:
-    """Why `storage` cannot hold the checkpoints of a search on the cluster of `nodes`, or None.
-
-    A URI (s3://, gs://, ...) is reachable from every node; a path is fine on one host (every node
-    sees the same disk) or when `shared` says every host mounts it (HPSEARCH_SHARED_STORAGE=1).
-    A path on a cluster spanning several hosts would leave each trial's checkpoints on the node
-    that wrote them: a trial moved to another node after a failure could not restore.
-    """
-    if S.is_uri(storage) or shared:  # file:///path is a node-local path like any other
-        return None
-    hosts = sorted({str(n.get("NodeManagerAddress") or n.get("node_ip") or "?") for n in _alive(nodes)})
-    if len(hosts) <= 1:
-        return None
-    shown = ", ".join(hosts[:4]) + (", ..." if len(hosts) > 4 else "")
-    return (
-        f"--storage {storage} is a node-local path but the Ray cluster spans {len(hosts)} hosts ({shown}), "
-        "so a trial resumed on another node would not find its checkpoints; use a path every node mounts "
-        "(e.g. NFS, then set HPSEARCH_SHARED_STORAGE=1) or a URI such as s3://bucket/hpsearch"
-    )
-
-
-def check_storage_reachable(storage: str, nodes: list[dict[str, Any]] | None = None) -> None:
-    """On a multi-host cluster, refuse a node-local path for the checkpoints every node writes."""
-    if S.is_uri(storage):
-        return
-    if nodes is None:
-        import ray
-
-        nodes = ray.nodes()
-    problem = _storage_problem(storage, nodes, shared=_truthy(os.environ.get("HPSEARCH_SHARED_STORAGE")))
-    if problem:
-        raise UserError(problem)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,7 +211,7 @@ def run_search(
     tracking_uri: str | None = None, samples: int | None = None, max_epochs: int | None = None,
     time_budget: str | float | None = None, overrides: Iterable[str] = (), track: bool = True,
     on_event: Callable[[str], None] | None = print, refit: bool = False, searcher: Any = None,
-    model: Any = None, dataset: Any = None,
+    model: Any = None, dataset: Any = None, scheduler: Any = None, callbacks: Iterable[Any] = (), trainable: Any = None,
 ) -> SearchResult:
     """Run a search from a spec file (or a `SearchSpec`) and return its summary.
 
@@ -409,14 +219,16 @@ def run_search(
     `model` (an nn.Module class or a function returning one) and `dataset` (a loader function, see
     trainables/user_data.py) are Python objects that replace the spec's `model` / `dataset.name`; they
     travel to the Ray workers pickled by value, so a script's or a notebook's own classes work on a cluster.
-    `searcher` replaces hpsearch's sampler with another Ray Tune Searcher (benchmarks).
+    Composing a search differently (benchmarks, experiments): `searcher` replaces hpsearch's sampler with
+    another Ray Tune Searcher, `scheduler` the spec's trial scheduler, `trainable` hpsearch's training
+    function, and `callbacks` are Tune callbacks run beside hpsearch's own (progress, MLflow).
     """
     if not isinstance(spec, SearchSpec):
         spec = load_spec(spec, model=model, dataset=dataset)
     elif model is not None or dataset is not None:
         spec = parse_spec(with_objects(copy.deepcopy(spec.raw), model=model, dataset=dataset), spec.path)
     spec = with_flags(spec, samples=samples, max_epochs=max_epochs, time_budget=time_budget, overrides=overrides)
-    storage_root = _storage_root(storage)
+    storage_root = S.storage_root(storage)
     name = name or default_name(spec)
     experiment = R.search_location(storage_root, name)
     if S.is_uri(storage_root):
@@ -438,7 +250,8 @@ def run_search(
 
         shutil.rmtree(S.mirror_dir(str(experiment)), ignore_errors=True)  # a mirror left by an older search of that name
     R.write_state(experiment, state)
-    return _fit(spec, data, experiment, state, restore=False, on_event=on_event, searcher=searcher)
+    return _fit(spec, data, experiment, state, restore=False, on_event=on_event, searcher=searcher, scheduler=scheduler,
+                extra_callbacks=list(callbacks), trainable=trainable)
 
 
 def resume_search(
@@ -450,7 +263,7 @@ def resume_search(
     A search started with Python objects (`run_search(model=..., dataset=...)`) is resumed with them again."""
     from ray import tune
 
-    storage_root = _storage_root(storage)
+    storage_root = S.storage_root(storage)
     experiment = R.find_search(storage_root, name)
     state = R.read_state(experiment)
     raw = copy.deepcopy(state["spec"])
@@ -529,129 +342,29 @@ def _emit(on_event: Callable[[str], None] | None, message: str) -> None:
         on_event(message)
 
 
-def result_logger() -> Any:
-    """Tune's JSON result logger, minus the step that loses rows when a trial restarts from a checkpoint.
-
-    Tune's logger writes result.json in the driver's staging folder and copies it to the storage every
-    few minutes; when a trial restarts (a node lost, a crash), it overwrites the staging file with the
-    storage copy, so every round reported since the last copy disappeared from the trial's learning
-    curve (seen on a two-node cluster: rounds 9-14 gone). The staging file of this driver is always
-    the more complete one: it is kept; the storage copy is used only when there is none (a resume
-    by a new driver).
-    """
-    from ray.tune.logger import JsonLoggerCallback
-
-    class ResultLogger(JsonLoggerCallback):
-        def _restore_from_remote(self, file_name: str, trial: Any) -> None:
-            local_file = Path(trial.local_path, file_name)
-            if local_file.is_file() and local_file.stat().st_size > 0:
-                return
-            super()._restore_from_remote(file_name, trial)
-
-    return ResultLogger()
-
-
-def _callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, state: dict[str, Any], on_event) -> list[Any]:
-    from search.progress import ProgressCallback
-
-    # Only Tune's JSON logger (result.json: what hpsearch reads back). Its default CSV and tensorboardX
-    # loggers took ~20 % of Tune's loop on 1,000 short trials (benchmarks/results/scale.md); MLflow is the UI.
-    callbacks: list[Any] = [result_logger(), ProgressCallback(spec, total_rounds(spec, len(data.train)), on_event,
-                                                                      rungs=tuple(state.get("rungs", ())))]
-    uri_storage = S.is_uri(state.get("storage"))
-    if state.get("track", True):
-        from search.tracking import MlflowTracker
-
-        rounds = total_rounds(spec, len(data.train))
-        if uri_storage:  # the tracker writes its run map to the local mirror; the store is local (SQLite is no bucket file)
-            uri, artifacts = _tracking_for_uri_storage(state)
-            callbacks.append(MlflowTracker(spec, experiment_dir, uri, artifacts, rounds, resumed=bool(state.get("resumed")),
-                                           rungs=tuple(state.get("rungs", ()))))
-        else:
-            callbacks.append(MlflowTracker.for_search(spec, experiment_dir, state, rounds))
-    if uri_storage:
-        callbacks.append(MirrorUpload(experiment_dir, S.join(state["storage"], state["name"])))
-    return callbacks
-
-
-def _tracking_for_uri_storage(state: dict[str, Any]) -> tuple[str, str | None]:
-    """MLflow tracking URI and artifact root of a search stored on a URI (fixed in `state` for resume)."""
-    from search.mlflow_writer import sqlite_file
-    from search.tracking import artifact_root, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(state.get("tracking_uri"), local_tracking_root(state["storage"]))
-    state["tracking_uri"] = uri
-    if not uri.startswith("sqlite:"):
-        return uri, None
-    db = sqlite_file(uri) or Path("mlflow.db").resolve()
-    return uri, artifact_root(db.parent)  # artifacts beside the SQLite file, as for local storage
-
-
-class MirrorUpload:
-    """Tune callback (URI storage): uploads the driver's MLflow run map from the local mirror to the
-    search's URI every MIRROR_UPLOAD_SECONDS and when the experiment ends, so a resume on another
-    machine reuses the same MLflow runs."""
-
-    def __init__(self, mirror: Path, experiment_uri: str, every: float = MIRROR_UPLOAD_SECONDS) -> None:
-        self.mirror, self.experiment_uri, self.every = Path(mirror), experiment_uri, every
-        self._last = time.monotonic()
-
-    # The hooks of `ray.tune.Callback` this one does not use (duck-typed: importing Ray's class here
-    # would slow down every CLI command that imports this module).
-    def setup(self, **info: Any) -> None: ...
-    def on_step_begin(self, **info: Any) -> None: ...
-    def on_trial_start(self, **info: Any) -> None: ...
-    def on_trial_restore(self, **info: Any) -> None: ...
-    def on_trial_save(self, **info: Any) -> None: ...
-    def on_trial_result(self, **info: Any) -> None: ...
-    def on_trial_complete(self, **info: Any) -> None: ...
-    def on_trial_recover(self, **info: Any) -> None: ...
-    def on_trial_error(self, **info: Any) -> None: ...
-    def on_checkpoint(self, **info: Any) -> None: ...
-    def get_state(self) -> None:
-        return None
-
-    def set_state(self, state: Any) -> None: ...
-
-    def upload(self) -> None:
-        path = self.mirror / R.RUNS_FILE
-        if path.is_file():
-            S.upload(path, S.join(self.experiment_uri, R.RUNS_FILE))
-        self._last = time.monotonic()
-
-    def on_step_end(self, **info: Any) -> None:
-        if time.monotonic() - self._last >= self.every:
-            try:
-                self.upload()
-            except UserError as exc:  # a transient storage error must not stop the search: retried next time
-                log.warning("uploading %s failed: %s", R.RUNS_FILE, exc)
-
-    def on_experiment_end(self, **info: Any) -> None:
-        self.upload()
-
-
 def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict[str, Any], *, restore: bool, on_event,
-         searcher: Any = None) -> SearchResult:
+         searcher: Any = None, scheduler: Any = None, extra_callbacks: list[Any] | None = None, trainable: Any = None) -> SearchResult:
     """Run (or restore and continue) the Tuner of a search folder; `experiment` is a path or a URI."""
     from ray import tune
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own console tables off: progress.py reports
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the JSON logger is added in _callbacks
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the JSON logger is added in search_callbacks
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # experiment state saved often: a killed driver loses little
     remote = str(experiment) if S.is_uri(experiment) else ""
     experiment_dir = S.mirror_dir(remote) if remote else Path(experiment)  # where the driver writes its own files
     state["total_rounds"] = total_rounds(spec, len(data.train))
     state["rungs"] = list(rungs(spec, len(data.train)))
-    callbacks = _callbacks(spec, data, experiment_dir, state, on_event)
+    callbacks = search_callbacks(spec, data, experiment_dir, state, on_event) + list(extra_callbacks or [])
     path, filesystem = _tune_path(experiment)
     if restore:
-        tuner = tune.Tuner.restore(path, trainable=_trainable(spec, data), resume_unfinished=True, resume_errored=True,
+        tuner = tune.Tuner.restore(path, trainable=trainable or _trainable(spec, data), resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=filesystem)
         tuner._local_tuner.get_run_config().callbacks = callbacks  # fresh callbacks, not the pickled ones
     else:
         root = posixpath.dirname(path.rstrip("/")) if remote else str(experiment_dir.parent)
         tuner = build_tuner(spec, data, name=posixpath.basename(path.rstrip("/")), storage=root, callbacks=callbacks,
-                            storage_filesystem=filesystem, state_dir=remote or experiment_dir, searcher=searcher)
+                            storage_filesystem=filesystem, state_dir=remote or experiment_dir, searcher=searcher,
+                            scheduler=scheduler, trainable=trainable)
     started = time.monotonic()
     interrupted = False
     try:
@@ -692,44 +405,6 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
     state["tracking"] = result.tracking
     R.write_state(experiment, state)
     return result
-
-
-def prune_checkpoints(records: list[R.TrialRecord]) -> int:
-    """Keep each finished trial's best-round and last checkpoints, delete the rest; returns how many went.
-
-    For a search on a URI the checkpoints are listed and deleted there (the mirror holds few)."""
-    import shutil
-
-    removed = 0
-    for record in records:
-        if record.remote:
-            names = R.checkpoint_names(record)
-            if len(names) <= 2:
-                continue
-            keep = {names[-1]}
-            try:
-                keep.add(R.best_checkpoint_name(record, names))
-            except UserError:
-                pass
-            for name in names:
-                if name not in keep:
-                    S.delete(S.join(record.remote, name))
-                    shutil.rmtree(record.path / name, ignore_errors=True)
-                    removed += 1
-            continue
-        folders = sorted(record.path.glob("checkpoint_*"))
-        if len(folders) <= 2:
-            continue
-        keep = {folders[-1]}
-        try:
-            keep.add(R.best_checkpoint_dir(record))
-        except UserError:
-            pass
-        for folder in folders:
-            if folder not in keep:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed += 1
-    return removed
 
 
 def _find_baseline(records: list[R.TrialRecord], spec: SearchSpec) -> R.TrialRecord | None:

@@ -5,7 +5,7 @@ against its signature; `seed` is passed when it takes one) and returns
 
     {"train": SPLIT, "val": SPLIT, "test": SPLIT (optional), "classes": ["cat", "dog", ...]}
 
-or the tuple (train, val, classes) / (train, val, test, classes). A SPLIT is
+or the tuple (train, val, classes) / (train, val, test, classes), or a `trainables.data.DataBundle`. A SPLIT is
 
 - a pair (images, labels) of tensors or arrays: images uint8 (0-255) or float
   (0-1), shaped (N, H, W), (N, C, H, W), or (N, H, W, C) for arrays whose last
@@ -174,6 +174,8 @@ def load_user_dataset(ref: str, loader: Callable[..., Any], options: dict[str, A
         raise
     except Exception as exc:
         raise UserError(f"dataset {ref!r} failed with {options}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if isinstance(result, DataBundle):  # already hpsearch's own form (benchmarks hand over a prepared set)
+        return result
     train, val, test, classes = _unpack(result, ref)
     class_names = [str(c) for c in classes]
     if len(class_names) < 2:

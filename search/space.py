@@ -1,0 +1,31 @@
+"""A spec's search space as an Optuna define-by-run function (conditional parameters only when active)."""
+from __future__ import annotations
+
+from typing import Any
+
+from search.spec import Param
+
+
+class DefineByRun:
+    """Samples a spec's space with Optuna's trial API; conditional parameters only when active.
+
+    A class (not a closure) so Tune can pickle it with the searcher state.
+    """
+
+    def __init__(self, space: tuple[Param, ...], baseline: dict[str, Any]) -> None:
+        self.space, self.baseline = space, baseline
+
+    def __call__(self, trial: Any) -> None:
+        current = dict(self.baseline)
+        for p in self.space:
+            if not p.active(current):
+                continue
+            if p.kind == "choice":
+                value = trial.suggest_categorical(p.name, list(p.choices))
+            elif p.kind == "int":
+                value = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
+            else:
+                value = trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log)
+            current[p.name] = value
+        return None
+
