@@ -37,6 +37,7 @@ import torch
 
 from trainables.checkpoint import load_checkpoint
 from trainables.errors import UserError
+from trainables.files import write_atomic
 from trainables.models import create_model, resolve_model
 from trainables.references import PYTHON_PREFIX, file_digest, is_reference, parse_reference
 from trainables.train import TRAIN_HPARAMS
@@ -317,9 +318,7 @@ def export_model(
     finally:
         tmp.unlink(missing_ok=True)
 
-    meta_tmp = out / f".{METADATA_FILE}.{os.getpid()}.tmp"
-    meta_tmp.write_text(json.dumps(_jsonable(info), indent=2) + "\n")
-    os.replace(meta_tmp, out / METADATA_FILE)
+    write_atomic(out / METADATA_FILE, json.dumps(_jsonable(info), indent=2) + "\n")
     if fmt == "onnx":
         log.info("exported %s to %s (onnxruntime vs torch max abs diff %.3g)", name, target, info["onnx_max_abs_diff"])
     else:

@@ -25,6 +25,7 @@ from typing import Any
 
 from trainables import metrics as M
 from trainables.errors import UserError
+from trainables.files import write_atomic
 
 RUNS_FILE = "mlflow_runs.json"
 PARAM_VALUE_MAX = 500
@@ -120,12 +121,9 @@ class RunWriter:
         return self.runs["trials"][trial_id]
 
     def save_runs(self) -> None:
-        self.experiment_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.experiment_dir / f".{RUNS_FILE}.tmp"
         with self.lock:
             text = json.dumps(self.runs, separators=(",", ":"))
-        tmp.write_text(text)
-        tmp.replace(self.experiment_dir / RUNS_FILE)
+        write_atomic(self.experiment_dir / RUNS_FILE, text)
 
     # -- operations (the driver's commands) ---------------------------------------------------
     def open_parent(self) -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 from search import storage as S
 from trainables import metrics as M
 from trainables.errors import UserError
+from trainables.files import write_atomic
 
 STATE_FILE = "hpsearch.json"  # the search's own state beside Ray's experiment_state-*.json
 RUNS_FILE = "mlflow_runs.json"  # search.tracking's trial → MLflow run map (same name as tracking.RUNS_FILE)
@@ -69,11 +70,7 @@ def write_state(experiment_dir: Path | str, state: dict[str, Any]) -> None:
     if S.is_uri(experiment_dir):
         S.write_text(S.join(str(experiment_dir), STATE_FILE), text)
         return
-    experiment_dir = Path(experiment_dir)
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    tmp = experiment_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(text)
-    tmp.replace(experiment_dir / STATE_FILE)
+    write_atomic(Path(experiment_dir) / STATE_FILE, text)
 
 
 def search_location(storage: str | Path, name: str) -> Path | str:

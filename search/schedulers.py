@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from search.storage import is_uri
 from trainables import metrics as M
+from trainables.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -380,10 +381,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         state["rungs"] = {str(k): v for k, v in self.rungs.items()}
         state["promoted"] = {str(k): v for k, v in self.promoted.items()}
         state["levels"] = list(self.levels)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(state, default=float))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(state, default=float))
 
     def _load(self) -> None:
         """Once, on the first hook: the rung state a killed driver saved (resume)."""
@@ -423,9 +421,7 @@ def end_pauses(experiment_dir: str | os.PathLike) -> None:
         return
     state["stopped"] = list(state.get("stopped", [])) + [t for t in state["paused_at"] if t not in state.get("stopped", [])]
     state["paused_at"] = {}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(state, default=float))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(state, default=float))
 
 
 def load_state(experiment_dir: str | os.PathLike) -> dict[str, Any] | None:

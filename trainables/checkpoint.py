@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from trainables.errors import UserError
+from trainables.files import write_atomic
 
 FORMAT = "hpsearch-checkpoint/1"
 FILENAME = "checkpoint.pt"
@@ -24,11 +25,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir() or not path.suffix:  # a folder (existing or not) gets checkpoint.pt inside
         path = path / FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

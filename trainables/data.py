@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from trainables.errors import DataWarning, UserError
+from trainables.files import write_atomic
 from trainables.references import PYTHON_PREFIX, is_reference, keyword_parameters, load_reference
 from trainables.registry import Registry
 from trainables.user_data import load_user_dataset
@@ -234,7 +235,7 @@ def train_statistics(
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 1e-12))
     result = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
-    _write_atomic(path, json.dumps({"mean": result[0], "std": result[1]}).encode())
+    write_atomic(path, json.dumps({"mean": result[0], "std": result[1]}).encode())
     return result
 
 
@@ -263,13 +264,6 @@ def _split_fingerprint(split: Split, image_size: tuple[int, int]) -> str:
         h.update(repr(split.images.shape).encode())
         h.update(hashlib.sha1(np.ascontiguousarray(split.images).data).digest())
     return h.hexdigest()[:20]
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
 
 
 def _held_out(
@@ -617,10 +611,11 @@ def _decode_split(files: list[str], labels: list[int], size: tuple[int, int], ch
     skipped += bad
     images = np.stack([decoded[i] for i in keep]) if keep else np.zeros((0, channels, *size), np.uint8)
     label_arr = np.asarray([labels[i] for i in keep], dtype=np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    np.savez(tmp, images=images, labels=label_arr, skipped=np.asarray(bad, dtype=str))
-    os.replace(tmp, path)
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to a path
+            np.savez(f, images=images, labels=label_arr, skipped=np.asarray(bad, dtype=str))
+
+    write_atomic(path, save)
     return Split(labels=label_arr, images=images)
 
 
