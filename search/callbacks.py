@@ -47,8 +47,8 @@ def search_callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, s
     """hpsearch's own Tune callbacks: the result logger, live progress, MLflow tracking, the URI mirror upload."""
     from search.progress import ProgressCallback
 
-    # Only Tune's JSON logger (result.json: what hpsearch reads back). Its default CSV and tensorboardX
-    # loggers took ~20 % of Tune's loop on 1,000 short trials (benchmarks/results/scale.md); MLflow is the UI.
+    # Only Tune's JSON logger (result.json: what hpsearch reads back); Tune's CSV and tensorboardX loggers are
+    # off (their cost is measured in benchmarks/README.md, "scale"); MLflow is the UI.
     rounds = B.total_rounds(spec, len(data.train))
     callbacks: list[Any] = [result_logger(), ProgressCallback(spec, rounds, on_event, rungs=tuple(state.get("rungs", ())))]
     uri_storage = S.is_uri(state.get("storage"))

@@ -47,8 +47,7 @@ DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 TOP_KEYS = {"name", "description", "dataset", "model", "metric", "mode", "seed", "device", "budget", "resources", "baseline", "space"}
 REQUIRED_TOP = ("name", "dataset", "model", "baseline")
 BUDGET_DEFAULTS: dict[str, Any] = {
-    # reduction_factor 4 (Ray's ASHA default): 0.33x random search's trial-epochs vs 0.40x with 3 (median of 15
-    # seed-runs of benchmarks/search_efficiency.py many-trials), accuracy as high on average (benchmarks/README.md)
+    # reduction_factor 4: why, measured, in benchmarks/README.md ("reduction factor 4")
     "samples": 16, "max_epochs": 10, "grace_period": 1, "reduction_factor": 4,
     "max_concurrent": 2, "time_budget": None, "report_every": "auto", "scheduler": "asha",
     # set by hpsearch when it sized the rounds itself (report_every: auto): the first rung is one round
