@@ -113,6 +113,8 @@ def print_summary(result: Any) -> None:
             print(f"MLflow: run `hpsearch ui --storage {ui_storage}` and open {t['ui_url']}")
         else:
             print(f"MLflow: {t['ui_url']}")
+        if t.get("compare_url"):
+            print(f"        the trials side by side (parallel coordinates): {t['compare_url']}")
         print(f"        store {t['tracking_uri']}, parent run {t['parent_run_id']}")
     if result.final.get("model_version"):
         print(f"registered model: {spec.name} version {result.final['model_version']}")
@@ -237,6 +239,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_link(name: str, storage: str, tracking_uri: str, host: str, port: int) -> str:
+    """The MLflow compare-runs link of search `name`'s trials, from its run map."""
+    import json
+
+    from search import results as R
+    from search.tracking import compare_url
+
+    runs_file = R.fetch_file(R.find_search(storage, name), R.RUNS_FILE)
+    if runs_file is None:
+        raise UserError(f"search {name!r} has no MLflow runs (it ran with tracking off, or before its first trial)")
+    runs = json.loads(runs_file.read_text())
+    return compare_url(tracking_uri, runs["experiment_id"], list(runs["trials"].values()), host, port)
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -251,6 +267,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"the tracking server at {uri} already serves the UI: open {uri}")
         return 0
+    if args.name:  # the page that compares the search's trials (parallel coordinates of params and metrics)
+        print(f"search {args.name}: open {_compare_link(args.name, args.storage, uri, args.host, args.port)}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     if uri.startswith("sqlite:"):
         cmd += ["--default-artifact-root", artifact_root(args.storage)]
@@ -319,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("ui", parents=[with_storage], help="start the MLflow UI on the search store (127.0.0.1)")
+    p.add_argument("name", nargs="?", help="a search: also print the link that compares its trials")
     p.add_argument("--tracking-uri")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000)

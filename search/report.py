@@ -82,8 +82,9 @@ def final_report(result: Any, data: DataBundle, *, tracker: Any, refit: bool = F
             final["test"] = {k: test[k] for k in ("loss", "acc", "top5") if k in test}
             final["test"]["per_class"] = test["per_class"]
             metrics = {f"test_{k}": v for k, v in final["test"].items() if isinstance(v, float)}
-            metrics.update({f"test_class_acc/{_metric_key(k)}": v for k, v in test["per_class"].items() if math.isfinite(v)})
             _log_metrics(client, parent, metrics)
+            per_class = {"class": list(test["per_class"]), "test_acc": [float(v) for v in test["per_class"].values()]}
+            client.log_table(parent, data=per_class, artifact_file="test_per_class.json")  # one table, not a metric per class
             (tmp / "test_metrics.json").write_text(json.dumps(final["test"], indent=2))
             client.log_artifact(parent, str(tmp / "test_metrics.json"))
             plot_confusion(test["confusion"], data.class_names, tmp / "confusion_matrix.png")
@@ -163,10 +164,6 @@ def _tracking_uri(uri: str):
         else:
             mlflow.set_tracking_uri(previous)
             os.environ["MLFLOW_TRACKING_URI"] = previous_env
-
-
-def _metric_key(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in str(name))
 
 
 def _log_metrics(client: Any, run_id: str, metrics: dict[str, float]) -> None:

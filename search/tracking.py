@@ -21,6 +21,7 @@ them, marks ASHA-stopped trials as finished and duplicates runs on restart
 """
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -59,6 +60,17 @@ def ui_url(tracking_uri: str, experiment_id: str, host: str = "127.0.0.1", port:
     """Direct link to the experiment's runs page (MLflow 3 opens experiments on a GenAI page)."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else f"http://{host}:{port}"
     return f"{base}/#/experiments/{experiment_id}/runs"
+
+
+def compare_url(tracking_uri: str, experiment_id: str, run_ids: list[str], host: str = "127.0.0.1", port: int = 5000) -> str:
+    """Link to MLflow's compare-runs page for `run_ids` (a search's trials): their parallel coordinates,
+    scatter and contour plots of params against metrics (the UI's own route, `?runs=[...]&experiments=[...]`)."""
+    from urllib.parse import quote
+
+    base = ui_url(tracking_uri, experiment_id, host, port).split("/#/", 1)[0]
+    runs = quote(json.dumps(sorted(run_ids), separators=(",", ":")), safe="")
+    experiments = quote(json.dumps([str(experiment_id)], separators=(",", ":")), safe="")
+    return f"{base}/#/compare-runs?runs={runs}&experiments={experiments}"
 
 
 def search_info(spec: SearchSpec) -> dict[str, Any]:
@@ -306,6 +318,7 @@ class MlflowTracker(Callback):
         tracking = {
             "tracking_uri": self.tracking_uri, "experiment_id": self.runs["experiment_id"], "parent_run_id": parent,
             "ui_url": ui_url(self.tracking_uri, self.runs["experiment_id"]),
+            "compare_url": compare_url(self.tracking_uri, self.runs["experiment_id"], list(self.runs["trials"].values())),
         }
         return tracking, final
 

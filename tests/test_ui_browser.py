@@ -2,7 +2,8 @@
 
 Starts `hpsearch ui` on a small search's store (bound to 127.0.0.1), opens the
 runs page hpsearch prints in Debian's Chromium through chromedriver, expands
-the parent run and checks every trial's run is shown. Marker `browser`.
+the parent run and checks every trial's run is shown; then opens the compare-runs link hpsearch prints
+and checks the trials and their parallel coordinates plot are drawn. Marker `browser`.
 """
 from __future__ import annotations
 
@@ -89,6 +90,13 @@ def test_mlflow_ui_lists_parent_and_nested_trial_runs(ray_local, tmp_path):
         _wait_for(driver, lambda html: all(t in html for t in trial_ids), 60)
         driver.save_screenshot(str(tmp_path / "mlflow_runs.png"))
         assert (tmp_path / "mlflow_runs.png").stat().st_size > 10_000
+        # the printed compare link: every trial side by side, with the parallel coordinates plot drawn
+        compare = result.tracking["compare_url"].replace(":5000/", f":{port}/")
+        assert "/#/compare-runs?runs=" in compare
+        driver.get(compare)
+        _wait_for(driver, lambda html: "Parallel Coordinates Plot" in html and all(t in html for t in trial_ids), 90)
+        _wait_for(driver, lambda html: "plotly" in html or "parcoords" in html, 60)  # the plot itself is rendered
+        driver.save_screenshot(str(tmp_path / "mlflow_compare.png"))
     finally:
         if driver is not None:
             driver.quit()
