@@ -204,21 +204,15 @@ def _plt():
 
 
 def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path) -> bool:
+    """scikit-learn's confusion-matrix plot of the test split (counts shown up to 30 classes)."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     plt = _plt()
     k = len(class_names)
     size = min(max(4.0, 0.35 * k + 2), 30)
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
-    if k <= 30:
-        ax.set_xticks(range(k), class_names, rotation=90)
-        ax.set_yticks(range(k), class_names)
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ConfusionMatrixDisplay(cm, display_labels=class_names if k <= 30 else None).plot(
+        ax=ax, cmap="Blues", include_values=k <= 30, xticks_rotation="vertical", colorbar=False)
     ax.set_title("test confusion matrix")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -260,61 +254,37 @@ def plot_learning_curves(result: Any, path: Path) -> bool:
     return drawn
 
 
-def _hparam_matrix(result: Any) -> tuple[list[str], list[list[float]], list[float], dict[str, list[Any]]]:
-    records = [r for r in result.records if r.best_value is not None]
-    names = sorted({k for r in records for k in r.config})
-    categories: dict[str, list[Any]] = {}
-    rows = []
-    for r in records:
-        row = []
-        for n in names:
-            v = r.config.get(n)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                cats = categories.setdefault(n, [])
-                if v not in cats:
-                    cats.append(v)
-                row.append(float(cats.index(v)))
-            else:
-                row.append(float(v))
-        rows.append(row)
-    return names, rows, [r.best_value for r in records], categories
-
-
 def plot_parallel_coordinates(result: Any, path: Path) -> bool:
-    """One line per trial across its (scaled) hyperparameters, coloured by its best metric."""
-    plt = _plt()
-    names, rows, values, categories = _hparam_matrix(result)
-    if len(rows) < 2 or not names:
+    """Optuna's parallel-coordinate plot: one line per trial across its hyperparameters, coloured by its best metric."""
+    study = _study(result)
+    if study is None or len(study.trials) < 2:
         return False
-    arr = np.asarray([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
-    logs = [n for n in names if n in ("lr", "weight_decay") and np.nanmin(arr[:, names.index(n)]) > 0]
-    for n in logs:
-        arr[:, names.index(n)] = np.log10(arr[:, names.index(n)])
-    lo, hi = np.nanmin(arr, 0), np.nanmax(arr, 0)
-    scaled = (arr - lo) / np.where(hi > lo, hi - lo, 1)
-    cmap = plt.get_cmap("viridis")
-    vmin, vmax = min(values), max(values)
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(names)), 5))
-    for row, v in zip(scaled, values):
-        ax.plot(range(len(names)), row, color=cmap((v - vmin) / (vmax - vmin) if vmax > vmin else 0.5), alpha=0.8)
-    labels = [f"log10 {n}" if n in logs else (f"{n}\n{categories[n]}" if n in categories else n) for n in names]
-    ax.set_xticks(range(len(names)), labels, rotation=30, fontsize=8)
-    ax.set_yticks([])
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(vmin, vmax))
-    fig.colorbar(sm, ax=ax, label=f"best {result.spec.metric}")
-    ax.set_title("hyperparameters vs metric (each axis scaled to its range)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return _save_optuna_plot(lambda vis: vis.plot_parallel_coordinate(study, target_name=f"best {result.spec.metric}"), path)
+
+
+def _save_optuna_plot(draw: Any, path: Path) -> bool:
+    import optuna.visualization.matplotlib as vis
+
+    plt = _plt()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+        ax = draw(vis)
+    figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    figure.set_size_inches(max(8.0, figure.get_size_inches()[0]), 5.0)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
     return True
 
 
-def param_importances(result: Any) -> dict[str, float]:
-    """Optuna's fANOVA-style importance of each searched hyperparameter for the best metric."""
+def _study(result: Any) -> Any:
+    """An Optuna study holding each trial's searched values and best metric (for Optuna's plots and importances)."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     spec = result.spec
+    if not spec.space:
+        return None
     distributions = {}
     for p in spec.space:
         if p.kind == "choice":
@@ -323,29 +293,27 @@ def param_importances(result: Any) -> dict[str, float]:
             distributions[p.name] = IntDistribution(int(p.low), int(p.high), log=p.log)
         else:
             distributions[p.name] = FloatDistribution(float(p.low), float(p.high), log=p.log)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")
     for r in result.records:
         if r.best_value is None:
             continue
         params = {k: v for k, v in r.config.items() if k in distributions}
         study.add_trial(optuna.trial.create_trial(params=params, distributions={k: distributions[k] for k in params}, value=r.best_value))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.importance.get_param_importances(study)
+    return study
+
+
+def param_importances(result: Any) -> dict[str, float]:
+    """Optuna's fANOVA-style importance of each searched hyperparameter for the best metric."""
+    import optuna
+
+    study = _study(result)
+    return optuna.importance.get_param_importances(study) if study is not None else {}
 
 
 def plot_importance(result: Any, path: Path) -> bool:
-    if sum(r.best_value is not None for r in result.records) < 3 or not result.spec.space:
+    """Optuna's hyperparameter-importance plot (from at least 3 trials with a result)."""
+    study = _study(result)
+    if study is None or len(study.trials) < 3:
         return False
-    importances = param_importances(result)
-    if not importances:
-        return False
-    plt = _plt()
-    names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
-    ax.barh(names, [importances[n] for n in names], color="tab:blue")
-    ax.set_xlabel(f"importance for best {result.spec.metric} (Optuna fANOVA)")
-    ax.set_title("hyperparameter importance")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _save_optuna_plot(lambda vis: vis.plot_param_importances(study, target_name=f"best {result.spec.metric}"), path)
