@@ -175,6 +175,21 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """The models a spec can name: registered ones and torchvision's classification builders."""
+    from trainables import zoo
+    from trainables.models import list_models, resolve_model
+
+    for name in list_models():
+        print(f"{name:28s} registered: {', '.join(sorted(resolve_model(name).hparams))}")
+    for builder in zoo.builders():
+        side = zoo.min_input_size(builder)
+        needs = f"takes {side} px (resized inside)" if side >= zoo.FIXED_SIZE_FROM else f"min {side} px" if side > 1 else "any size"
+        print(f"{zoo.PREFIX + builder:28s} {needs}; own options: {', '.join(zoo.plain_options(builder)) or '-'}")
+    print("your own: model: path/to/file.py:Class or package.module:factory (README: Your own network and data)")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from search import results as R
     from search import storage as S
@@ -329,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("models", help="the models a spec can name (registered, torchvision.<builder>)")
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("predict", help="classify images with an exported model")
     p.add_argument("model_dir")
     p.add_argument("inputs", nargs="+", help="image files or folders")
@@ -374,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hpsearch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `hpsearch models | head`: the reader left
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -123,3 +123,13 @@ def test_a_data_warning_prints_as_one_hpsearch_line_without_pythons_source_line(
     w = caught[0]
     text = warnings.formatwarning(w.message, w.category, w.filename, w.lineno, None)
     assert text == f"hpsearch: warning: {w.message}\n" and "skipped 1 unreadable" in text
+
+
+def test_models_lists_the_registered_ones_and_every_torchvision_builder(capsys):
+    from trainables import zoo
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cnn ") and "\nresnet18 " in out
+    assert all(f"torchvision.{b} " in out for b in zoo.builders())
+    assert "torchvision.vit_b_16" in out and "takes 224 px" in out and "torchvision.alexnet" in out and "min 63 px" in out

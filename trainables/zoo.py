@@ -81,6 +81,13 @@ def builder_options(name: str) -> tuple[str, ...]:
     return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _NOT_HPARAMS)
 
 
+def plain_options(name: str) -> tuple[str, ...]:
+    """The class's keywords whose default is a plain number, bool or string: the ones worth searching in YAML."""
+    params = inspect.signature(model_class(name).__init__).parameters
+    return tuple(k for k in builder_options(name)
+                 if isinstance(params[k].default, (int, float, str, bool)) and params[k].default is not inspect.Parameter.empty)
+
+
 def options(name: str) -> set[str]:
     """Every hyperparameter `torchvision.<name>` takes: hpsearch's head options and the class's keywords."""
     return set(HEAD_OPTIONS) | set(builder_options(name))
