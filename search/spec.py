@@ -46,14 +46,23 @@ SCHEDULERS = ("asha", "asha-stop", "fifo")  # budget.scheduler (search.scheduler
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 TOP_KEYS = {"name", "description", "dataset", "model", "metric", "mode", "seed", "device", "budget", "resources", "baseline", "space"}
 REQUIRED_TOP = ("name", "dataset", "model", "baseline")
+# Every default of a spec's budget and resources, in one place (training defaults: trainables.train.TrainHparams,
+# model defaults: the model's signature). A spec lists only what differs.
 BUDGET_DEFAULTS: dict[str, Any] = {
-    # reduction_factor 4: why, measured, in benchmarks/README.md ("reduction factor 4")
-    "samples": 16, "max_epochs": 10, "grace_period": 1, "reduction_factor": 4,
-    "max_concurrent": 2, "time_budget": None, "report_every": "auto", "scheduler": "asha",
-    # set by hpsearch when it sized the rounds itself (report_every: auto): the first rung is one round
-    "auto_rounds": False,
+    "samples": 16,  # trials in all, the baseline first
+    "max_epochs": 10,  # epochs a trial may train (ASHA's max_t, in rounds: see report_every)
+    "grace_period": 1,  # epochs before a trial meets its first rung
+    "reduction_factor": 4,  # the top 1/4 of a rung go on; why 4: benchmarks/README.md ("reduction factor 4")
+    "max_concurrent": 2,  # trials in flight
+    "time_budget": None,  # wall time of the search: seconds, or "90s", "10m", "2h"; None = until `samples` are done
+    "report_every": "auto",  # a round: "auto", "epoch", or a number of training samples (search.budget)
+    "scheduler": "asha",  # asha (with promotions) | asha-stop (Ray's stopping ASHA) | fifo
+    "auto_rounds": False,  # set by hpsearch when it sized the rounds itself (report_every: auto): rung 1 = one round
 }
-RESOURCE_DEFAULTS: dict[str, Any] = {"cpu": 1, "gpu": 0}
+RESOURCE_DEFAULTS: dict[str, Any] = {
+    "cpu": 1,  # CPUs per trial (its torch threads)
+    "gpu": 0,  # GPUs per trial; a fraction shares one (0.25 = 4 trials per GPU)
+}
 PARAM_KEYS = set(DISTRIBUTIONS) | {"log", "when"}
 DATASET_COMMON = {"name", "normalize"}
 
@@ -397,6 +406,13 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
         _check_keys(path, f"dataset ({ds['name']})", ds, accepted | DATASET_COMMON)
     seed = _number(path, "seed", raw.get("seed", 0), integer=True, minimum=0)
     options = {k: v for k, v in ds.items() if k != "name"}
+    fractions = {k: v for k, v in options.items() if k.endswith("_fraction")}
+    for key, value in fractions.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise _err(path, f"dataset.{key} must be a fraction in [0, 1), but got {value!r}")
+    if sum(fractions.values()) >= 1:
+        raise _err(path, f"dataset {' + '.join(f'{k}={v}' for k, v in fractions.items())} = {sum(fractions.values()):g} "
+                         "leaves no training images; make the fractions sum to less than 1")
     if "seed" in accepted:
         options.setdefault("seed", seed)
 
