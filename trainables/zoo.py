@@ -105,9 +105,12 @@ def min_input_size(name: str) -> int:
 
 
 def input_side(name: str, image_size: Sequence[int], input_size: int | None) -> int | None:
-    """The side images are resized to inside the network, or None to keep them as they are."""
+    """The side images are resized to inside the network, or None to keep them as they are (ViT without
+    pretrained weights: 224, see torchvision_model)."""
     if input_size:
         return int(input_size)
+    if name.startswith("vit_") and tuple(image_size) != (224, 224):
+        return 224
     need = min_input_size(name)
     if need >= FIXED_SIZE_FROM:
         return need if tuple(image_size) != (need, need) else None
@@ -192,9 +195,11 @@ def torchvision_model(
     if name in ("googlenet", "inception_v3"):
         builder_kwargs.setdefault("init_weights", True)  # torchvision warns without it; aux heads are dropped below
     side = input_side(name, size, input_size)
-    if input_size and name.startswith("vit_"):  # ViT and MaxViT are built for one input size
-        builder_kwargs["image_size"] = int(input_size)
-    if input_size and name.startswith("maxvit"):
+    if name.startswith("vit_"):  # ViT is built for one input size: its weights' (vit_h_14: 518) or torchvision's 224
+        side = int(input_size) if input_size else (min_input_size(name) if pretrained else 224)
+        side = None if tuple(size) == (side, side) else side
+        builder_kwargs["image_size"] = side or size[0]
+    if input_size and name.startswith("maxvit"):  # so is MaxViT
         builder_kwargs["input_size"] = (int(input_size), int(input_size))
     try:
         backbone = models.get_model_builder(name)(weights=None, **builder_kwargs)
