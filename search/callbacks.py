@@ -58,7 +58,7 @@ def search_callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, s
         if uri_storage:  # the tracker writes its run map to the local mirror; the store is local (SQLite is no bucket file)
             uri, artifacts = _tracking_for_uri_storage(state)
             callbacks.append(MlflowTracker(spec, experiment_dir, uri, artifacts, rounds, resumed=bool(state.get("resumed")),
-                                           rungs=tuple(state.get("rungs", ()))))
+                                           rungs=tuple(state.get("rungs", ())), parent_tags=state.get("parent_tags")))
         else:
             callbacks.append(MlflowTracker.for_search(spec, experiment_dir, state, rounds))
     if uri_storage:

@@ -130,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_search(
         args.spec, name=args.name, storage=args.storage, address=args.address, tracking_uri=args.tracking_uri,
         samples=args.samples, max_epochs=args.max_epochs, time_budget=args.time_budget, overrides=args.set or [],
-        refit=args.refit,
+        refit=args.refit, warm_start=args.warm_start,
     )
     print_summary(result)
     return 130 if result.interrupted else 0
@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or an SQLite file in the storage, "
                                           f"./{DEFAULT_STORAGE}/mlflow.db when the storage is a URI)")
     p.add_argument("--refit", action="store_true", help="retrain the best config on train+val before the test evaluation")
+    p.add_argument("--warm-start", nargs="+", metavar="NAME", default=[],
+                   help="earlier searches (same storage) whose trials start this one's sampler and rungs")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", parents=[with_storage], help="continue an interrupted search")

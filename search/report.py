@@ -280,19 +280,13 @@ def _save_optuna_plot(draw: Any, path: Path) -> bool:
 def _study(result: Any) -> Any:
     """An Optuna study holding each trial's searched values and best metric (for Optuna's plots and importances)."""
     import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from search.space import distributions as space_distributions
 
     spec = result.spec
     if not spec.space:
         return None
-    distributions = {}
-    for p in spec.space:
-        if p.kind == "choice":
-            distributions[p.name] = CategoricalDistribution(list(p.choices))
-        elif p.kind == "int":
-            distributions[p.name] = IntDistribution(int(p.low), int(p.high), log=p.log)
-        else:
-            distributions[p.name] = FloatDistribution(float(p.low), float(p.high), log=p.log)
+    distributions = space_distributions(spec.space)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize")
     for r in result.records:

@@ -26,6 +26,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from trainables import metrics as M
 
 RUNNING, COMPLETE, PRUNED, FAILED = "running", "complete", "pruned", "failed"
+WARM_PREFIX = "warm:"  # records of earlier searches' trials (search.warm): told, never suggested
 
 
 class RungAwareTPE(Searcher):
@@ -95,14 +96,30 @@ class RungAwareTPE(Searcher):
         from optuna.trial import TrialState
 
         study = self.study()
-        if len(self.trials) < len(self.points):
-            study.enqueue_trial(self.points[len(self.trials)])
+        asked = sum(not t.startswith(WARM_PREFIX) for t in self.trials)
+        if asked < len(self.points):
+            study.enqueue_trial(self.points[asked])
         ot_trial = study.ask()
         self.space(ot_trial)
         params, distributions = dict(ot_trial.params), dict(ot_trial.distributions)
         study.tell(ot_trial, state=TrialState.FAIL)  # the asked trial was only a proposal: its records come as it trains
         self.trials[trial_id] = {"params": params, "distributions": distributions, "curve": {}, "state": RUNNING, "told": []}
         return params
+
+    def warm(self, trials: list[Any], distributions: dict[str, Any]) -> None:
+        """Records of earlier searches' trials (search.warm.WarmTrial): pruned at each rung reached, complete at max_t."""
+        for warm in trials:
+            trial_id = WARM_PREFIX + warm.source
+            if trial_id in self.trials:
+                continue
+            self.trials[trial_id] = {"params": dict(warm.params), "distributions": {k: distributions[k] for k in warm.params},
+                                     "curve": dict(warm.curve), "state": COMPLETE if warm.complete else PRUNED, "told": []}
+            for step in sorted(s for s in warm.curve if s in self.rungs):
+                self._tell(trial_id, PRUNED, step)
+            if warm.complete:
+                self._tell(trial_id, COMPLETE, self.max_t)
+            elif warm.curve and max(warm.curve) not in self.rungs:
+                self._tell(trial_id, PRUNED, max(warm.curve))
 
     # -- what trials report -----------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:

@@ -223,6 +223,15 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             return self.CONTINUE
         return self._pause(trial_id, t, "paused")
 
+    def warm(self, scores: dict[str, dict[int, float]]) -> None:
+        """Earlier searches' results at this search's rungs (search.warm), by a trial id no Tune trial has: they rank
+        in their rungs (a new trial is promoted only by beating them) and are never resumed."""
+        for trial_id, by_level in scores.items():
+            for level, score in by_level.items():
+                if level in self.rungs and score is not None and math.isfinite(score):
+                    self.rungs[level].setdefault(trial_id, float(score))
+        self._save()
+
     def _pause(self, trial_id: str, t: int, why: str) -> str:
         self.paused_at[trial_id] = t
         self._tell(why, trial_id, t)

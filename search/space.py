@@ -29,3 +29,18 @@ class DefineByRun:
             current[p.name] = value
         return None
 
+
+
+def distributions(space: tuple[Param, ...]) -> dict[str, Any]:
+    """Optuna distributions of a spec's searched parameters (what DefineByRun suggests from)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for p in space:
+        if p.kind == "choice":
+            out[p.name] = CategoricalDistribution(list(p.choices))
+        elif p.kind == "int":
+            out[p.name] = IntDistribution(int(p.low), int(p.high), log=p.log)
+        else:
+            out[p.name] = FloatDistribution(float(p.low), float(p.high), log=p.log)
+    return out

@@ -44,7 +44,8 @@ from trainables.train import TRAIN_DEFAULTS, TRAIN_HPARAMS, RunSettings, split_h
 
 SCHEDULERS = ("asha", "asha-stop", "fifo")  # budget.scheduler (search.schedulers)
 DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
-TOP_KEYS = {"name", "description", "dataset", "model", "metric", "mode", "seed", "device", "budget", "resources", "baseline", "space"}
+TOP_KEYS = {"name", "description", "dataset", "model", "metric", "mode", "seed", "device", "budget", "resources", "baseline", "space",
+            "warm_start"}
 REQUIRED_TOP = ("name", "dataset", "model", "baseline")
 # Every default of a spec's budget and resources, in one place (training defaults: trainables.train.TrainHparams,
 # model defaults: the model's signature). A spec lists only what differs.
@@ -139,6 +140,7 @@ class SearchSpec:
     # the user's own model factory / data loader (file.py:Name or an object from Python), resolved once here
     model_factory: Any = field(default=None, compare=False, repr=False)
     dataset_loader: Any = field(default=None, compare=False, repr=False)
+    warm_start: tuple[str, ...] = ()  # earlier searches (names in the same storage) whose trials start this one (search.warm)
 
     def settings(self, *, max_epochs: int | None = None) -> RunSettings:
         """The fixed run settings every trial of this spec shares."""
@@ -510,15 +512,20 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
             if key in names and order.index(key) > order.index(p.name):
                 raise _err(path, f"space.{p.name}.when refers to {key!r}, which is listed after it; list {key!r} first")
 
+    warm_start = raw.get("warm_start") or []
+    warm_start = [warm_start] if isinstance(warm_start, str) else warm_start
+    if not isinstance(warm_start, list) or not all(isinstance(n, str) and n for n in warm_start):
+        raise _err(path, f"warm_start must be a list of earlier search names, but got {raw.get('warm_start')!r}")
     resolved = {
         "name": name, "description": raw.get("description", ""), "dataset": {"name": ds["name"], **options},
         "model": model, "metric": metric, "mode": mode, "seed": seed, "device": device,
         "budget": b, "resources": r, "baseline": dict(baseline), "space": sraw,
+        **({"warm_start": list(warm_start)} if warm_start else {}),
     }
     return SearchSpec(
         name=name, path=path, dataset=ds["name"], dataset_options=options, model=model, metric=metric, mode=mode,
         seed=seed, device=device, budget=budget, resources=resources, baseline=dict(baseline), space=tuple(space),
         description=str(raw.get("description", "")), raw=resolved,
         model_factory=source.factory if source.kind == "user" else None,
-        dataset_loader=resolve_loader(ds["name"]) if is_reference(ds["name"]) else None,
+        dataset_loader=resolve_loader(ds["name"]) if is_reference(ds["name"]) else None, warm_start=tuple(warm_start),
     )

@@ -94,14 +94,17 @@ class MlflowTracker(Callback):
 
     def __init__(self, spec: SearchSpec, experiment_dir: Path, tracking_uri: str, artifact_location: str | None,
                  total_rounds: int, *, flush_seconds: float = 2.0, runs: dict[str, Any] | None = None,
-                 resumed: bool = False, rungs: tuple[int, ...] = ()) -> None:
+                 resumed: bool = False, rungs: tuple[int, ...] = (), parent_tags: dict[str, str] | None = None) -> None:
         self.spec, self.experiment_dir, self.tracking_uri = spec, Path(experiment_dir), tracking_uri
+        self.parent_tags = dict(parent_tags or {})  # e.g. warm_start_from: the searches this one started from
         check_tracking_uri(tracking_uri)
         self.artifact_location, self.total_rounds, self.flush_seconds = artifact_location, total_rounds, flush_seconds
         self.resumed = resumed  # an earlier driver of this search may have died with writes queued
         self.rungs = tuple(rungs)  # where trials pause or stop: tells pruned from timed out
         self._paused: set[str] = set()  # trials tagged paused=true
-        self.writer = RunWriter(self.experiment_dir, tracking_uri, artifact_location, search_info(spec),
+        info = search_info(spec)
+        info["tags"].update(self.parent_tags)
+        self.writer = RunWriter(self.experiment_dir, tracking_uri, artifact_location, info,
                                 flush_seconds=flush_seconds, runs=runs)
         self._proc: Any = None  # the writer process
         self._commands: Any = None  # driver → writer: (operation, args)
@@ -116,19 +119,20 @@ class MlflowTracker(Callback):
         state["tracking_uri"] = uri
         artifacts = artifact_root(state["storage"]) if uri.startswith("sqlite:") else None
         return cls(spec, experiment_dir, uri, artifacts, total_rounds, resumed=bool(state.get("resumed")),
-                   rungs=tuple(state.get("rungs", ())))
+                   rungs=tuple(state.get("rungs", ())), parent_tags=state.get("parent_tags"))
 
     # Tune may pickle its callbacks with the experiment state: plain data only, no process handles.
     def __getstate__(self) -> dict[str, Any]:
         return {"spec": self.spec, "experiment_dir": self.experiment_dir, "tracking_uri": self.tracking_uri,
                 "artifact_location": self.artifact_location, "total_rounds": self.total_rounds,
                 "flush_seconds": self.flush_seconds, "runs": self.writer.runs_copy(), "resumed": self.resumed,
-                "rungs": self.rungs}
+                "rungs": self.rungs, "parent_tags": self.parent_tags}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         MlflowTracker.__init__(self, state["spec"], state["experiment_dir"], state["tracking_uri"], state["artifact_location"],
                                state["total_rounds"], flush_seconds=state["flush_seconds"], runs=state["runs"],
-                               resumed=state.get("resumed", False), rungs=tuple(state.get("rungs", ())))
+                               resumed=state.get("resumed", False), rungs=tuple(state.get("rungs", ())),
+                               parent_tags=state.get("parent_tags"))
 
     @property
     def runs(self) -> dict[str, Any]:

@@ -62,6 +62,7 @@ from search.schedulers import load_state as load_scheduler_state
 from search.space import DefineByRun  # noqa: F401 - pickled as search.tuner.DefineByRun by searches saved before the split
 from search.spec import SearchSpec, apply_override, check_model_values, load_spec, parse_spec, with_objects
 from search.storage import DEFAULT_STORAGE, local_tracking_root  # noqa: F401 - re-exported
+from search.warm import WarmStart, load_warm_start
 from trainables.data import DataBundle
 from trainables.errors import UserError
 from trainables.train import dry_forward
@@ -135,7 +136,7 @@ def build_scheduler(spec: SearchSpec, n_train: int, *, state_dir: Path | str | N
 
 def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, callbacks: list[Any], trainable: Any = None,
                 storage_filesystem: Any = None, scheduler: Any = None, state_dir: Path | str | None = None,
-                searcher: Any = None):
+                searcher: Any = None, warm: WarmStart | None = None):
     """One `tune.Tuner` composed from TuneConfig and RunConfig (see the module docstring).
 
     `storage` is a local folder, or with `storage_filesystem` (a pyarrow filesystem) a path on it.
@@ -146,7 +147,8 @@ def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, 
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from search.sampler import AdmissionLimiter, RungAwareTPE
+    from search.sampler import WARM_PREFIX, AdmissionLimiter, RungAwareTPE
+    from search.space import distributions as space_distributions
 
     n_train = len(data.train)
     rounds = B.plan(spec, n_train)
@@ -156,6 +158,11 @@ def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, 
         DefineByRun(spec.space, spec.baseline), metric=spec.metric, mode=spec.mode, seed=spec.seed, max_t=rounds.total,
         rungs=rungs(spec, n_train), points_to_evaluate=[spec.baseline_point()] if spec.space else None,
     )
+    if warm is not None and warm.trials:  # earlier searches' trials: told to the sampler, ranked in the rungs
+        if isinstance(searcher, RungAwareTPE):
+            searcher.warm(warm.trials, space_distributions(spec.space))
+        if promotions:
+            scheduler.warm({WARM_PREFIX + t.source: t.scores for t in warm.trials})
     if promotions:  # Ray's limiter would count a paused trial as in flight: the scheduler admits new trials
         search_alg = AdmissionLimiter(searcher, spec.budget.max_concurrent, scheduler.admission)
     else:
@@ -212,6 +219,7 @@ def run_search(
     time_budget: str | float | None = None, overrides: Iterable[str] = (), track: bool = True,
     on_event: Callable[[str], None] | None = print, refit: bool = False, searcher: Any = None,
     model: Any = None, dataset: Any = None, scheduler: Any = None, callbacks: Iterable[Any] = (), trainable: Any = None,
+    warm_start: Iterable[str] = (),
 ) -> SearchResult:
     """Run a search from a spec file (or a `SearchSpec`) and return its summary.
 
@@ -219,6 +227,8 @@ def run_search(
     `model` (an nn.Module class or a function returning one) and `dataset` (a loader function, see
     trainables/user_data.py) are Python objects that replace the spec's `model` / `dataset.name`; they
     travel to the Ray workers pickled by value, so a script's or a notebook's own classes work on a cluster.
+    `warm_start` names earlier searches in the same storage whose trials the sampler and the rungs start
+    from (search.warm; also the spec's `warm_start`).
     Composing a search differently (benchmarks, experiments): `searcher` replaces hpsearch's sampler with
     another Ray Tune Searcher, `scheduler` the spec's trial scheduler, `trainable` hpsearch's training
     function, and `callbacks` are Tune callbacks run beside hpsearch's own (progress, MLflow).
@@ -245,13 +255,23 @@ def run_search(
         "created": dt.datetime.now().isoformat(timespec="seconds"), "tracking_uri": tracking_uri,
         "track": track, "refit": refit,
     }
+    warm = None
+    names = list(warm_start) or list(spec.warm_start)
+    if names:  # read (and refused, if a name is unknown) before anything of this search is written
+        plan = B.plan(spec, len(data.train))
+        warm = load_warm_start(spec, names, storage_root, rounds_per_epoch=plan.rounds_per_epoch, max_t=plan.total,
+                               rungs=rungs(spec, len(data.train)))
+        _emit(on_event, warm.summary())
+        state["warm_start"] = {"sources": warm.sources, "trials": len(warm.trials), "dropped": warm.dropped, "changes": warm.changes}
+        state["parent_tags"] = {"warm_start_from": ", ".join(
+            f"{s['name']} (MLflow run {s['parent_run_id']})" if s["parent_run_id"] else s["name"] for s in warm.sources)}
     if S.is_uri(storage_root):
         import shutil
 
         shutil.rmtree(S.mirror_dir(str(experiment)), ignore_errors=True)  # a mirror left by an older search of that name
     R.write_state(experiment, state)
     return _fit(spec, data, experiment, state, restore=False, on_event=on_event, searcher=searcher, scheduler=scheduler,
-                extra_callbacks=list(callbacks), trainable=trainable)
+                extra_callbacks=list(callbacks), trainable=trainable, warm=warm)
 
 
 def resume_search(
@@ -343,7 +363,8 @@ def _emit(on_event: Callable[[str], None] | None, message: str) -> None:
 
 
 def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict[str, Any], *, restore: bool, on_event,
-         searcher: Any = None, scheduler: Any = None, extra_callbacks: list[Any] | None = None, trainable: Any = None) -> SearchResult:
+         searcher: Any = None, scheduler: Any = None, extra_callbacks: list[Any] | None = None, trainable: Any = None,
+         warm: WarmStart | None = None) -> SearchResult:
     """Run (or restore and continue) the Tuner of a search folder; `experiment` is a path or a URI."""
     from ray import tune
 
@@ -364,7 +385,7 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
         root = posixpath.dirname(path.rstrip("/")) if remote else str(experiment_dir.parent)
         tuner = build_tuner(spec, data, name=posixpath.basename(path.rstrip("/")), storage=root, callbacks=callbacks,
                             storage_filesystem=filesystem, state_dir=remote or experiment_dir, searcher=searcher,
-                            scheduler=scheduler, trainable=trainable)
+                            scheduler=scheduler, trainable=trainable, warm=warm)
     started = time.monotonic()
     interrupted = False
     try:

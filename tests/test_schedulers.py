@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import pytest
+import yaml
 from ray.tune.experiment import Trial
 
 from search.budget import Speed, auto_round_samples
@@ -289,3 +290,38 @@ def test_auto_rounds_let_the_first_rung_see_dozens_of_configurations(budget, exp
     assert auto_round_samples(parse_spec(raw), 110_000, speed) == pytest.approx(29 * 2200, rel=0.01)
     assert auto_round_samples(parse_spec(raw), 55_000, speed) is None  # an epoch is shorter than 30 s
     assert auto_round_samples(parse_spec(raw), 20_000, Speed(samples_per_second=5000.0, eval_seconds=0.1)) is None
+
+
+def test_warm_start_results_rank_in_the_rungs_and_are_never_resumed():
+    scheduler = _scheduler(reduction_factor=2, max_t=4)  # rungs 1, 2
+    scheduler.warm({"warm:old/a": {1: 0.9, 2: 0.93}, "warm:old/b": {1: 0.2}})
+    tune = Controller(scheduler)
+    first = tune.add("t0")
+    # the first trial of this search meets a rung that already holds two results: 0.5 is not in the top 1 of 3
+    assert tune.report(first, 1, 0.5) == "PAUSE"
+    better = tune.add("t1")
+    assert tune.report(better, 1, 0.95) == "CONTINUE"  # top 2 of 4 (with warm:old/a), promoted at once
+    tune.search_alg.finished = True
+    better.set_status(Trial.TERMINATED)
+    scheduler.on_trial_complete(tune, better, {"round": 4, "val_acc": 0.96})
+    for _ in range(3):
+        chosen = scheduler.choose_trial_to_run(tune)
+        assert chosen is None or not chosen.trial_id.startswith("warm:")
+    assert all(not r[0].startswith("warm:") for r in scheduler.resumed)
+
+
+def test_the_sampler_is_told_warm_trials_and_still_suggests_the_baseline_first():
+    spec = parse_spec({**yaml.safe_load(QUICKSTART.read_text()), "name": "s"})
+    from search.space import distributions
+    from search.warm import WarmTrial
+
+    searcher = RungAwareTPE(DefineByRun(spec.space, spec.baseline), metric="val_acc", mode="max", seed=0, max_t=12,
+                            rungs=(2, 6), points_to_evaluate=[spec.baseline_point()])
+    point = dict(spec.baseline_point())
+    warm = [WarmTrial(source="old/a", params={**point, "lr": 0.01}, curve={2: 0.8, 6: 0.9, 12: 0.95}, scores={2: 0.8, 6: 0.9}, complete=True),
+            WarmTrial(source="old/b", params={**point, "lr": 0.0005}, curve={2: 0.3}, scores={2: 0.3}, complete=False)]
+    searcher.warm(warm, distributions(spec.space))
+    assert searcher.tpe_view() == {"complete": 1, "pruned": 3}  # a: pruned at 2 and 6, complete; b: pruned at 2
+    assert searcher.suggest("t1") == spec.baseline_point()  # the baseline is still this search's first trial
+    searcher.warm(warm, distributions(spec.space))  # told once only
+    assert searcher.tpe_view() == {"complete": 1, "pruned": 3}
