@@ -314,7 +314,8 @@ def export_model(
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - exporter failures become one actionable line
-        raise UserError(f"could not export {name} as {fmt} to {target} ({_one_line(exc)})") from None
+        others = ", ".join(f for f in FORMATS if f != fmt)
+        raise UserError(f"could not export {name} as {fmt} to {target} ({_one_line(exc)}); try --format {others.replace(', ', ' or ')}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
