@@ -138,19 +138,27 @@ def load_weights(name: str, weights_path: str) -> dict[str, torch.Tensor]:
 
 
 class InputAdapter(nn.Module):
-    """Images as the backbone needs them: 3 channels, and at least (or exactly) its input side."""
+    """Images as the backbone needs them: 3 channels, and at least (or exactly) its input side.
 
-    def __init__(self, in_channels: int, side: int | None) -> None:
+    The resize is a constant scale factor (not a target size), so exported graphs keep static spatial
+    shapes: ONNX's adaptive pooling (VGG, DenseNet, ConvNeXt, AlexNet) needs them."""
+
+    def __init__(self, in_channels: int, side: int | None, image_size: Sequence[int] = ()) -> None:
         super().__init__()
         self.in_channels, self.side = in_channels, side
         self.mix = nn.Conv2d(in_channels, 3, kernel_size=1) if in_channels not in (1, 3) else None
+        # a hair above side / size so that floor(size * scale) is exactly `side`
+        self.scale = tuple(side / s + 1e-6 for s in image_size) if side is not None and image_size else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mix is not None:
             x = self.mix(x)
         elif self.in_channels == 1:
             x = x.expand(-1, 3, -1, -1)
-        if self.side is not None:
+        if self.scale is not None:
+            x = nn.functional.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False,
+                                          recompute_scale_factor=False)
+        elif self.side is not None:
             x = nn.functional.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False)
         return x
 
@@ -231,4 +239,4 @@ def torchvision_model(
     else:
         head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(layer.in_features, num_classes))
     setattr(parent, attribute, head)
-    return nn.Sequential(InputAdapter(in_channels, side), backbone)
+    return nn.Sequential(InputAdapter(in_channels, side, size), backbone)
