@@ -122,7 +122,7 @@ def resolve_model(name: str, factory: Callable[..., Any] | None = None, *, base_
     elif name.startswith(zoo.PREFIX):
         builder = zoo.builder_name(name)
         source = ModelSource(name=name, kind="torchvision", factory=functools.partial(zoo.torchvision_model, builder),
-                             hparams=frozenset(zoo.options(builder)), open_kwargs=False, shape_args=SHAPE_ARGS)
+                             hparams=frozenset(zoo.options(builder) - set(SHAPE_ARGS)), open_kwargs=False, shape_args=SHAPE_ARGS)
     else:
         registered = MODELS.get(name)  # an unknown name lists the choices
         source = ModelSource(name=name, kind="registered", factory=registered,
