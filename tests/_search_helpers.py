@@ -5,6 +5,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +21,14 @@ def small_spec(tmp_path: Path, name: str = "qs-test", **budget: Any) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+@contextlib.contextmanager
+def own_cache(folder: Path) -> Iterator[None]:
+    """$HPSEARCH_CACHE pointed at `folder` for a module-scoped search (the per-test cache fixture is function-scoped)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HPSEARCH_CACHE", str(folder))
+        yield
 
 
 def mlflow_runs(tracking_uri: str, experiment_name: str) -> list[Any]:

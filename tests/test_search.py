@@ -18,7 +18,7 @@ import torch
 from search import results as R
 from search.cli import main
 from search.tuner import run_search, total_rounds
-from tests._search_helpers import mlflow_runs, predict_digit_images, small_spec
+from tests._search_helpers import mlflow_runs, own_cache, predict_digit_images, small_spec
 from trainables import metrics as M
 
 
@@ -26,17 +26,8 @@ from trainables import metrics as M
 def search(tmp_path_factory, ray_local):
     """A 6-trial, 6-epoch quickstart search run through the public API."""
     tmp = tmp_path_factory.mktemp("search")
-    old = os.environ.get("HPSEARCH_CACHE")
-    os.environ["HPSEARCH_CACHE"] = str(tmp / "cache")
-    try:
-        spec_path = small_spec(tmp)
-        result = run_search(spec_path, name="s1", storage=str(tmp / "runs"), on_event=None)
-    finally:
-        if old is None:
-            os.environ.pop("HPSEARCH_CACHE", None)
-        else:
-            os.environ["HPSEARCH_CACHE"] = old
-    return result
+    with own_cache(tmp / "cache"):
+        return run_search(small_spec(tmp), name="s1", storage=str(tmp / "runs"), on_event=None)
 
 
 def test_every_requested_trial_ran_and_baseline_was_first(search):

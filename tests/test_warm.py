@@ -4,8 +4,6 @@ The earlier search runs once per module on digits; the tests warm-start others f
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import yaml
 
@@ -14,7 +12,7 @@ from search.schedulers import load_state
 from search.spec import load_spec
 from search.tuner import run_search
 from search.warm import _point, _row_at
-from tests._search_helpers import QUICKSTART, mlflow_runs, small_spec
+from tests._search_helpers import QUICKSTART, mlflow_runs, own_cache, small_spec
 from trainables.errors import UserError
 
 
@@ -42,16 +40,9 @@ def test_a_learning_curve_is_read_at_the_new_searchs_epochs():
 @pytest.fixture(scope="module")
 def earlier(tmp_path_factory, ray_local):
     tmp = tmp_path_factory.mktemp("warm")
-    old_cache = os.environ.get("HPSEARCH_CACHE")
-    os.environ["HPSEARCH_CACHE"] = str(tmp / "cache")
-    try:
-        spec = small_spec(tmp, name="warm-a", samples=5, max_epochs=4, reduction_factor=2)
-        result = run_search(spec, name="first", storage=str(tmp / "runs"), on_event=None)
-    finally:
-        if old_cache is None:
-            os.environ.pop("HPSEARCH_CACHE", None)
-        else:
-            os.environ["HPSEARCH_CACHE"] = old_cache
+    with own_cache(tmp / "cache"):
+        result = run_search(small_spec(tmp, name="warm-a", samples=5, max_epochs=4, reduction_factor=2), name="first",
+                            storage=str(tmp / "runs"), on_event=None)
     return tmp, result
 
 
