@@ -151,13 +151,12 @@ def dry_forward(hparams: dict[str, Any], data: DataBundle, settings: RunSettings
         if not decoded:
             raise UserError(f"none of the first train images of {data.name} could be read; check the files")
         images = np.stack(decoded)
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
-    mean = torch.tensor(data.mean or (0.0,) * data.channels).view(1, -1, 1, 1)
-    std = torch.tensor(data.std or (1.0,) * data.channels).view(1, -1, 1, 1)
+    normalize = Normalizer(data.mean or (0.0,) * data.channels, data.std or (1.0,) * data.channels, torch.device("cpu"))
+    x = normalize(torch.from_numpy(np.ascontiguousarray(images)))  # as training feeds the network
     where = f"model {settings.model!r} on a batch of the data ({'x'.join(str(d) for d in x.shape)})"
     try:
         with torch.no_grad():
-            out = model.eval()(((x - mean) / std))
+            out = model.eval()(x)
     except UserError:
         raise
     except Exception as exc:
