@@ -6,10 +6,10 @@ from `names()`, so a new entry is tested without writing a test.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, TypeVar
 
 from trainables.errors import UserError
+from trainables.references import keyword_parameters
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,8 +48,7 @@ class Registry:
 
     def accepted_options(self, name: str) -> set[str]:
         """Keyword names the factory for `name` takes (used to validate specs)."""
-        params = inspect.signature(self.get(name)).parameters.values()
-        return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        return keyword_parameters(self.get(name))[0]
 
     def create(self, name: str, **kwargs: Any) -> Any:
         """Build `name` with `kwargs`; an option the factory does not take is a `UserError`."""
