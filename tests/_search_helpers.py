@@ -12,10 +12,11 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "spaces" / "quickstart.yaml"
 
 
-def small_spec(tmp_path: Path, name: str = "qs-test", **budget: Any) -> Path:
-    """The quickstart spec with a smaller budget, written to tmp_path."""
+def small_spec(tmp_path: Path, name: str = "qs-test", space: dict[str, Any] | None = None, **budget: Any) -> Path:
+    """The quickstart spec with a smaller budget (and `space` entries replaced), written to tmp_path."""
     raw = yaml.safe_load(QUICKSTART.read_text())
     raw["name"] = name
+    raw["space"].update(space or {})
     raw["budget"].update({"samples": 6, "max_epochs": 6, "grace_period": 1, "reduction_factor": 3, "max_concurrent": 2})
     raw["budget"].update(budget)
     path = tmp_path / f"{name}.yaml"

@@ -18,7 +18,13 @@ from tests._search_helpers import mlflow_runs, small_spec
 @pytest.fixture(scope="module")
 def promoted(tmp_path_factory, ray_local):
     tmp = tmp_path_factory.mktemp("promotions")
-    spec = small_spec(tmp, name="promo", samples=8, max_epochs=9, grace_period=1, reduction_factor=3, max_concurrent=2)
+    # Whether a trial waits at a rung and is resumed later, or is promoted the moment it arrives, depends on the order
+    # the two workers finish in (1 run in 6 resumed nothing with the quickstart's space). The baseline (lr 3e-3, the
+    # first trial) is among the first two at rung 1, where nothing is promotable below 3 results, so it waits there;
+    # with sampled lrs spread down to 1e-7 hardly a sampled trial beats it after one epoch, so it ranks in rung 1's top
+    # floor(8/3) = 2 and must be resumed, whatever the order.
+    spec = small_spec(tmp, name="promo", space={"lr": {"loguniform": [1.0e-7, 3.0e-3]}},
+                      samples=8, max_epochs=9, grace_period=1, reduction_factor=3, max_concurrent=2)
     return run_search(spec, name="p", storage=str(tmp / "runs"), on_event=None)
 
 
@@ -31,6 +37,8 @@ def test_a_paused_trial_resumes_from_its_checkpoint_and_its_rounds_continue(prom
     state = load_state(promoted.experiment_dir)
     assert state is not None and state["levels"] == [1, 3]
     assert state["resumed"], "no trial was paused and later resumed"
+    baseline = next(r for r in promoted.records if r.index == 1)
+    assert baseline.trial_id in [trial_id for trial_id, *_ in state["resumed"]], "the baseline was not resumed from rung 1"
     by_id = {r.trial_id: r for r in promoted.records}
     for trial_id, level, _, _ in state["resumed"]:
         record = by_id[trial_id]
