@@ -88,9 +88,9 @@ def test_trials_never_promoted_again_end_pruned_at_their_rung_everywhere(promote
 
 @pytest.fixture(scope="module")
 def budgeted(tmp_path_factory, ray_local):
-    """A 60-second search that could run 200 trials: the clock, not the samples, ends it."""
+    """A 60-second search that could run 2000 trials: the clock, not the samples, ends it (200 were used up in ~55 s)."""
     tmp = tmp_path_factory.mktemp("budgeted")
-    spec = small_spec(tmp, name="budget", samples=200, max_epochs=20, grace_period=1, reduction_factor=4,
+    spec = small_spec(tmp, name="budget", samples=2000, max_epochs=20, grace_period=1, reduction_factor=4,
                       max_concurrent=2, time_budget="60s")
     return run_search(spec, name="b", storage=str(tmp / "runs"), on_event=None)
 
