@@ -13,6 +13,11 @@ A promoted trial thus appears once per rung it passed, each record true at its s
 cannot change once told, and a paused trial may be promoted later). Each event adds one record, so a
 suggestion costs what TPE costs, not a rebuild of the study. The TPE sampler is seeded with the spec's
 seed: the same sequence of events gives the same suggestions.
+
+`deferred` (set by search.schedulers.ReproducibleASHA): trials' reports only record their curves; the
+scheduler tells the study each rung and each end (`observe_rung`, `observe_end`) in its virtual-time
+order and asks for each new configuration (`propose`) at the point of that order where it starts, so
+the suggestions do not depend on which worker reported first.
 """
 from __future__ import annotations
 
@@ -45,6 +50,8 @@ class RungAwareTPE(Searcher):
         self.points = [dict(p) for p in (points_to_evaluate or [])]
         self.trials: dict[str, dict[str, Any]] = {}  # trial id -> params, distributions, curve, state, told steps
         self.told: list[tuple[str, str, int]] = []  # (trial id, state, step) of every record, in order: rebuilds the study
+        self.deferred = False  # True: the scheduler tells rungs and ends and asks for proposals (module docstring)
+        self.queued: list[str] = []  # deferred: proposals made, not yet given to a Tune trial, oldest first
         self._study: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -93,6 +100,22 @@ class RungAwareTPE(Searcher):
 
     # -- suggestions ------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.deferred:  # the oldest proposal the scheduler asked for, now a Tune trial
+            if not self.queued:
+                return None
+            key = self.queued.pop(0)
+            self.trials[trial_id] = self.trials.pop(key)
+            return dict(self.trials[trial_id]["params"])
+        return self._ask(trial_id)
+
+    def propose(self) -> str:
+        """Deferred mode: sample the next configuration now, from what the study was told so far; its key."""
+        key = f"proposal:{sum(not t.startswith(WARM_PREFIX) for t in self.trials)}"
+        self._ask(key)
+        self.queued.append(key)
+        return key
+
+    def _ask(self, trial_id: str) -> dict[str, Any]:
         from optuna.trial import TrialState
 
         study = self.study()
@@ -123,14 +146,19 @@ class RungAwareTPE(Searcher):
 
     # -- what trials report -----------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        step = self._record(trial_id, result)
+        if step in self.rungs and not self.deferred:
+            self._tell(trial_id, PRUNED, step)
+
+    def _record(self, trial_id: str, result: dict[str, Any]) -> int | None:
+        """A reported value into the trial's curve; its round (None if it carries no finite value)."""
         record = self.trials.get(trial_id)
         value = result.get(self.metric)
         if record is None or M.ROUND not in result or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return
+            return None
         step = int(result[M.ROUND])
         record["curve"][step] = float(value)
-        if step in self.rungs:
-            self._tell(trial_id, PRUNED, step)
+        return step
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         record = self.trials.get(trial_id)
@@ -138,8 +166,25 @@ class RungAwareTPE(Searcher):
             return
         if result:
             self.on_trial_result(trial_id, result)
+        if not self.deferred:
+            self.observe_end(trial_id, error=error, diverged=bool(result) and result.get(M.STATUS) == M.STATUS_DIVERGED)
+
+    def observe_rung(self, trial_id: str, result: dict[str, Any]) -> None:
+        """A trial's result at a rung becomes a pruned record (deferred mode: the scheduler's order)."""
+        self._record(trial_id, result)
+        step = int(result.get(M.ROUND, 0))
+        if trial_id in self.trials and step in self.trials[trial_id]["curve"]:
+            self._tell(trial_id, PRUNED, step)
+
+    def observe_end(self, trial_id: str, *, result: dict[str, Any] | None = None, error: bool = False,
+                    diverged: bool = False) -> None:
+        """A trial ended: complete at max_t, else pruned at its last round (failed: nothing told)."""
+        record = self.trials.get(trial_id)
+        if record is None or record["state"] != RUNNING:
+            return
+        if result:
+            self._record(trial_id, result)
         last = max(record["curve"], default=0)
-        diverged = bool(result) and result.get(M.STATUS) == M.STATUS_DIVERGED
         if error:
             record["state"] = FAILED
         elif last >= self.max_t and not diverged:
@@ -160,7 +205,7 @@ class RungAwareTPE(Searcher):
     # -- Tune's searcher checkpoint ---------------------------------------------------------
     def save(self, checkpoint_path: str) -> None:
         state = {"trials": self.trials, "told": self.told, "points": self.points, "seed": self.seed, "max_t": self.max_t,
-                 "rungs": self.rungs}
+                 "rungs": self.rungs, "deferred": self.deferred, "queued": self.queued}
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 
@@ -169,6 +214,9 @@ class RungAwareTPE(Searcher):
             state = pickle.load(f)
         self.trials, self.told, self.points = state["trials"], state["told"], state["points"]
         self.seed, self.max_t, self.rungs = state["seed"], state["max_t"], tuple(state["rungs"])
+        for key in state.get("queued", []):  # a resumed search decides in arrival order (search.reproducible)
+            self.trials.pop(key, None)
+        self.deferred, self.queued = False, []
         self._study = None
 
 

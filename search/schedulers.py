@@ -97,6 +97,9 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
     tracker's tags). `clock` is injectable so the simulator can run the same object on a virtual clock.
     """
 
+    SAVED = ("rungs", "promoted", "paused_at", "progress", "round_seconds", "completed", "stopped", "resumed", "finishing",
+             "finalists")  # what asha_rungs.state holds (and a resumed search reads back)
+
     def __init__(self, metric: str, mode: str, *, max_t: int, grace: int, reduction_factor: float,
                  max_concurrent: int, time_budget_s: float | None = None, state_dir: str | os.PathLike | None = None,
                  time_attr: str = M.ROUND, clock: Callable[[], float] = time.monotonic) -> None:
@@ -126,6 +129,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self.on_decision: Callable[[str, str, int], None] | None = None
         self._controller: Any = None
         self._loaded = False
+        self.restored = False  # the rungs came from a killed driver's saved state (a resumed search)
         self._known: set[str] = set()  # trials Tune added in this driver (a killed driver's unsaved ones are not)
         self._fresh: set[str] = set()  # trials whose next report is the first since they (re)started: its time includes start-up
 
@@ -188,8 +192,14 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         self._controller = tune_controller or self._controller
         if self.time_attr not in result:
             return self.CONTINUE
+        t = self._note(trial.trial_id, result)
+        if t >= self.max_t or result.get(M.STATUS) == M.STATUS_DIVERGED:
+            return self.CONTINUE  # the trainable ends the trial itself (max_t reached, or a non-finite loss)
+        return self._decide(tune_controller, trial.trial_id, t, result)
+
+    def _note(self, trial_id: str, result: dict[str, Any]) -> int:
+        """Bookkeeping of a report (its round, the trial's measured round time); the round."""
         t = int(result[self.time_attr])
-        trial_id = trial.trial_id
         seconds = result.get("time_this_iter_s", result.get(M.ROUND_SECONDS))  # wall time between reports
         if trial_id in self._fresh:  # the first report after a (re)start also timed the start-up
             self._fresh.discard(trial_id)
@@ -199,14 +209,13 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             self.round_seconds[trial_id] = float(seconds) if previous is None else 0.7 * previous + 0.3 * float(seconds)
         self.progress[trial_id] = t
         self.paused_at.pop(trial_id, None)
-        if t >= self.max_t or result.get(M.STATUS) == M.STATUS_DIVERGED:
-            return self.CONTINUE  # the trainable ends the trial itself (max_t reached, or a non-finite loss)
+        return t
+
+    def _decide(self, tune_controller: Any, trial_id: str, t: int, result: dict[str, Any]) -> str:
+        """Pause, promote or let a trial go on after its report of round `t` (< max_t)."""
         self._maybe_finish(tune_controller)
         if t in self.rungs:
-            score = rank_score(result, self._metric, self._mode)
-            if score is None or not math.isfinite(score):
-                score = -math.inf if self._mode == "max" else math.inf
-            self.rungs[t][trial_id] = score
+            self.rungs[t][trial_id] = self._score(result)
         if self.finishing and trial_id not in self.finalists and self._finalists_waiting():
             return self._pause(trial_id, t, "cut")  # its worker goes to a finalist
         if t not in self.rungs:
@@ -222,6 +231,13 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             self._save()
             return self.CONTINUE
         return self._pause(trial_id, t, "paused")
+
+    def _score(self, result: dict[str, Any]) -> float:
+        """What a result ranks by in its rung (a missing or non-finite value ranks last)."""
+        score = rank_score(result, self._metric, self._mode)
+        if score is None or not math.isfinite(score):
+            return -math.inf if self._mode == "max" else math.inf
+        return score
 
     def warm(self, scores: dict[str, dict[int, float]]) -> None:
         """Earlier searches' results at this search's rungs (search.warm), by a trial id no Tune trial has: they rank
@@ -385,8 +401,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         path = self._state_path()
         if path is None:
             return
-        state = {k: getattr(self, k) for k in ("rungs", "promoted", "paused_at", "progress", "round_seconds", "completed",
-                                               "stopped", "resumed", "finishing", "finalists")}
+        state = {k: getattr(self, k) for k in self.SAVED}
         state["rungs"] = {str(k): v for k, v in self.rungs.items()}
         state["promoted"] = {str(k): v for k, v in self.promoted.items()}
         state["levels"] = list(self.levels)
@@ -407,6 +422,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             return
         if [int(x) for x in state.get("levels", [])] != list(self.levels):
             return
+        self.restored = True
         self.rungs = {int(k): dict(v) for k, v in state["rungs"].items()}
         self.promoted = {int(k): list(v) for k, v in state["promoted"].items()}
         self.paused_at = {k: int(v) for k, v in state["paused_at"].items()}

@@ -13,9 +13,11 @@ the fix; nothing is run or written before a spec is valid. The format:
     seed: 0                          # sampler seed, data split seed, every trial's torch seed
     device: auto                     # auto | cpu | cuda | mps
     budget: {samples, max_epochs, grace_period, reduction_factor, max_concurrent,
-             time_budget, report_every, scheduler}
+             time_budget, report_every, scheduler, reproducible}
                                      # scheduler: asha (with promotions: pause at a rung, resume the
                                      #   top 1/reduction_factor; the default) | asha-stop (Ray's) | fifo
+                                     # reproducible: true (default; asha: the seed gives the same search
+                                     #   whatever the timing) | false (decide as results arrive: no waiting)
                                      # report_every: auto (default) | epoch | training samples per round
     resources: {cpu: 1, gpu: 0}      # per trial; gpu may be fractional (0.25 = 4 trials per GPU)
     baseline: {...}                  # every hyperparameter: the hand-tuned config, run first
@@ -58,6 +60,7 @@ BUDGET_DEFAULTS: dict[str, Any] = {
     "time_budget": None,  # wall time of the search: seconds, or "90s", "10m", "2h"; None = until `samples` are done
     "report_every": "auto",  # a round: "auto", "epoch", or a number of training samples (search.budget)
     "scheduler": "asha",  # asha (with promotions) | asha-stop (Ray's stopping ASHA) | fifo
+    "reproducible": True,  # asha: decisions on a virtual clock, so the seed gives the same search whatever the timing
     "auto_rounds": False,  # set by hpsearch when it sized the rounds itself (report_every: auto): rung 1 = one round
 }
 RESOURCE_DEFAULTS: dict[str, Any] = {
@@ -109,6 +112,7 @@ class Budget:
     time_budget_s: float | None
     report_every: int | None | str  # training samples per report; None = one epoch; "auto" until resolved (search.budget)
     scheduler: str = "asha"  # asha | asha-stop | fifo (search.schedulers)
+    reproducible: bool = True  # asha: search.schedulers.ReproducibleASHA (same seed, same search); false: PromotionASHA
     auto_rounds: bool = False  # the rounds were sized by `auto`: the first rung is one round
 
 
@@ -445,8 +449,9 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
         report_every = _number(path, "budget.report_every ('auto', 'epoch' or a number of training samples)", report_every, integer=True, minimum=1)
     if b["scheduler"] not in SCHEDULERS:
         raise _err(path, f"budget.scheduler must be one of {', '.join(SCHEDULERS)}, but got {b['scheduler']!r}")
-    if not isinstance(b["auto_rounds"], bool):
-        raise _err(path, f"budget.auto_rounds must be true or false, but got {b['auto_rounds']!r}")
+    for key in ("auto_rounds", "reproducible"):
+        if not isinstance(b[key], bool):
+            raise _err(path, f"budget.{key} must be true or false, but got {b[key]!r}")
     budget = Budget(
         samples=_number(path, "budget.samples", b["samples"], integer=True, minimum=1),
         max_epochs=_number(path, "budget.max_epochs", b["max_epochs"], integer=True, minimum=1),
@@ -455,7 +460,7 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
         max_concurrent=_number(path, "budget.max_concurrent", b["max_concurrent"], integer=True, minimum=1),
         time_budget_s=parse_duration(b["time_budget"], path),
         report_every=None if report_every == "epoch" else report_every,
-        scheduler=b["scheduler"], auto_rounds=b["auto_rounds"],
+        scheduler=b["scheduler"], reproducible=b["reproducible"], auto_rounds=b["auto_rounds"],
     )
     if budget.grace_period > budget.max_epochs:
         raise _err(path, f"budget.grace_period ({budget.grace_period}) must be <= budget.max_epochs ({budget.max_epochs})")

@@ -48,6 +48,7 @@ from search.cluster import (  # noqa: F401 - re-exported: these lived here befor
     check_storage_reachable,
     connect,
 )
+from search.reproducible import ReproducibleASHA
 from search.schedulers import (  # noqa: F401 - re-exported: the scheduler's helpers were defined here before
     RANK_SCORE,
     PromotionASHA,
@@ -129,9 +130,11 @@ def build_scheduler(spec: SearchSpec, n_train: int, *, state_dir: Path | str | N
     if kind == "asha-stop":
         return asha_scheduler(spec.metric, spec.mode, max_t=rounds.total, grace=rounds.grace,
                               reduction_factor=spec.budget.reduction_factor)
-    return PromotionASHA(spec.metric, spec.mode, max_t=rounds.total, grace=rounds.grace,
-                         reduction_factor=spec.budget.reduction_factor, max_concurrent=spec.budget.max_concurrent,
-                         time_budget_s=spec.budget.time_budget_s, state_dir=state_dir)
+    options = dict(max_t=rounds.total, grace=rounds.grace, reduction_factor=spec.budget.reduction_factor,
+                   max_concurrent=spec.budget.max_concurrent, time_budget_s=spec.budget.time_budget_s, state_dir=state_dir)
+    if spec.budget.reproducible:
+        return ReproducibleASHA(spec.metric, spec.mode, samples=spec.budget.samples, **options)
+    return PromotionASHA(spec.metric, spec.mode, **options)
 
 
 def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, callbacks: list[Any], trainable: Any = None,
@@ -163,6 +166,8 @@ def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, 
             searcher.warm(warm.trials, space_distributions(spec.space))
         if promotions:
             scheduler.warm({WARM_PREFIX + t.source: t.scores for t in warm.trials})
+    if isinstance(scheduler, ReproducibleASHA) and isinstance(searcher, RungAwareTPE):
+        scheduler.attach(searcher)  # it proposes configurations in the scheduler's virtual-time order
     if promotions:  # Ray's limiter would count a paused trial as in flight: the scheduler admits new trials
         search_alg = AdmissionLimiter(searcher, spec.budget.max_concurrent, scheduler.admission)
     else:
