@@ -64,16 +64,17 @@ from typing import Any
 import _common as C
 import glyphs
 
-METHODS = ("hpsearch", "hpsearch-asha-stop", "optuna", "ray-tune")
+METHODS = ("hpsearch", "hpsearch-arrival", "hpsearch-asha-stop", "optuna", "ray-tune")
 HPSEARCH = METHODS[0]
 LABELS = {
-    "hpsearch": "hpsearch: ASHA with promotions (budget.scheduler asha)",
+    "hpsearch": "hpsearch: ASHA with promotions (budget.scheduler asha, reproducible)",
+    "hpsearch-arrival": "hpsearch: ASHA with promotions deciding in arrival order (budget.reproducible false)",
     "hpsearch-asha-stop": "hpsearch: Ray's stopping ASHA (budget.scheduler asha-stop)",
     "optuna": "Optuna alone: TPE + MedianPruner, n_jobs=2",
     "ray-tune": "Ray Tune + OptunaSearch + ASHAScheduler, as a user writes it",
 }
-SCHEDULERS = {"hpsearch": "asha", "hpsearch-asha-stop": "asha-stop"}
-COLOURS = {"hpsearch": "black", "hpsearch-asha-stop": "tab:blue", "optuna": "tab:orange", "ray-tune": "tab:green"}
+SCHEDULERS = {"hpsearch": "asha", "hpsearch-arrival": "asha", "hpsearch-asha-stop": "asha-stop"}
+COLOURS = {"hpsearch": "black", "hpsearch-arrival": "tab:grey", "hpsearch-asha-stop": "tab:blue", "optuna": "tab:orange", "ray-tune": "tab:green"}
 # The baseline (trial 1 of every method): the two-block cnn the user starts from.
 BASELINE = {
     "optimizer": "adam", "lr": 0.003, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "batch_size": 64,
@@ -144,6 +145,8 @@ def make_spec(method: str, seed: int, *, data_root: str, n_train: int, seconds: 
                               "max_concurrent": 2, "time_budget": seconds}
     if method in SCHEDULERS and scheduler_supported():
         budget.update(scheduler=SCHEDULERS[method], report_every=report_every)
+        if method == "hpsearch-arrival":
+            budget["reproducible"] = False
     else:  # the peers (and an older search/): rounds of an epoch, or of the samples given
         budget["report_every"] = report_every if isinstance(report_every, int) else "epoch"
     raw = {
@@ -270,6 +273,11 @@ def run_hpsearch(method: str, spec, data, storage: Path, name: str) -> dict[str,
                              budget_seconds=spec.budget.time_budget_s)
     every = result.spec.budget.report_every  # as run_search resolved `auto`
     outcome["round"] = "epoch" if every in (None, "epoch") else f"{every} samples"
+    from search.schedulers import load_state
+
+    state = load_state(result.experiment_dir) or {}
+    if "waits" in state:  # ReproducibleASHA: results that waited for earlier ones in virtual time, until the finish phase
+        outcome["reproducible"] = {k: state.get(k) for k in ("waits", "wait_seconds", "virtual_until_s")}
     return outcome
 
 
@@ -543,6 +551,14 @@ def seed_report(record: dict[str, Any], out: Path, name: str, load: Any) -> None
         anytime,
         chosen,
     ]
+    waits = {m: o["reproducible"] for m, o in methods.items() if o.get("reproducible")}
+    if waits:  # what deciding on a virtual clock cost (search.reproducible)
+        sections.append(C.md_table(
+            ["method", "results that waited for an earlier one", "worker-seconds waiting", "share of 2 workers x search s",
+             "virtual clock decided until (s into the search)"],
+            [[f"`{m}`", w["waits"], C.fmt(w["wait_seconds"], 1),
+              C.fmt(w["wait_seconds"] / (2 * methods[m]["search_seconds"]) if methods[m]["search_seconds"] else None),
+              C.fmt(w["virtual_until_s"], 0) if w.get("virtual_until_s") is not None else "the end"] for m, w in waits.items()]))
     if record.get("skipped"):
         sections.append("Not run: " + "; ".join(f"`{m}`: {why}" for m, why in record["skipped"].items()))
     rt = record.get("retrain")

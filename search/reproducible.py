@@ -38,7 +38,7 @@ class ReproducibleASHA(PromotionASHA):
     """`PromotionASHA` deciding on a virtual clock (see the module docstring); `samples` is the number
     of configurations in all. `attach(searcher)` before the search: it proposes the configurations."""
 
-    SAVED = PromotionASHA.SAVED + ("virtual", "vnow", "jobs", "waits", "wait_seconds")
+    SAVED = PromotionASHA.SAVED + ("virtual", "vnow", "jobs", "waits", "wait_seconds", "virtual_until_s")
 
     def __init__(self, *args: Any, samples: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,6 +57,7 @@ class ReproducibleASHA(PromotionASHA):
         self.continue_now: set[str] = set()  # the reporting trial, given its next job as it reported
         self.waits = 0  # job ends that came in before an earlier one and waited for it
         self.wait_seconds = 0.0  # wall seconds job ends waited before being processed, summed over workers
+        self.virtual_until_s: float | None = None  # seconds into the search when arrival order took over (None: never)
         self._started = False
         self._reporting: str | None = None
 
@@ -267,6 +268,8 @@ class ReproducibleASHA(PromotionASHA):
         """From here on PromotionASHA decides as results arrive: the ends not processed yet are taken in order."""
         log.info("reproducible ASHA: %s; decisions from here on follow arrival order", why)
         self.virtual = False
+        if self.started_at is not None:
+            self.virtual_until_s = self.clock() - self.started_at
         for trial_id in sorted(self.reported, key=lambda k: (self.jobs[k][0], self.index.get(k, 0))):
             self._record(trial_id, self.reported.pop(trial_id))
         for trial_id in self.to_resume:  # given a job but not resumed yet: back to waiting at its rung

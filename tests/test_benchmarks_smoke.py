@@ -56,7 +56,7 @@ def test_benchmark_smoke(name, tmp_path):
     assert report in proc.stdout  # the table is printed too
 
 
-ANYTIME_METHODS = ("hpsearch", "hpsearch-asha-stop", "optuna", "ray-tune")
+ANYTIME_METHODS = ("hpsearch", "hpsearch-arrival", "hpsearch-asha-stop", "optuna", "ray-tune")
 
 
 def test_anytime_smoke(tmp_path):
@@ -77,6 +77,8 @@ def test_anytime_smoke(tmp_path):
         assert outcome["trace"] and outcome["chosen"]["config"] is not None, method
         assert 0.0 <= outcome["share_outside_top_quarter"] <= 1.0, method
     assert len(record["retrain"]["test"]) == 2
+    waits = record["methods"]["hpsearch"]["reproducible"]  # what the virtual clock cost, for the reproducible method only
+    assert waits["waits"] >= 0 and waits["wait_seconds"] >= 0 and "reproducible" not in record["methods"]["hpsearch-arrival"]
     report = (tmp_path / "anytime_seed0.md").read_text()
     for line in ("- machine:", "- code: commit", "- mode: **smoke**", "| best val acc so far at |", "| noise floor: the config hpsearch handed over",
                  *(f"| `{m}` |" for m in ANYTIME_METHODS)):
