@@ -64,17 +64,18 @@ from typing import Any
 import _common as C
 import glyphs
 
-METHODS = ("hpsearch", "hpsearch-arrival", "hpsearch-asha-stop", "optuna", "ray-tune")
+METHODS = ("hpsearch", "hpsearch-arrival", "hpsearch-warm", "hpsearch-asha-stop", "optuna", "ray-tune")
 HPSEARCH = METHODS[0]
 LABELS = {
     "hpsearch": "hpsearch: ASHA with promotions (budget.scheduler asha, reproducible)",
     "hpsearch-arrival": "hpsearch: ASHA with promotions deciding in arrival order (budget.reproducible false)",
+    "hpsearch-warm": "hpsearch warm-started from a search on a subset of the training data (--warm-start)",
     "hpsearch-asha-stop": "hpsearch: Ray's stopping ASHA (budget.scheduler asha-stop)",
     "optuna": "Optuna alone: TPE + MedianPruner, n_jobs=2",
     "ray-tune": "Ray Tune + OptunaSearch + ASHAScheduler, as a user writes it",
 }
-SCHEDULERS = {"hpsearch": "asha", "hpsearch-arrival": "asha", "hpsearch-asha-stop": "asha-stop"}
-COLOURS = {"hpsearch": "black", "hpsearch-arrival": "tab:grey", "hpsearch-asha-stop": "tab:blue", "optuna": "tab:orange", "ray-tune": "tab:green"}
+SCHEDULERS = {"hpsearch": "asha", "hpsearch-arrival": "asha", "hpsearch-warm": "asha", "hpsearch-asha-stop": "asha-stop"}
+COLOURS = {"hpsearch": "black", "hpsearch-arrival": "tab:grey", "hpsearch-warm": "tab:red", "hpsearch-asha-stop": "tab:blue", "optuna": "tab:orange", "ray-tune": "tab:green"}
 # The baseline (trial 1 of every method): the two-block cnn the issue's user starts from.
 BASELINE = {
     "optimizer": "adam", "lr": 0.003, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "batch_size": 64,
@@ -112,6 +113,10 @@ def add_args(parser) -> None:
     parser.add_argument("--report-every", default="auto",
                         help="hpsearch's budget.report_every: auto, epoch or a number of samples (the peers report per epoch, "
                              "or every that many samples when a number is given)")
+    parser.add_argument("--warm-subset", type=float, default=0.2,
+                        help="hpsearch-warm: the share of the training images its first search trains on (default 0.2)")
+    parser.add_argument("--warm-minutes", type=float, default=None,
+                        help="hpsearch-warm: wall time of that first search (default half of --minutes)")
     parser.add_argument("--retrain", type=int, default=0, metavar="N",
                         help="retrain hpsearch's chosen config N times with fresh torch seeds: the noise floor (default 0: off)")
     parser.add_argument("--data-root", default=None, help="where the glyphs data set is generated / cached (default ~/.cache/hpsearch/glyphs)")
@@ -135,7 +140,8 @@ def _report_every(text: str) -> Any:
     return int(text) if str(text).isdigit() else str(text)
 
 
-def make_spec(method: str, seed: int, *, data_root: str, n_train: int, seconds: float, max_epochs: int, report_every: Any):
+def make_spec(method: str, seed: int, *, data_root: str, n_train: int, seconds: float, max_epochs: int, report_every: Any,
+              train_subset: float = 1.0, warm_start: str | None = None):
     """The validated spec of one method's search: hpsearch methods get their scheduler and report_every, the peers
     read only the data set, model, space, baseline, seed and settings from it (rounds of an epoch, or `report_every`
     samples when that is a number)."""
@@ -154,6 +160,10 @@ def make_spec(method: str, seed: int, *, data_root: str, n_train: int, seconds: 
         "dataset": glyphs.spec_dataset(data_root, n_train), "model": "cnn", "metric": "val_acc", "mode": "max", "seed": seed,
         "device": "cpu", "budget": budget, "resources": {"cpu": 1, "gpu": 0}, "baseline": dict(BASELINE), "space": copy.deepcopy(SPACE),
     }
+    if train_subset < 1:
+        raw["dataset"]["train_subset"] = train_subset
+    if warm_start:
+        raw["warm_start"] = [warm_start]
     return parse_spec(raw, f"benchmarks/anytime.py:{method}")
 
 
@@ -409,11 +419,33 @@ def _tune_defaults() -> Any:
             os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = saved
 
 
-def run_method(method: str, spec, data, storage: Path, name: str, seed: int) -> dict[str, Any]:
+def run_warm(spec, first_spec, data, storage: Path, name: str) -> dict[str, Any]:
+    """hpsearch-warm: a first search on a subset of the training images (`first_spec`), then `spec` warm-started from it.
+    The outcome is the second search's; its `warm_start` entry says what the first one cost and found."""
+    import search.tuner as T
+
+    first_name = f"{name}-first"
+    started = time.monotonic()
+    first = T.run_search(first_spec, name=first_name, storage=str(storage), track=True,
+                         on_event=lambda m: print(f"[hpsearch-warm first] {m}", flush=True))
+    first_seconds = time.monotonic() - started
+    C.kill_own_ray()
+    gc.collect()
+    from search.spec import parse_spec
+
+    outcome = run_hpsearch("hpsearch-warm", parse_spec({**spec.raw, "warm_start": [first_name]}, spec.path), data, storage, name)
+    outcome["warm_start"] = {"train_subset": first_spec.dataset_options.get("train_subset"), "first_wall_seconds": first_seconds,
+                             "first_trials": len(first.records), "first_best_val": first.best.best_value if first.best else None}
+    return outcome
+
+
+def run_method(method: str, spec, data, storage: Path, name: str, seed: int, first_spec: Any = None) -> dict[str, Any]:
     """One method's search on a machine without a Ray instance of ours (started here if the method needs one, stopped after)."""
     C.kill_own_ray()
     gc.collect()
     try:
+        if method == "hpsearch-warm":
+            return run_warm(spec, first_spec, data, storage, name)
         if method in SCHEDULERS:
             return run_hpsearch(method, spec, data, storage, name)
         if method == "optuna":
@@ -551,6 +583,18 @@ def seed_report(record: dict[str, Any], out: Path, name: str, load: Any) -> None
         anytime,
         chosen,
     ]
+    warm, cold = methods.get("hpsearch-warm"), methods.get(HPSEARCH)
+    if warm and warm.get("warm_start"):
+        first = warm["warm_start"]
+        target = cold["best_val"] if cold else None
+        reached = next((t for t, v in warm["trace"] if target is not None and v >= target), None)
+        sections.append(C.md_table(
+            ["warm start", "first search: train share, wall s, trials, best val", "cold hpsearch's final best val",
+             "warm search reached it at (s)", "share of the cold search's time", "warm search's final best val"],
+            [["`hpsearch-warm`", f"{first['train_subset']}, {C.fmt(first['first_wall_seconds'], 0)} s, {first['first_trials']}, "
+              f"{C.fmt(first['first_best_val'], 4)}", C.fmt(target, 4), C.fmt(reached, 0) if reached is not None else "not reached",
+              C.fmt(reached / cold["search_seconds"]) if reached is not None and cold and cold["search_seconds"] else "-",
+              C.fmt(warm["best_val"], 4)]]))
     waits = {m: o["reproducible"] for m, o in methods.items() if o.get("reproducible")}
     if waits:  # what deciding on a virtual clock cost (search.reproducible)
         sections.append(C.md_table(
@@ -706,7 +750,10 @@ def run_seed(seed: int, args: Any, manifest: dict[str, Any], out: Path, prefix: 
     try:
         for method in order:
             print(f"seed {seed}: {method} ({seconds:g} s of search)", flush=True)
-            outcomes[method] = run_method(method, specs[method], data, storage, f"anytime-s{seed}-{method}", seed)
+            first_spec = make_spec("hpsearch", seed, data_root=manifest["root"], n_train=n_train, max_epochs=args.max_epochs,
+                                   seconds=args.warm_minutes * 60 if args.warm_minutes else seconds / 2,
+                                   report_every=args.report_every, train_subset=args.warm_subset)
+            outcomes[method] = run_method(method, specs[method], data, storage, f"anytime-s{seed}-{method}", seed, first_spec)
             o = outcomes[method]
             print(f"seed {seed}: {method}: {o['configurations']} configurations, best val {C.fmt(o['best_val'], 4)}, test {C.fmt(o['test_acc'], 4)}, "
                   f"outside top quarter {C.fmt(o['share_outside_top_quarter'])}, {o['wall_seconds']:.0f} s", flush=True)

@@ -68,7 +68,7 @@ RESOURCE_DEFAULTS: dict[str, Any] = {
     "gpu": 0,  # GPUs per trial; a fraction shares one (0.25 = 4 trials per GPU)
 }
 PARAM_KEYS = set(DISTRIBUTIONS) | {"log", "when"}
-DATASET_COMMON = {"name", "normalize"}
+DATASET_COMMON = {"name", "normalize", "train_subset"}  # every data set takes these (trainables.data.create_dataset)
 
 
 @dataclass(frozen=True)
@@ -419,6 +419,9 @@ def parse_spec(raw: dict[str, Any], path: str = "<spec>") -> SearchSpec:
     if sum(fractions.values()) >= 1:
         raise _err(path, f"dataset {' + '.join(f'{k}={v}' for k, v in fractions.items())} = {sum(fractions.values()):g} "
                          "leaves no training images; make the fractions sum to less than 1")
+    subset = options.get("train_subset", 1.0)
+    if isinstance(subset, bool) or not isinstance(subset, (int, float)) or not 0 < subset <= 1:
+        raise _err(path, f"dataset.train_subset must be a fraction in (0, 1] of the training images, but got {subset!r}")
     if "seed" in accepted:
         options.setdefault("seed", seed)
 

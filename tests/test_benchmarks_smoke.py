@@ -56,7 +56,7 @@ def test_benchmark_smoke(name, tmp_path):
     assert report in proc.stdout  # the table is printed too
 
 
-ANYTIME_METHODS = ("hpsearch", "hpsearch-arrival", "hpsearch-asha-stop", "optuna", "ray-tune")
+ANYTIME_METHODS = ("hpsearch", "hpsearch-arrival", "hpsearch-warm", "hpsearch-asha-stop", "optuna", "ray-tune")
 
 
 def test_anytime_smoke(tmp_path):
@@ -79,9 +79,11 @@ def test_anytime_smoke(tmp_path):
     assert len(record["retrain"]["test"]) == 2
     waits = record["methods"]["hpsearch"]["reproducible"]  # what the virtual clock cost, for the reproducible method only
     assert waits["waits"] >= 0 and waits["wait_seconds"] >= 0 and "reproducible" not in record["methods"]["hpsearch-arrival"]
+    first = record["methods"]["hpsearch-warm"]["warm_start"]  # the warm search started from a search on 20% of train
+    assert first["train_subset"] == 0.2 and first["first_trials"] >= 1
     report = (tmp_path / "anytime_seed0.md").read_text()
     for line in ("- machine:", "- code: commit", "- mode: **smoke**", "| best val acc so far at |", "| noise floor: the config hpsearch handed over",
-                 *(f"| `{m}` |" for m in ANYTIME_METHODS)):
+                 "| warm start |", *(f"| `{m}` |" for m in ANYTIME_METHODS)):
         assert line in report, line
     assert (tmp_path / "anytime_seed0.png").stat().st_size > 0
     summary = (tmp_path / "anytime_summary.md").read_text()

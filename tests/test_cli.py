@@ -19,6 +19,7 @@ BAD_SPECS = {
     "hparam-model-does-not-take": (lambda r: r["space"].update(depth={"int": [1, 3]}), ["space.depth", "do not take 'depth'"]),
     "grace-above-max-epochs": (lambda r: r["budget"].update(grace_period=20, max_epochs=5), ["grace_period", "max_epochs"]),
     "samples-below-one": (lambda r: r["budget"].update(samples=0), ["budget.samples", ">= 1"]),
+    "train-subset-above-one": (lambda r: r["dataset"].update(train_subset=1.5), ["dataset.train_subset", "(0, 1]", "1.5"]),
     "reproducible-not-a-bool": (lambda r: r["budget"].update(reproducible="yes"), ["budget.reproducible", "true or false", "'yes'"]),
     "baseline-outside-space": (lambda r: r["baseline"].update(lr=0.5), ["baseline lr=0.5", "outside space.lr"]),
     "unknown-key": (lambda r: r.update(epochs=3), ["unknown key 'epochs'"]),

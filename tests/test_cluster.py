@@ -641,14 +641,16 @@ def test_a_user_model_file_only_the_driver_has_is_searched_on_both_nodes(ray_clu
 
     nets = tmp_path / "own" / "nets.py"
     nets.parent.mkdir()
-    nets.write_text(
-        "from torch import nn\n\n\n"
+    nets.write_text(  # each training step sleeps 50 ms: a trial outlasts a worker's start, so the second runs beside it
+        "import time\n\nfrom torch import nn\n\n\n"
         "class OwnNet(nn.Module):\n"
         "    def __init__(self, num_classes, in_channels, width=8):\n"
         "        super().__init__()\n"
         "        self.net = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),\n"
         "                                 nn.Flatten(), nn.Linear(4 * width, num_classes))\n\n"
         "    def forward(self, x):\n"
+        "        if self.training:\n"
+        "            time.sleep(0.05)\n"
         "        return self.net(x)\n"
     )
     raw = yaml.safe_load(QUICKSTART.read_text())

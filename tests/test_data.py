@@ -104,6 +104,19 @@ def test_digits_split_sizes_and_classes():
     assert bundle.train.images.max() == 255 and bundle.train.images.min() == 0  # 0..16 scaled to 0..255
 
 
+def test_train_subset_keeps_a_stratified_share_of_train_and_every_val_and_test_image():
+    full = create_dataset("digits", val_fraction=0.2, test_fraction=0.2, seed=0)
+    small = create_dataset("digits", val_fraction=0.2, test_fraction=0.2, seed=0, train_subset=0.2)
+    assert abs(len(small.train) - 0.2 * len(full.train)) <= 10
+    assert np.array_equal(small.val.labels, full.val.labels) and np.array_equal(small.test.images, full.test.images)
+    counts = np.bincount(small.train.labels, minlength=10)
+    assert counts.min() >= 0.15 * np.bincount(full.train.labels).min()  # every class kept in proportion
+    train_rows = {x.tobytes() for x in full.train.images}
+    assert all(x.tobytes() in train_rows for x in small.train.images)  # a subset of train, nothing from val or test
+    with pytest.raises(UserError, match=r"train_subset must be a fraction in \(0, 1\], but got 0"):
+        create_dataset("digits", train_subset=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3a. MNIST / Fashion-MNIST from IDX files
 

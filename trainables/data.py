@@ -146,17 +146,25 @@ def dataset_options(name: str, loader: Callable[..., Any] | None = None) -> tupl
     return DATASETS.accepted_options(name), False
 
 
-def create_dataset(name: str, *, normalize: Any = "train", loader: Callable[..., Any] | None = None, **options: Any) -> DataBundle:
+def create_dataset(name: str, *, normalize: Any = "train", train_subset: float = 1.0, loader: Callable[..., Any] | None = None,
+                   **options: Any) -> DataBundle:
     """Build data set `name` with its `options` and attach normalisation statistics.
 
     `name` is a registered data set, or the user's loader (`file.py:load`, `package.module:load`, or the
     function itself as `loader`: trainables.user_data). `normalize`: "train" (exact per-channel mean/std
     of the train split, the default), "none" (mean 0, std 1: ToTensor only), or {"mean": [...], "std": [...]}.
+    `train_subset` < 1 keeps that share of the training images (stratified, seeded; val and test unchanged):
+    a cheap first search for a second one to warm-start from.
     """
+    if isinstance(train_subset, bool) or not isinstance(train_subset, (int, float)) or not 0 < train_subset <= 1:
+        raise UserError(f"dataset train_subset must be a fraction in (0, 1], but got {train_subset!r}")
     if loader is not None or is_reference(name):
         bundle: DataBundle = load_user_dataset(name, resolve_loader(name, loader), options)
     else:
         bundle = DATASETS.create(name, **options)
+    if train_subset < 1:
+        _, kept = stratified_split(bundle.train.labels, [1 - float(train_subset)], int(options.get("seed", 0)))
+        bundle = replace(bundle, train=bundle.train.subset(kept))
     if len(bundle.train) == 0 or len(bundle.val) == 0:
         raise UserError(
             f"data set {name!r} has {len(bundle.train)} train and {len(bundle.val)} val images; "
