@@ -411,7 +411,8 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
     counts = {s: sum(r.status == s for r in records) for s in R.OUTCOMES}
     result = SearchResult(
         name=experiment_dir.name if not remote else state["name"], experiment_dir=experiment_dir, spec=spec, records=records,
-        best=R.best_record(records, spec.mode, prefer_completed=spec.budget.time_budget_s is not None), baseline=baseline, interrupted=interrupted, counts=counts,
+        best=R.best_record(records, spec.mode, prefer_completed=spec.budget.time_budget_s is not None,
+                           top_share=1 / spec.budget.reduction_factor), baseline=baseline, interrupted=interrupted, counts=counts,
         storage=state.get("storage") or str(experiment_dir.parent), location=remote or str(experiment_dir),
     )
     tracker = next((c for c in callbacks if hasattr(c, "finish_search")), None)

@@ -40,3 +40,18 @@ def test_the_results_table_fits_120_columns_and_names_what_it_left_out():
     assert lines[1].startswith("00000000_00000*") and "0.9000" in lines[1]  # the baseline is marked
     assert "param_with_a_long_name_0" in lines[0]
     assert lines[-1].startswith("(+ param_with_a_long_name_2") and "(10 more columns; --csv FILE writes every column)" in lines[-1]
+
+
+def test_with_a_time_budget_the_fully_trained_trial_is_handed_over_only_if_it_ranks_in_the_top_share(tmp_path):
+    from dataclasses import replace
+
+    def trial(name: str, value: float, status: str) -> R.TrialRecord:
+        return replace(_record(tmp_path, [value]), trial_id=name, status=status)
+
+    cut = [trial(f"cut{i}", 0.80 + 0.01 * i, R.TIMED_OUT if i == 9 else R.PRUNED) for i in range(10)]  # best: cut9, 0.89
+    good = trial("good", 0.88, R.COMPLETED)  # second of 11: in the top quarter
+    poor = trial("poor", 0.57, R.COMPLETED)  # last of 11 (the seed-0 benchmark's finalist)
+    assert R.best_record(cut + [good], "max", prefer_completed=True).trial_id == "good"
+    assert R.best_record(cut + [poor], "max", prefer_completed=True).trial_id == "cut9"
+    assert R.best_record(cut + [good], "max").trial_id == "cut9"  # without a time budget: simply the best
+    assert R.best_record(cut + [good, poor], "max", prefer_completed=True, top_share=0.05).trial_id == "cut9"
