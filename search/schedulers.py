@@ -422,7 +422,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             return
         if [int(x) for x in state.get("levels", [])] != list(self.levels):
             return
-        self.restored = True
+        self.restored = bool(state.get("progress"))  # a killed driver's trials (a warm start's own save has none)
         self.rungs = {int(k): dict(v) for k, v in state["rungs"].items()}
         self.promoted = {int(k): list(v) for k, v in state["promoted"].items()}
         self.paused_at = {k: int(v) for k, v in state["paused_at"].items()}
