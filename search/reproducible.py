@@ -123,6 +123,8 @@ class ReproducibleASHA(PromotionASHA):
         self._end(trial, result, error=False)
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        if self._active() and trial.trial_id in self.jobs and trial.should_recover():
+            return  # Tune restarts it from its last checkpoint (a lost node): the same job, its end still to come
         self._end(trial, None, error=True)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:

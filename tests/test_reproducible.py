@@ -94,3 +94,71 @@ def test_the_same_seed_gives_the_same_search_when_some_trials_run_slower(twice):
 def test_reproducible_false_decides_in_arrival_order(tmp_path):
     assert type(build_scheduler(load_spec(_spec(tmp_path, reproducible=False)), 1000)) is PromotionASHA
     assert isinstance(build_scheduler(load_spec(_spec(tmp_path)), 1000), ReproducibleASHA)
+
+
+# -- the virtual schedule driven directly (no Ray runtime): tests/test_schedulers.py's stand-in for Tune's controller
+
+def _virtual_search():
+    from search.sampler import AdmissionLimiter, RungAwareTPE
+    from tests.test_schedulers import Controller
+
+    scheduler = ReproducibleASHA("val_acc", "max", max_t=4, grace=1, reduction_factor=2, max_concurrent=2, samples=6)
+    tpe = RungAwareTPE(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), metric="val_acc", mode="max",
+                       seed=0, max_t=4, rungs=scheduler.levels)
+    scheduler.attach(tpe)
+    limiter, tune = AdmissionLimiter(tpe, 2, scheduler.admission), Controller(scheduler)
+
+    def start(trial_id: str):
+        assert limiter.suggest(trial_id) is not None
+        return tune.add(trial_id)
+
+    return scheduler, tpe, limiter, tune, start
+
+
+def _report(tune, tpe, trial, rounds: int, acc: float) -> str:
+    tpe.on_trial_result(trial.trial_id, {"round": rounds, "val_acc": acc})  # Tune tells the searcher after the scheduler
+    return tune.report(trial, rounds, acc)
+
+
+@pytest.mark.parametrize("b_first", [True, False])
+def test_a_result_that_comes_in_first_waits_for_the_one_before_it_in_virtual_time(b_first):
+    scheduler, tpe, limiter, tune, start = _virtual_search()
+    a, b = start("a"), start("b")  # both jobs end at virtual time 1; a (trial 1) comes first in that order
+    assert limiter.suggest("c") is None  # two jobs on two virtual workers: nothing new yet
+    if b_first:
+        assert _report(tune, tpe, b, 1, 0.9) == "PAUSE"  # b waits for a: not yet in its rung
+        assert scheduler.rungs[1] == {} and scheduler.waits == 1
+        assert _report(tune, tpe, a, 1, 0.5) == "PAUSE"  # a's end, then b's: b tops rung 1 and is given the next job
+        assert scheduler.to_resume == ["b"] and scheduler.choose_trial_to_run(tune) is b
+    else:
+        assert _report(tune, tpe, a, 1, 0.5) == "PAUSE"
+        assert _report(tune, tpe, b, 1, 0.9) == "CONTINUE"  # promoted as it reported: no pause
+        assert scheduler.waits == 0
+    # whatever the order: the same rungs, the same promotion, the same proposal for the freed worker
+    assert scheduler.rungs[1] == {"a": pytest.approx(0.5, abs=1e-5), "b": pytest.approx(0.9, abs=1e-5)}
+    assert scheduler.promoted[1] == ["b"]
+    assert scheduler.jobs == {"b": [2.0, 2], tpe.queued[0]: [2.0, 1]} and scheduler.paused_at == {"a": 1}
+    assert tpe.tpe_view() == {"complete": 0, "pruned": 2}  # the sampler was told both rung results, in virtual order
+
+
+def test_the_sampler_is_told_results_in_virtual_order_whichever_came_first():
+    told = []
+    for b_first in (True, False):
+        scheduler, tpe, limiter, tune, start = _virtual_search()
+        a, b = start("a"), start("b")
+        for trial, acc in ([(b, 0.9), (a, 0.5)] if b_first else [(a, 0.5), (b, 0.9)]):
+            _report(tune, tpe, trial, 1, acc)
+        told.append(list(tpe.told))
+    assert told[0] == told[1] == [("a", "pruned", 1), ("b", "pruned", 1)]  # arrival order would tell b first in the first run
+
+
+def test_a_trial_tune_restarts_after_a_lost_node_keeps_its_job_and_a_final_failure_ends_it():
+    scheduler, tpe, limiter, tune, start = _virtual_search()
+    a = start("a")
+    start("b")
+    scheduler.on_trial_error(tune, a)  # no failure counted yet: Tune will restart it from its checkpoint
+    assert "a" in scheduler.jobs and not scheduler.reported
+    a.run_metadata.num_failures = 1  # past max_failures (0): the trial ends with an error
+    scheduler.on_trial_error(tune, a)
+    assert "a" not in scheduler.jobs and tpe.trials["a"]["state"] == "failed"
+    assert scheduler.jobs.keys() == {"b", tpe.queued[0]}  # the freed virtual worker took a new configuration
