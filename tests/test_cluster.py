@@ -542,6 +542,62 @@ def test_driver_killed_then_resumed_on_the_cluster(ray_cluster, tmp_path):
         assert sorted(steps) == list(range(1, by_id[child.data.tags["trial_id"]].rounds + 1)), where
 
 
+DRIVER_WITH_A_FILE_THAT_DISAPPEARS = """
+import json, os, sys
+from search.spec import load_spec
+from search.tuner import run_search
+
+spec_path, nets, storage, address = sys.argv[1:5]
+spec = load_spec(spec_path)  # imports nets.py on the driver
+os.remove(nets)  # from here on no process on any node can import the file
+result = run_search(spec, name="own-net", storage=storage, address=address, on_event=print)
+print("RESULT " + json.dumps({"statuses": [r.status for r in result.records], "best": result.best.best_value}))
+"""
+
+
+@pytest.mark.cluster
+def test_a_user_model_file_only_the_driver_has_is_searched_on_both_nodes(ray_cluster, tmp_path):
+    import yaml
+
+    from tests._search_helpers import QUICKSTART
+    from trainables.train import TRAIN_HPARAMS
+
+    nets = tmp_path / "own" / "nets.py"
+    nets.parent.mkdir()
+    nets.write_text(  # each training step sleeps 50 ms: a trial outlasts a worker's start, so the second runs beside it
+        "import time\n\nfrom torch import nn\n\n\n"
+        "class OwnNet(nn.Module):\n"
+        "    def __init__(self, num_classes, in_channels, width=8):\n"
+        "        super().__init__()\n"
+        "        self.net = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),\n"
+        "                                 nn.Flatten(), nn.Linear(4 * width, num_classes))\n\n"
+        "    def forward(self, x):\n"
+        "        if self.training:\n"
+        "            time.sleep(0.05)\n"
+        "        return self.net(x)\n"
+    )
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw.update(name="own-net-test", model=f"{nets}:OwnNet",
+               baseline={**{k: v for k, v in raw["baseline"].items() if k in TRAIN_HPARAMS}, "width": 8},
+               space={"lr": {"loguniform": [1e-3, 1e-2]}, "width": {"choice": [4, 8, 16]}})
+    # fifo: two trials at a time from the start, so each node (1 CPU) trains one; the file's transport is what is tested
+    raw["budget"].update(samples=4, max_epochs=2, grace_period=1, reduction_factor=2, max_concurrent=2, scheduler="fifo")
+    spec = tmp_path / "own.yaml"
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    storage = tmp_path / "runs"
+    env = {**ray_cluster.env, "HPSEARCH_CACHE": str(tmp_path / "cache")}
+    driver = subprocess.run([sys.executable, "-c", DRIVER_WITH_A_FILE_THAT_DISAPPEARS, str(spec), str(nets), str(storage),
+                             ray_cluster.address], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    output = driver.stdout + driver.stderr
+    assert driver.returncode == 0, output[-3000:]
+    assert not nets.exists()
+    result = json.loads(next(ln for ln in driver.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
+    assert len(result["statuses"]) == 4 and set(result["statuses"]) <= {R.COMPLETED, R.PRUNED}, result
+    records = _records(storage / "own-net")
+    used = {h["node_id"] for r in records for h in r.history}
+    assert used == set(ray_cluster.node_ids.values()), (used, ray_cluster.node_ids)  # both nodes trained OwnNet
+
+
 @pytest.mark.cluster
 def test_second_node_killed_mid_search(ray_cluster, tmp_path):
     """Last in this file: it leaves the cluster with the head node only."""
@@ -617,59 +673,3 @@ def test_second_node_killed_mid_search(ray_cluster, tmp_path):
         if child.data.tags["trial_id"] in interrupted:
             steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")]
             assert steps == list(range(1, len(steps) + 1)), (child.data.tags["trial_id"], steps)
-
-
-DRIVER_WITH_A_FILE_THAT_DISAPPEARS = """
-import json, os, sys
-from search.spec import load_spec
-from search.tuner import run_search
-
-spec_path, nets, storage, address = sys.argv[1:5]
-spec = load_spec(spec_path)  # imports nets.py on the driver
-os.remove(nets)  # from here on no process on any node can import the file
-result = run_search(spec, name="own-net", storage=storage, address=address, on_event=print)
-print("RESULT " + json.dumps({"statuses": [r.status for r in result.records], "best": result.best.best_value}))
-"""
-
-
-@pytest.mark.cluster
-def test_a_user_model_file_only_the_driver_has_is_searched_on_both_nodes(ray_cluster, tmp_path):
-    import yaml
-
-    from tests._search_helpers import QUICKSTART
-    from trainables.train import TRAIN_HPARAMS
-
-    nets = tmp_path / "own" / "nets.py"
-    nets.parent.mkdir()
-    nets.write_text(  # each training step sleeps 50 ms: a trial outlasts a worker's start, so the second runs beside it
-        "import time\n\nfrom torch import nn\n\n\n"
-        "class OwnNet(nn.Module):\n"
-        "    def __init__(self, num_classes, in_channels, width=8):\n"
-        "        super().__init__()\n"
-        "        self.net = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),\n"
-        "                                 nn.Flatten(), nn.Linear(4 * width, num_classes))\n\n"
-        "    def forward(self, x):\n"
-        "        if self.training:\n"
-        "            time.sleep(0.05)\n"
-        "        return self.net(x)\n"
-    )
-    raw = yaml.safe_load(QUICKSTART.read_text())
-    raw.update(name="own-net-test", model=f"{nets}:OwnNet",
-               baseline={**{k: v for k, v in raw["baseline"].items() if k in TRAIN_HPARAMS}, "width": 8},
-               space={"lr": {"loguniform": [1e-3, 1e-2]}, "width": {"choice": [4, 8, 16]}})
-    # fifo: two trials at a time from the start, so each node (1 CPU) trains one; the file's transport is what is tested
-    raw["budget"].update(samples=4, max_epochs=2, grace_period=1, reduction_factor=2, max_concurrent=2, scheduler="fifo")
-    spec = tmp_path / "own.yaml"
-    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
-    storage = tmp_path / "runs"
-    env = {**ray_cluster.env, "HPSEARCH_CACHE": str(tmp_path / "cache")}
-    driver = subprocess.run([sys.executable, "-c", DRIVER_WITH_A_FILE_THAT_DISAPPEARS, str(spec), str(nets), str(storage),
-                             ray_cluster.address], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    output = driver.stdout + driver.stderr
-    assert driver.returncode == 0, output[-3000:]
-    assert not nets.exists()
-    result = json.loads(next(ln for ln in driver.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
-    assert len(result["statuses"]) == 4 and set(result["statuses"]) <= {R.COMPLETED, R.PRUNED}, result
-    records = _records(storage / "own-net")
-    used = {h["node_id"] for r in records for h in r.history}
-    assert used == set(ray_cluster.node_ids.values()), (used, ray_cluster.node_ids)  # both nodes trained OwnNet
