@@ -155,10 +155,7 @@ class ReproducibleASHA(PromotionASHA):
             trial = by_id.get(trial_id)
             if trial is not None and trial.status == Trial.PAUSED:
                 self.to_stop.remove(trial_id)
-                self._tell("stopped", trial_id, self.paused_at.get(trial_id, 0))
-                self.stopped.append(trial_id)
-                self._save()
-                tune_controller.stop_trial(trial)
+                self._stop_at_rung(tune_controller, trial)
         if sum(t.status == Trial.RUNNING for t in trials) >= self.max_concurrent:
             return None
         for trial_id in self.to_resume:
@@ -252,11 +249,7 @@ class ReproducibleASHA(PromotionASHA):
 
     def _resume(self, trial_id: str, *, finalist: bool) -> None:
         """Give a paused trial the next job: to the next rung (promoted), or to max_t (the finalist)."""
-        level = self.paused_at.pop(trial_id)
-        rank = self._ranked(level).index(trial_id) if trial_id in self.rungs.get(level, {}) else -1
-        self.resumed.append((trial_id, level, rank, len(self.rungs.get(level, {}))))
-        if level in self.promoted and not finalist:
-            self.promoted[level].append(trial_id)
+        level = self._note_resume(trial_id, finalist=finalist)
         target = self.max_t if finalist else self._target(level)
         self.jobs[trial_id] = [self.vnow + (target - level), target]
         if trial_id == self._reporting:

@@ -285,13 +285,9 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             for trial_id in self._to_resume():
                 trial = by_id.get(trial_id)
                 if trial is not None and trial.status == Trial.PAUSED:
-                    level = self.paused_at.pop(trial_id)
                     self._fresh.add(trial_id)
-                    rank = self._ranked(level).index(trial_id) if trial_id in self.rungs.get(level, {}) else -1
-                    self.resumed.append((trial_id, level, rank, len(self.rungs.get(level, {}))))
                     finalist = self.finishing and trial_id in self.finalists
-                    if level in self.promoted and not finalist:
-                        self.promoted[level].append(trial_id)
+                    level = self._note_resume(trial_id, finalist=finalist)
                     self._tell("finalist" if finalist else "promoted", trial_id, level)
                     self._save()
                     return trial
@@ -303,11 +299,25 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
                 return None  # the next call resumes the finalist
             for trial in trials:  # the search is over: trials still waiting at a rung end there
                 if trial.status == Trial.PAUSED and trial.trial_id not in self.finalists:
-                    self._tell("stopped", trial.trial_id, self.paused_at.get(trial.trial_id, 0))
-                    self.stopped.append(trial.trial_id)
-                    self._save()
-                    tune_controller.stop_trial(trial)
+                    self._stop_at_rung(tune_controller, trial)
         return None
+
+    def _note_resume(self, trial_id: str, *, finalist: bool) -> int:
+        """Bookkeeping of a paused trial given its next run: no longer waiting, its rank in its rung recorded,
+        promoted out of it (unless it is a finalist); the rung it waited at."""
+        level = self.paused_at.pop(trial_id)
+        rank = self._ranked(level).index(trial_id) if trial_id in self.rungs.get(level, {}) else -1
+        self.resumed.append((trial_id, level, rank, len(self.rungs.get(level, {}))))
+        if level in self.promoted and not finalist:
+            self.promoted[level].append(trial_id)
+        return level
+
+    def _stop_at_rung(self, tune_controller: Any, trial: Any) -> None:
+        """End a paused trial where it waits (the search has no more work for it)."""
+        self._tell("stopped", trial.trial_id, self.paused_at.get(trial.trial_id, 0))
+        self.stopped.append(trial.trial_id)
+        self._save()
+        tune_controller.stop_trial(trial)
 
     def _finalists_waiting(self) -> list[str]:
         return [t for t in self.finalists if t in self.paused_at]
