@@ -43,6 +43,7 @@ def parse_args(description: str, extra: Any = None) -> argparse.Namespace:
 
 
 def cpu_model() -> str:
+    """The CPU model name (/proc/cpuinfo: psutil does not report it)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -53,13 +54,9 @@ def cpu_model() -> str:
 
 
 def ram_gib() -> float:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return float("nan")
+    import psutil
+
+    return psutil.virtual_memory().total / 2**30
 
 
 def versions() -> dict[str, str]:
@@ -113,42 +110,6 @@ def command_line() -> str:
 # How busy the machine is with processes that are not ours
 
 
-def _proc_stat_busy() -> tuple[float, float]:
-    """(busy, total) jiffies over all CPUs from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    total = sum(fields[:8])
-    return total - idle, total
-
-
-def _tree_pids(root: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    tree, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        for child, parent in parents.items():
-            if parent == pid and child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    return tree
-
-
-def _cpu_jiffies(pid: int) -> int:
-    try:
-        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(parts[11]) + int(parts[12])  # utime + stime
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
 class LoadWatch:
     """Samples, every `interval` s, the CPU used by the whole machine and by this process tree.
 
@@ -162,7 +123,6 @@ class LoadWatch:
         self.samples: list[tuple[float, float, float]] = []  # (load1, machine busy cores, our busy cores)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._hz = os.sysconf("SC_CLK_TCK")
         self._ncpu = os.cpu_count() or 1
 
     def __enter__(self) -> "LoadWatch":
@@ -174,23 +134,28 @@ class LoadWatch:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        me = os.getpid()
-        seen: dict[int, int] = {}
-        busy0, total0 = _proc_stat_busy()
-        ours0 = 0
-        for pid in _tree_pids(me):
-            seen[pid] = _cpu_jiffies(pid)
-        ours0 = sum(seen.values())
+        import psutil
+
+        me = psutil.Process()
+        seen: dict[int, float] = {}  # pid -> CPU seconds (user + system), the most seen: a process that exits keeps its share
+
+        def ours() -> float:
+            for proc in [me, *me.children(recursive=True)]:  # local Ray's raylet and workers descend from the driver
+                try:
+                    times = proc.cpu_times()
+                except psutil.Error:
+                    continue  # exited meanwhile
+                seen[proc.pid] = max(seen.get(proc.pid, 0.0), times.user + times.system)
+            return sum(seen.values())
+
+        psutil.cpu_percent(None)  # starts psutil's machine-wide interval
+        ours0, t0 = ours(), time.monotonic()
         while not self._stop.wait(self.interval):
-            busy1, total1 = _proc_stat_busy()
-            for pid in _tree_pids(me):
-                seen[pid] = max(seen.get(pid, 0), _cpu_jiffies(pid))
-            ours1 = sum(seen.values())
-            span = max(total1 - total0, 1) / self._ncpu  # jiffies of wall time per cpu
-            machine = (busy1 - busy0) / span
-            ours = min((ours1 - ours0) / span, machine)
-            self.samples.append((os.getloadavg()[0], machine, ours))
-            busy0, total0, ours0 = busy1, total1, ours1
+            machine = psutil.cpu_percent(None) / 100 * self._ncpu  # busy cores since the last sample
+            ours1, t1 = ours(), time.monotonic()
+            mine = min((ours1 - ours0) / max(t1 - t0, 1e-9), machine)
+            self.samples.append((os.getloadavg()[0], machine, mine))
+            ours0, t0 = ours1, t1
 
     def summary(self) -> str:
         if not self.samples:

@@ -156,3 +156,59 @@ def check_storage_reachable(storage: str, nodes: list[dict[str, Any]] | None = N
     if problem:
         raise UserError(problem)
 
+
+
+def _file_samples(data: Any, per_split: int = 3) -> dict[str, list[str]]:
+    """A few file paths (first, middle, last) of each split streamed from files; {} when all are in memory."""
+    out: dict[str, list[str]] = {}
+    for split_name in ("train", "val", "test"):
+        split = getattr(data, split_name, None)
+        files = getattr(split, "files", None) if split is not None else None
+        if files:
+            picks = sorted({0, len(files) // 2, len(files) - 1})[:per_split]
+            out[split_name] = [files[i] for i in picks]
+    return out
+
+
+def _unreadable(paths: list[str]) -> tuple[str, list[str]]:
+    """Runs on one node: its host name and which of `paths` it cannot read."""
+    import socket
+
+    return socket.gethostname(), [p for p in paths if not (os.path.isfile(p) and os.access(p, os.R_OK))]
+
+
+def check_data_on_nodes(data: Any, nodes: list[dict[str, Any]] | None = None, timeout_s: float = 120.0) -> None:
+    """Refuse a data set streamed from files that some node of the cluster cannot read.
+
+    A split too large for memory (dataset.max_in_memory_mb) stays a list of file paths, read by each
+    trial on the node it runs on; a node without those files would train on nothing. One task per
+    alive node (no CPU reserved) checks a few of the paths; a node that does not answer within
+    `timeout_s` is not held against the search.
+    """
+    samples = _file_samples(data)
+    if not samples:
+        return
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    alive = _alive(nodes if nodes is not None else ray.nodes())
+    if len(alive) == 1 and alive[0].get("NodeID") == ray.get_runtime_context().get_node_id():
+        return  # the driver's own node: it has just read these files
+    paths = [p for split_paths in samples.values() for p in split_paths]
+    probe = ray.remote(num_cpus=0)(_unreadable)
+    pending = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(paths): n
+               for n in alive}
+    done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
+    for ref in done:
+        host, missing = ray.get(ref)
+        if not missing:
+            continue
+        node = pending[ref]
+        split_name = next(s for s, ps in samples.items() if missing[0] in ps)
+        split = getattr(data, split_name)
+        mb = sum(len(getattr(data, s)) for s in samples) * data.channels * data.image_size[0] * data.image_size[1] / 2**20
+        raise UserError(
+            f"node {host} ({node.get('NodeManagerAddress', '?')}, {str(node.get('NodeID'))[:8]}) cannot read the {split_name} "
+            f"images streamed from files ({len(missing)} of {len(paths)} checked, first: {missing[0]}; {len(split)} files in "
+            f"that split); put the data set at the same path on every node (a shared mount) or hold it in memory "
+            f"(dataset.max_in_memory_mb: {int(mb) + 1} or more)")

@@ -366,17 +366,20 @@ def fast_sqlite_commits(tracking_uri: str) -> None:
 
 
 def on_network_filesystem(path: Path, mounts_table: str | None = None) -> bool:
-    """Whether `path` is on a network or FUSE mount (by /proc/mounts); True when that cannot be told."""
-    try:
-        text = Path("/proc/mounts").read_text() if mounts_table is None else mounts_table
-    except OSError:
-        return True
+    """Whether `path` is on a network or FUSE mount (psutil's mount table, or `mounts_table` in
+    /proc/mounts format); True when that cannot be told."""
+    if mounts_table is None:
+        import psutil
+
+        try:
+            mounts = [(p.mountpoint, p.fstype) for p in psutil.disk_partitions(all=True)]
+        except (OSError, psutil.Error):
+            return True
+    else:
+        mounts = [(f[1].replace("\\040", " "), f[2]) for f in (line.split() for line in mounts_table.splitlines()) if len(f) >= 3]
     target = str(path.expanduser().resolve())
     best, fstype = "", ""
-    for fields in (line.split() for line in text.splitlines()):
-        if len(fields) < 3:
-            continue
-        mount_point, kind = fields[1].replace("\\040", " "), fields[2]
+    for mount_point, kind in mounts:
         inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
         if inside and len(mount_point) > len(best):
             best, fstype = mount_point, kind

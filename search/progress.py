@@ -75,6 +75,9 @@ class ProgressCallback(Callback):
         self.ended[trial.trial_id] = R.FAILED
         self._say(f"failed {trial.trial_id} (see {trial.path}/error.txt) | {self._counts(trials)}")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._say(f"retry {trial.trial_id} from its last checkpoint after a failure (see {trial.path}/error.txt) | {self._counts(trials)}")
+
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.rungs:  # ASHA with promotions: a line when a trial starts waiting at a rung
             for trial in trials:

@@ -222,8 +222,8 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
         rounds = int(history[-1][M.ROUND]) if history else 0
         last = history[-1].get(metric) if history else None
         error = ""
-        if trial.status == "ERROR":
-            status = FAILED
+        if trial.status == "ERROR" or (trial.status == "TERMINATED" and not history and (trial_dir / "error.txt").is_file()):
+            status = FAILED  # (the second case: a trial stopped mid-retry, by a user error that ended the search)
             error = _first_error_line(trial_dir)
         elif diverged or trial.status == "TERMINATED":
             status = ended_outcome(rounds, total_rounds, rungs, diverged=diverged)

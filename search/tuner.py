@@ -44,6 +44,7 @@ from search.cluster import (  # noqa: F401 - re-exported: these lived here befor
     _is_auth_error,
     _resource_problem,
     _storage_problem,
+    check_data_on_nodes,
     check_resources,
     check_storage_reachable,
     connect,
@@ -139,13 +140,14 @@ def build_scheduler(spec: SearchSpec, n_train: int, *, state_dir: Path | str | N
 
 def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, callbacks: list[Any], trainable: Any = None,
                 storage_filesystem: Any = None, scheduler: Any = None, state_dir: Path | str | None = None,
-                searcher: Any = None, warm: WarmStart | None = None):
+                searcher: Any = None, warm: WarmStart | None = None, stop: Any = None):
     """One `tune.Tuner` composed from TuneConfig and RunConfig (see the module docstring).
 
     `storage` is a local folder, or with `storage_filesystem` (a pyarrow filesystem) a path on it.
     `trainable` replaces hpsearch's training function (benchmarks use a trivial one); `scheduler`
     replaces the spec's; `state_dir` is where ASHA with promotions saves its rungs (the search folder);
-    `searcher` (a Ray Tune Searcher) replaces hpsearch's rung-aware TPE (benchmarks compare Ray's OptunaSearch).
+    `searcher` (a Ray Tune Searcher) replaces hpsearch's rung-aware TPE (benchmarks compare Ray's OptunaSearch);
+    `stop` is a Tune stopper (search.stopping's, which ends the search at a trial's user error).
     """
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -179,7 +181,7 @@ def build_tuner(spec: SearchSpec, data: DataBundle, *, name: str, storage: str, 
         reuse_actors=True,  # a trial after the first skips process start-up, imports and the data fetch
     )
     run_config = tune.RunConfig(
-        name=name, storage_path=storage, storage_filesystem=storage_filesystem, callbacks=callbacks, verbose=0,
+        name=name, storage_path=storage, storage_filesystem=storage_filesystem, callbacks=callbacks, verbose=0, stop=stop,
         checkpoint_config=tune.CheckpointConfig(
             num_to_keep=CHECKPOINTS_PER_TRIAL, checkpoint_score_attribute=spec.metric, checkpoint_score_order=spec.mode,
         ),
@@ -359,6 +361,7 @@ def _prepare(spec: SearchSpec, address: str | None, storage_root: str, on_event:
     connect(address)
     check_resources(spec)
     check_storage_reachable(storage_root)
+    check_data_on_nodes(data)  # a data set streamed from files must be readable where trials run
     return data
 
 
@@ -375,22 +378,27 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own console tables off: progress.py reports
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the JSON logger is added in search_callbacks
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a failed trial is one progress line; its traceback is in error.txt
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # experiment state saved often: a killed driver loses little
     remote = str(experiment) if S.is_uri(experiment) else ""
     experiment_dir = S.mirror_dir(remote) if remote else Path(experiment)  # where the driver writes its own files
     state["total_rounds"] = total_rounds(spec, len(data.train))
     state["rungs"] = list(rungs(spec, len(data.train)))
-    callbacks = search_callbacks(spec, data, experiment_dir, state, on_event) + list(extra_callbacks or [])
+    from search.stopping import UserErrorStop
+
+    stop = UserErrorStop()  # a user mistake inside a trial ends the search (retries would fail the same way)
+    callbacks = search_callbacks(spec, data, experiment_dir, state, on_event) + list(extra_callbacks or []) + [stop]
     path, filesystem = _tune_path(experiment)
     if restore:
         tuner = tune.Tuner.restore(path, trainable=trainable or _trainable(spec, data), resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=filesystem)
-        tuner._local_tuner.get_run_config().callbacks = callbacks  # fresh callbacks, not the pickled ones
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.callbacks, run_config.stop = callbacks, stop  # fresh ones, not the pickled ones
     else:
         root = posixpath.dirname(path.rstrip("/")) if remote else str(experiment_dir.parent)
         tuner = build_tuner(spec, data, name=posixpath.basename(path.rstrip("/")), storage=root, callbacks=callbacks,
                             storage_filesystem=filesystem, state_dir=remote or experiment_dir, searcher=searcher,
-                            scheduler=scheduler, trainable=trainable, warm=warm)
+                            scheduler=scheduler, trainable=trainable, warm=warm, stop=stop)
     started = time.monotonic()
     interrupted = False
     try:
@@ -431,6 +439,9 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
     state["final"] = json.loads(json.dumps(result.final, default=str))
     state["tracking"] = result.tracking
     R.write_state(experiment, state)
+    if stop.message is not None:  # after the state is saved: the search can be resumed once the cause is fixed
+        raise UserError(f"trial {stop.trial_id} stopped the search: {stop.message}; once that is fixed, continue it "
+                        f"with `hpsearch resume {result.name}`")
     return result
 
 

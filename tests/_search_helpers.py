@@ -24,6 +24,22 @@ def small_spec(tmp_path: Path, name: str = "qs-test", space: dict[str, Any] | No
     return path
 
 
+def image_folder(root: Path, classes: int = 3, per_class: int = 24, size: int = 32) -> Path:
+    """An image folder (one sub-folder per class) of PNGs written with PIL, one colour per class:
+    learnable in an epoch or two."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            image[:, :, c] += 150
+            Image.fromarray(image).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
 @contextlib.contextmanager
 def own_cache(folder: Path) -> Iterator[None]:
     """$HPSEARCH_CACHE pointed at `folder` for a module-scoped search (the per-test cache fixture is function-scoped)."""

@@ -30,6 +30,7 @@ import pytest
 from search import results as R
 from search.tuner import _auth_message, _is_auth_error, _storage_problem, check_storage_reachable, connect
 from tests._cli_process import CliProcess
+from tests._processes import alive, process_table
 from tests._search_helpers import mlflow_runs, s3_server, small_spec
 from trainables.errors import UserError
 
@@ -147,20 +148,7 @@ def test_connect_turns_an_auth_failure_into_one_user_error(monkeypatch):
 # Processes of the cluster, found through /proc (no psutil here)
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # exited meanwhile
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        table[int(entry)] = (ppid, cmdline)
-    return table
+_proc_table = process_table
 
 
 def _with_descendants(roots: set[int], table: dict[int, tuple[int, str]]) -> set[int]:
@@ -184,16 +172,7 @@ def _kill(pids: set[int], sig: int) -> None:
             pass
 
 
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.add(pid)
-    return alive
+_alive = alive
 
 
 def _free_port() -> int:
@@ -214,6 +193,9 @@ class RayCluster:
     token: str
     node_ids: dict[str, str] = field(default_factory=dict)  # head_node / worker_node -> Ray node id (hex)
     worker_pids: set[int] = field(default_factory=set)  # processes `ray start` of the second node left running
+    # A folder only the head node (and drivers) can see: the second node runs in its own mount namespace
+    # with an empty tmpfs over it, as a machine without that disk would. None where `unshare` is refused.
+    head_only: Path | None = None
 
     @property
     def temp_dir(self) -> Path:
@@ -302,7 +284,16 @@ def _start_cluster(root: Path) -> RayCluster:
     cluster.ray("start", "--head", f"--port={port}", f"--resources={json.dumps({HEAD: 1})}", "--include-dashboard=false",
                 f"--dashboard-port={_free_port()}", *common)
     head_side = cluster.processes()
-    cluster.ray("start", f"--address={cluster.address}", f"--resources={json.dumps({WORKER: 1})}", *common)
+    worker_start = [str(RAY), "start", f"--address={cluster.address}", f"--resources={json.dumps({WORKER: 1})}", *common]
+    head_only = root / "head-only"
+    head_only.mkdir()
+    hidden = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+              'mount -t tmpfs hpsearch-hidden "$0" && exec "$@"', str(head_only), *worker_start]
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True) if shutil.which("unshare") else None
+    proc = subprocess.run(hidden if probe is not None and probe.returncode == 0 else worker_start, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, f"starting the second node failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    cluster.head_only = head_only if probe is not None and probe.returncode == 0 else None
     table = _proc_table()
     # What the second `ray start` left running, minus anything the head's processes spawned meanwhile.
     cluster.worker_pids = _marked(str(cluster.temp_dir), table) - _with_descendants(head_side, table)
@@ -596,6 +587,37 @@ def test_a_user_model_file_only_the_driver_has_is_searched_on_both_nodes(ray_clu
     records = _records(storage / "own-net")
     used = {h["node_id"] for r in records for h in r.history}
     assert used == set(ray_cluster.node_ids.values()), (used, ray_cluster.node_ids)  # both nodes trained OwnNet
+
+
+@pytest.mark.cluster
+def test_an_image_folder_the_second_node_cannot_read_is_refused_before_any_trial(ray_cluster, tmp_path):
+    """Streamed from files (max_in_memory_mb: 0) from a folder the second node does not have: one line
+    naming that node and the fix, exit 2, nothing written (without the check, every trial placed there
+    fails on its first pass)."""
+    import yaml
+
+    from tests._search_helpers import QUICKSTART, image_folder
+
+    if ray_cluster.head_only is None:
+        pytest.skip("`unshare --mount` is not permitted here: no folder can be hidden from the second node")
+    folder = image_folder(ray_cluster.head_only / tmp_path.name / "colours", per_class=8, size=16)
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["name"] = "unreadable-test"
+    raw["dataset"] = {"name": "imagefolder", "root": str(folder), "image_size": 16, "val_fraction": 0.25,
+                      "test_fraction": 0.0, "max_in_memory_mb": 0}
+    raw["budget"].update(samples=2, max_epochs=1, grace_period=1)
+    spec = tmp_path / "unreadable.yaml"
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    storage = tmp_path / "runs"
+    run = ray_cluster.cli(["run", str(spec), "--name", "ur", "--storage", str(storage), "--address", ray_cluster.address],
+                          tmp_path)
+    assert run.finish(timeout=300) == 2, run.tail()
+    errors = [ln for ln in run.lines if ln.startswith("hpsearch: error:")]
+    assert len(errors) == 1, run.tail()
+    assert f"{ray_cluster.node_ids[WORKER][:8]}) cannot read the train images streamed from files" in errors[0], errors[0]
+    assert str(folder) in errors[0] and "a shared mount" in errors[0] and "dataset.max_in_memory_mb" in errors[0]
+    assert not any("Traceback" in ln for ln in run.lines), run.tail()
+    assert not (storage / "ur").exists()  # refused before the search wrote anything
 
 
 @pytest.mark.cluster

@@ -16,7 +16,7 @@ from search import results as R
 from search.cli import main
 from search.spec import load_spec
 from search.tuner import run_search
-from tests._search_helpers import QUICKSTART, predict_digit_images
+from tests._search_helpers import QUICKSTART, image_folder, predict_digit_images
 from trainables.errors import UserError
 from trainables.train import TRAIN_HPARAMS
 
@@ -160,21 +160,8 @@ def test_a_user_data_factory_returning_datasets_is_searched_end_to_end(user_file
     assert result.final["test"]["acc"] > 0.5, result.final
 
 
-def _image_folder(root: Path, classes: int = 3, per_class: int = 24, size: int = 32) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        (root / f"class{c}").mkdir(parents=True)
-        for i in range(per_class):
-            image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-            image[:, :, c] += 150  # one colour per class: learnable in an epoch or two
-            Image.fromarray(image).save(root / f"class{c}" / f"{i}.png")
-    return root
-
-
 def test_torchvision_mobilenet_v3_small_is_searched_on_an_image_folder_exported_and_predicted(tmp_path, ray_local):
-    folder = _image_folder(tmp_path / "colours")
+    folder = image_folder(tmp_path / "colours")
     spec = _spec(tmp_path, "mnv3", model="torchvision.mobilenet_v3_small", samples=2, max_epochs=2,
                  dataset={"name": "imagefolder", "root": str(folder), "image_size": 32, "val_fraction": 0.25, "test_fraction": 0.15},
                  baseline={"pretrained": False, "dropout": 0.2, "batch_size": 16},

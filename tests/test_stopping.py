@@ -1,0 +1,107 @@
+"""A user mistake found inside a trial ends the search in one line instead of being retried; a data
+set streamed from files that a node cannot read is refused before any trial (search.stopping,
+search.cluster.check_data_on_nodes). The two-node case runs in tests/test_cluster.py."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from search import results as R
+from search.cluster import check_data_on_nodes
+from search.stopping import user_error_of
+from search.tuner import run_search
+from tests._search_helpers import QUICKSTART, image_folder
+from trainables.data import DataBundle, Split
+from trainables.errors import UserError
+
+
+def test_the_user_error_is_found_behind_rays_wrapping():
+    inner = UserError("none of the 8 images of this pass could be read on node n1")
+
+    class Wrapped(Exception):  # how a RayTaskError carries the trial's exception
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("task failed")
+            self.cause = cause
+
+    assert user_error_of(Wrapped(inner)) is inner
+    try:
+        try:
+            raise inner
+        except UserError as exc:
+            raise RuntimeError("trainable failed") from exc
+    except RuntimeError as outer:
+        assert user_error_of(outer) is inner
+    assert user_error_of(RuntimeError("a crash")) is None and user_error_of(None) is None
+
+
+def _streamed_bundle(files: list[str]) -> DataBundle:
+    labels = np.zeros(len(files), dtype=np.int64)
+    in_memory = Split(labels=np.zeros(2, dtype=np.int64), images=np.zeros((2, 3, 8, 8), dtype=np.uint8))
+    return DataBundle(name="imagefolder", train=Split(labels=labels, files=files), val=in_memory, test=None,
+                      class_names=["a"], channels=3, image_size=(8, 8))
+
+
+def test_files_a_node_cannot_read_are_refused_in_one_line_naming_the_node_and_the_fix(tmp_path, ray_local):
+    present = tmp_path / "a.png"
+    present.write_bytes(b"x")
+    node = next(n for n in ray_local.nodes() if n["Alive"])
+    # the local node listed twice: not "the driver's own node only", so each entry gets its probe task
+    check_data_on_nodes(_streamed_bundle([str(present)] * 3), nodes=[node, node])  # readable: no error
+    missing = [str(present), str(tmp_path / "gone" / "b.png"), str(tmp_path / "gone" / "c.png")]
+    with pytest.raises(UserError) as info:
+        check_data_on_nodes(_streamed_bundle(missing), nodes=[node, node])
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"({node['NodeManagerAddress']}, {node['NodeID'][:8]}) cannot read the train images" in message
+    assert "2 of 3 checked" in message and "gone/b.png" in message
+    assert "a shared mount" in message and "dataset.max_in_memory_mb: 1 or more" in message
+
+
+def test_in_memory_data_needs_no_check(ray_local):
+    bundle = _streamed_bundle(["/nowhere/x.png"])
+    bundle.train = Split(labels=np.zeros(1, dtype=np.int64), images=np.zeros((1, 3, 8, 8), dtype=np.uint8))
+    check_data_on_nodes(bundle, nodes=[{"Alive": True, "NodeID": "f" * 56}] * 2)  # would fail if it probed a node
+
+
+def _remove_folder(folder: Path):
+    """A Tune callback that deletes the image folder once the search has checked it, before any trial
+    starts: every trial then finds its files gone, as on a node that lacks them."""
+    from ray.tune import Callback
+
+    class RemoveFolder(Callback):
+        def setup(self, **info) -> None:
+            shutil.rmtree(folder)
+
+    return RemoveFolder()
+
+
+def test_a_trial_that_cannot_read_its_data_stops_the_search_at_once_in_one_line(tmp_path, ray_local, capfd):
+    folder = image_folder(tmp_path / "colours", per_class=12, size=16)
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["name"] = "unreadable"
+    raw["dataset"] = {"name": "imagefolder", "root": str(folder), "image_size": 16, "val_fraction": 0.25,
+                      "test_fraction": 0.0, "max_in_memory_mb": 0}  # streamed from the files
+    raw["budget"].update(samples=4, max_epochs=2, grace_period=1, max_concurrent=1)
+    spec = tmp_path / "unreadable.yaml"
+    spec.write_text(yaml.safe_dump(raw, sort_keys=False))
+    storage = tmp_path / "runs"
+    with pytest.raises(UserError) as info:
+        run_search(spec, name="ur", storage=str(storage), on_event=None, callbacks=[_remove_folder(folder)])
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in capfd.readouterr().err  # the trial's traceback is in error.txt only
+    assert "stopped the search: none of the" in message and "could be read on node" in message, message
+    assert "`hpsearch resume ur`" in message
+    experiment = storage / "ur"
+    errors = list(experiment.glob("trial_*/error.txt"))
+    assert len(errors) == 1, errors  # one trial failed; no other one started after it
+    assert errors[0].read_text().count("Failure #") == 1  # and it was not retried (FailureConfig allows 2 retries)
+    state = json.loads((experiment / R.STATE_FILE).read_text())
+    assert state["finished"] is False  # saved as an unfinished search: resumable once the data is back
+    records = R.trial_records(experiment, metric="val_acc", mode="max", total_rounds=state["total_rounds"], rungs=state["rungs"])
+    failed = [r for r in records if r.status == R.FAILED]
+    assert len(failed) == 1 and "could be read on node" in failed[0].error, [(r.status, r.error) for r in records]
