@@ -261,6 +261,15 @@ def _header(spec: Any, args: argparse.Namespace, data: Any, source: str, dataset
 SAME_KEYS = ("spec", "seed", "baseline_first", "train_subset", "val_subset", "n_train", "n_val", "total_rounds")
 
 
+def _curve_relevant(spec: Any) -> Any:
+    """The spec minus the budget keys a recorded curve does not depend on (the scheduler's, and any default
+    added to the spec format since the file was started, e.g. budget.reproducible)."""
+    if not isinstance(spec, dict):
+        return spec
+    budget = spec.get("budget") or {}
+    return {**spec, "budget": {k: budget.get(k) for k in ("max_epochs", "report_every")}}
+
+
 def load_existing(path: Path, header: dict[str, Any], configs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The file of an earlier sitting, checked against this one (same spec, data, rounds, configurations)."""
     if not path.is_file():
@@ -269,7 +278,8 @@ def load_existing(path: Path, header: dict[str, Any], configs: list[dict[str, An
     if old.get("format") != FORMAT:
         raise SystemExit(f"{path}: not a {FORMAT} file (format {old.get('format')!r}); pick another --name or --output")
     for key in SAME_KEYS:
-        if json.dumps(old.get(key), sort_keys=True, default=str) != json.dumps(header.get(key), sort_keys=True, default=str):
+        was, now = (_curve_relevant(old.get(key)), _curve_relevant(header.get(key))) if key == "spec" else (old.get(key), header.get(key))
+        if json.dumps(was, sort_keys=True, default=str) != json.dumps(now, sort_keys=True, default=str):
             raise SystemExit(f"{path} was recorded with another {key} ({old.get(key)!r} vs now {header.get(key)!r}); "
                              "use the same options to continue it, or another --name")
     for rec in old["configs"]:
