@@ -2,8 +2,8 @@
 
 A round is one epoch, or `report_every` training samples. `report_every: auto` (the default)
 keeps one epoch for small data sets (up to AUTO_MIN_TRAIN images) and otherwise sizes the round
-from a short measurement of the baseline's speed (on the Ray workers, `max_concurrent` at a time,
-as the trials will train), the time budget and the number of workers, so that ASHA can try about AUTO_FIRST_RUNG_CONFIGS configurations at its first rung,
+from a short measurement of the baseline's speed on this machine, the time budget and the number
+of workers, so that ASHA can try about AUTO_FIRST_RUNG_CONFIGS configurations at its first rung,
 which is then one round. ASHA with promotions spends about the same time on each rung level
 (n configurations x r, n/rf x rf r, ...), so with L rungs above the first one a budget of
 B seconds on W workers tries n = B W / (r (L + 1)) configurations: r follows from n. B excludes
@@ -21,7 +21,7 @@ from search.spec import SearchSpec
 from trainables.data import DataBundle
 
 AUTO_MIN_TRAIN = 10_000  # train images up to which `auto` means one epoch per round
-AUTO_FIRST_RUNG_CONFIGS = 48  # configurations the first rung should see within a time budget
+AUTO_FIRST_RUNG_CONFIGS = 64  # configurations the first rung should see within a time budget
 AUTO_ROUND_SECONDS = 30.0  # without a time budget: a round of about this many seconds (or an epoch)
 MIN_EXPLORE_SHARE = 0.3  # the rungs get at least 30 % of the worker time, however long a full trial is
 MIN_EVAL_SHARE = 4.0  # a round trains at least 4x as long as its val evaluation takes
@@ -83,30 +83,6 @@ def measure_speed(spec: SearchSpec, data: DataBundle, *, batches: int = 30) -> S
     return Speed(samples_per_second=batch * batches / train_seconds, eval_seconds=eval_seconds)
 
 
-def _speed_in_a_worker(spec: SearchSpec, data: DataBundle, batches: int) -> tuple[Speed, int]:
-    import os
-
-    return measure_speed(spec, data, batches=batches), os.getpid()
-
-
-def measure_parallel_speed(spec: SearchSpec, data: DataBundle, *, parallel: int, batches: int = 30) -> Speed:
-    """The baseline's pace as trials will have it: `parallel` Ray tasks with a trial's resources measure it
-    at the same time (on this machine, 2 trials sharing 2 cores each train at about half the pace of
-    one alone: benchmarks/README.md, "anytime"); the mean of their measurements."""
-    import ray
-
-    want = spec.resources
-    task = ray.remote(num_cpus=want.cpu, num_gpus=want.gpu)(_speed_in_a_worker)
-    data_ref = ray.put(data)
-    try:
-        measured = ray.get([task.remote(spec, data_ref, batches) for _ in range(max(1, parallel))])
-    finally:
-        del data_ref
-    speeds = [speed for speed, _ in measured]
-    return Speed(samples_per_second=sum(s.samples_per_second for s in speeds) / len(speeds),
-                 eval_seconds=sum(s.eval_seconds for s in speeds) / len(speeds))
-
-
 def auto_round_samples(spec: SearchSpec, n_train: int, speed: Speed) -> int | None:
     """Training samples per round for `report_every: auto`, or None for one epoch."""
     epoch_seconds = n_train / speed.samples_per_second
@@ -140,14 +116,10 @@ def resolve_report_every(spec: SearchSpec, data: DataBundle, *, on_event: Any = 
         value: Any = "epoch"
         why = f"{n_train} train images <= {AUTO_MIN_TRAIN}"
     else:
-        import ray
-
-        parallel = spec.budget.max_concurrent if ray.is_initialized() else 1
-        speed = measure_parallel_speed(spec, data, parallel=parallel) if parallel > 1 else measure_speed(spec, data)
+        speed = measure_speed(spec, data)
         samples = auto_round_samples(spec, n_train, speed)
         value = "epoch" if samples is None else samples
-        where = f"{parallel} at a time on the workers" if parallel > 1 else "here"
-        why = (f"baseline trains {speed.samples_per_second:.0f} samples/s {where} (epoch ~{n_train / speed.samples_per_second:.0f} s, "
+        why = (f"baseline trains {speed.samples_per_second:.0f} samples/s here (epoch ~{n_train / speed.samples_per_second:.0f} s, "
                f"val {speed.eval_seconds:.1f} s)")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.raw.items()}
     apply_override(raw, f"budget.report_every={value}", spec.path)
