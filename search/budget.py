@@ -21,7 +21,7 @@ from search.spec import SearchSpec
 from trainables.data import DataBundle
 
 AUTO_MIN_TRAIN = 10_000  # train images up to which `auto` means one epoch per round
-AUTO_FIRST_RUNG_CONFIGS = 64  # configurations the first rung should see within a time budget
+AUTO_FIRST_RUNG_CONFIGS = 48  # configurations the first rung should see within a time budget
 AUTO_ROUND_SECONDS = 30.0  # without a time budget: a round of about this many seconds (or an epoch)
 MIN_EXPLORE_SHARE = 0.3  # the rungs get at least 30 % of the worker time, however long a full trial is
 MIN_EVAL_SHARE = 4.0  # a round trains at least 4x as long as its val evaluation takes
