@@ -157,7 +157,6 @@ def check_storage_reachable(storage: str, nodes: list[dict[str, Any]] | None = N
         raise UserError(problem)
 
 
-
 def _file_samples(data: Any, per_split: int = 3) -> dict[str, list[str]]:
     """A few file paths (first, middle, last) of each split streamed from files; {} when all are in memory."""
     out: dict[str, list[str]] = {}

@@ -145,10 +145,7 @@ def test_connect_turns_an_auth_failure_into_one_user_error(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
-# Processes of the cluster, found through /proc (no psutil here)
-
-
-_proc_table = process_table
+# Processes of the cluster (psutil's process table: tests/_processes.py)
 
 
 def _with_descendants(roots: set[int], table: dict[int, tuple[int, str]]) -> set[int]:
@@ -170,9 +167,6 @@ def _kill(pids: set[int], sig: int) -> None:
             os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-_alive = alive
 
 
 def _free_port() -> int:
@@ -202,11 +196,11 @@ class RayCluster:
         return self.root / "ray"
 
     def processes(self) -> set[int]:
-        return _marked(str(self.temp_dir), _proc_table()) - {os.getpid()}
+        return _marked(str(self.temp_dir), process_table()) - {os.getpid()}
 
     def raylet(self, resource: str) -> int | None:
         """The raylet of the node holding custom `resource` (from its --static_resource_list)."""
-        for pid, (_, cmd) in _proc_table().items():
+        for pid, (_, cmd) in process_table().items():
             args = cmd.split()
             if not args or not args[0].endswith("/raylet") or str(self.temp_dir) not in cmd:
                 continue
@@ -218,7 +212,7 @@ class RayCluster:
     def raylet_node_id(self, resource: str) -> str:
         pid = self.raylet(resource)
         assert pid is not None, f"no raylet with resource {resource}"
-        cmd = _proc_table()[pid][1]
+        cmd = process_table()[pid][1]
         return next(arg.split("=", 1)[1] for arg in cmd.split() if arg.startswith("--node_id="))
 
     def ray(self, *args: str, timeout: float = 180) -> str:
@@ -247,15 +241,15 @@ class RayCluster:
 
     def kill_worker_node(self) -> set[int]:
         """SIGKILL the second node: its raylet, the workers and agents under it, its log monitor."""
-        table = _proc_table()
+        table = process_table()
         raylet = self.raylet(WORKER)
         assert raylet is not None and raylet in self.worker_pids, "the second node's raylet is not running"
-        victims = _with_descendants(_alive(self.worker_pids), table) - {os.getpid()}
+        victims = _with_descendants(alive(self.worker_pids), table) - {os.getpid()}
         _kill(victims, signal.SIGKILL)
         deadline = time.monotonic() + 20
-        while _alive(victims) and time.monotonic() < deadline:
+        while alive(victims) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _alive(victims), f"still alive after SIGKILL: {_alive(victims)}"
+        assert not alive(victims), f"still alive after SIGKILL: {alive(victims)}"
         return victims
 
     def cli(self, args: list[str], tmp_path: Path, **extra_env: str) -> CliProcess:
@@ -289,12 +283,11 @@ def _start_cluster(root: Path) -> RayCluster:
     head_only.mkdir()
     hidden = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
               'mount -t tmpfs hpsearch-hidden "$0" && exec "$@"', str(head_only), *worker_start]
-    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True) if shutil.which("unshare") else None
-    proc = subprocess.run(hidden if probe is not None and probe.returncode == 0 else worker_start, env=env,
-                          capture_output=True, text=True, timeout=180)
+    can_hide = bool(shutil.which("unshare")) and subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
+    proc = subprocess.run(hidden if can_hide else worker_start, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, f"starting the second node failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    cluster.head_only = head_only if probe is not None and probe.returncode == 0 else None
-    table = _proc_table()
+    cluster.head_only = head_only if can_hide else None
+    table = process_table()
     # What the second `ray start` left running, minus anything the head's processes spawned meanwhile.
     cluster.worker_pids = _marked(str(cluster.temp_dir), table) - _with_descendants(head_side, table)
     deadline = time.monotonic() + 60
@@ -315,15 +308,15 @@ def _stop_cluster(root: Path) -> None:
     """Stop only this cluster's processes (found by its --temp-dir), never another local Ray (no `ray stop`)."""
     marker = str(root / "ray")
     own = {os.getpid(), os.getppid()}
-    pids = _marked(marker, _proc_table()) - own
+    pids = _marked(marker, process_table()) - own
     _kill(pids, signal.SIGTERM)
     deadline = time.monotonic() + 5
-    while _alive(pids) and time.monotonic() < deadline:
+    while alive(pids) and time.monotonic() < deadline:
         time.sleep(0.3)
-    _kill(_alive(pids) | (_marked(marker, _proc_table()) - own), signal.SIGKILL)
+    _kill(alive(pids) | (_marked(marker, process_table()) - own), signal.SIGKILL)
     time.sleep(1)
-    left = _marked(marker, _proc_table()) - own
-    assert not _alive(left), f"cluster processes left running: {left}"
+    left = _marked(marker, process_table()) - own
+    assert not alive(left), f"cluster processes left running: {left}"
 
 
 @pytest.fixture(scope="module")
