@@ -2,29 +2,34 @@
 
 A round is one epoch, or `report_every` training samples. `report_every: auto` (the default)
 keeps one epoch for small data sets (up to AUTO_MIN_TRAIN images) and otherwise sizes the round
-from a short measurement of the baseline's speed on this machine, the time budget and the number
-of workers, so that ASHA can try about AUTO_FIRST_RUNG_CONFIGS configurations at its first rung,
-which is then one round. ASHA with promotions spends about the same time on each rung level
+from a short measurement of the baseline's speed (on the Ray workers, `max_concurrent` at a time,
+as the trials will train), the time budget and the number of workers, so that ASHA can try about
+AUTO_FIRST_RUNG_CONFIGS configurations at its first rung, which is then one round. ASHA with promotions spends about the same time on each rung level
 (n configurations x r, n/rf x rf r, ...), so with L rungs above the first one a budget of
 B seconds on W workers tries n = B W / (r (L + 1)) configurations: r follows from n. B excludes
-the finish phase (W finalists trained to the end, about one full trial's time: search.schedulers).
+the finish phase (W finalists trained to the end, about one full trial's time, but never more than
+the half the scheduler keeps for the rungs: search.schedulers). A round trains at least
+MIN_EVAL_SHARE times as long as its val pass, so evaluating stays a small part of the search.
 """
 from __future__ import annotations
 
 import math
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from search.schedulers import rung_levels
+from search.schedulers import FINISH_EARLIEST, rung_levels
 from search.spec import SearchSpec
+from trainables import metrics as M
 from trainables.data import DataBundle
 
 AUTO_MIN_TRAIN = 10_000  # train images up to which `auto` means one epoch per round
 AUTO_FIRST_RUNG_CONFIGS = 48  # configurations the first rung should see within a time budget
 AUTO_ROUND_SECONDS = 30.0  # without a time budget: a round of about this many seconds (or an epoch)
-MIN_EXPLORE_SHARE = 0.3  # the rungs get at least 30 % of the worker time, however long a full trial is
-MIN_EVAL_SHARE = 4.0  # a round trains at least 4x as long as its val evaluation takes
+MIN_EXPLORE_SHARE = FINISH_EARLIEST  # the rungs get the time before the finish phase can start, however long a full trial is
+MIN_EVAL_SHARE = 3.0  # a round trains at least 3x as long as its val evaluation takes (val <= 1/4 of a round)
+SPEED_SEGMENTS = 3  # the pace is the median of this many timed stretches of training
 
 
 @dataclass(frozen=True)
@@ -61,9 +66,9 @@ class Speed:
 
 
 def measure_speed(spec: SearchSpec, data: DataBundle, *, batches: int = 30) -> Speed:
-    """Train the baseline for `batches` batches (after a warm-up) and evaluate val once, timed."""
-    from dataclasses import replace
+    """Train the baseline for SPEED_SEGMENTS x `batches` batches (after a warm-up) and evaluate val once, timed.
 
+    The median stretch, not one: a single one of 30 batches varied by a third between runs here."""
     from trainables.train import Trainer
 
     batch = int(spec.baseline["batch_size"])
@@ -72,15 +77,34 @@ def measure_speed(spec: SearchSpec, data: DataBundle, *, batches: int = 30) -> S
     try:
         trainer.run_round()  # warm-up: allocations, the first batches
         started = time.perf_counter()
-        trainer.run_round()
-        round_seconds = time.perf_counter() - started
-        started = time.perf_counter()
         trainer.evaluate(trainer.val_loader)
         eval_seconds = time.perf_counter() - started
+        rounds = [trainer.run_round()[M.ROUND_SECONDS] for _ in range(SPEED_SEGMENTS)]  # each: train + one val pass
     finally:
         trainer.close()
-    train_seconds = max(round_seconds - eval_seconds, 1e-6)
+    train_seconds = max(statistics.median(rounds) - eval_seconds, 1e-6)
     return Speed(samples_per_second=batch * batches / train_seconds, eval_seconds=eval_seconds)
+
+
+def _speed_in_a_worker(spec: SearchSpec, data: DataBundle, batches: int) -> Speed:
+    return measure_speed(spec, data, batches=batches)
+
+
+def measure_parallel_speed(spec: SearchSpec, data: DataBundle, *, parallel: int, batches: int = 30) -> Speed:
+    """The baseline's pace as trials will have it: `parallel` Ray tasks with a trial's resources measure it
+    at the same time, beside Ray's own processes (here trials trained at about half the pace one measurement
+    alone in the driver had found: benchmarks/README.md, "anytime"); the mean of their measurements."""
+    import ray
+
+    want = spec.resources
+    task = ray.remote(num_cpus=want.cpu, num_gpus=want.gpu)(_speed_in_a_worker)
+    data_ref = ray.put(data)
+    try:
+        measured = ray.get([task.remote(spec, data_ref, batches) for _ in range(max(1, parallel))])
+    finally:
+        del data_ref
+    return Speed(samples_per_second=statistics.fmean(s.samples_per_second for s in measured),
+                 eval_seconds=statistics.fmean(s.eval_seconds for s in measured))
 
 
 def auto_round_samples(spec: SearchSpec, n_train: int, speed: Speed) -> int | None:
@@ -116,10 +140,14 @@ def resolve_report_every(spec: SearchSpec, data: DataBundle, *, on_event: Any = 
         value: Any = "epoch"
         why = f"{n_train} train images <= {AUTO_MIN_TRAIN}"
     else:
-        speed = measure_speed(spec, data)
+        import ray
+
+        parallel = spec.budget.max_concurrent if ray.is_initialized() else 1
+        speed = measure_parallel_speed(spec, data, parallel=parallel) if parallel > 1 else measure_speed(spec, data)
         samples = auto_round_samples(spec, n_train, speed)
         value = "epoch" if samples is None else samples
-        why = (f"baseline trains {speed.samples_per_second:.0f} samples/s here (epoch ~{n_train / speed.samples_per_second:.0f} s, "
+        where = f"{parallel} at a time on the workers" if parallel > 1 else "here"
+        why = (f"baseline trains {speed.samples_per_second:.0f} samples/s {where} (epoch ~{n_train / speed.samples_per_second:.0f} s, "
                f"val {speed.eval_seconds:.1f} s)")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.raw.items()}
     apply_override(raw, f"budget.report_every={value}", spec.path)

@@ -55,6 +55,7 @@ def test_cuda_plan_uses_amp_channels_last_and_resident_data():
     assert plan_for(torch.device("cuda"), data_in_memory=False).resident_data is False  # streamed files stay on the host
     cpu = plan_for(torch.device("cpu"), data_in_memory=True)
     assert (cpu.amp, cpu.channels_last, cpu.resident_data) == (False, False, False)
+    assert (plan.eval_batch_size, cpu.eval_batch_size) == (1024, 128)  # large batches pay on a GPU, cost a CPU its caches
 
 
 # ----------------------------------------------------------------------------------------------

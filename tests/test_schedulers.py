@@ -264,7 +264,30 @@ def test_the_searcher_waits_while_max_concurrent_trials_run_or_a_finalist_needs_
     assert "admission" not in searcher.get_state()  # the experiment checkpoint holds no copy of the scheduler
 
 
-@pytest.mark.parametrize("budget, expect", [("30m", (30, 70)), ("10m", (10, 70))])  # 10m: rounds floored at 4x the val pass
+def test_auto_rounds_measure_the_baseline_on_the_workers_as_many_at_a_time_as_trials_run(ray_local):
+    """Two trials sharing a machine each train slower than one alone: the pace that sizes a round is
+    measured by `max_concurrent` Ray tasks at once (real Ray, a 12,570-image data set)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from search.budget import measure_parallel_speed, resolve_report_every
+    from trainables.data import Split, create_dataset
+
+    digits = create_dataset("digits", val_fraction=0.2, test_fraction=0.0)
+    tiled = replace(digits, train=Split(labels=np.tile(digits.train.labels, 9), images=np.tile(digits.train.images, (9, 1, 1, 1))))
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["budget"].update({"time_budget": "10m", "max_concurrent": 2, "report_every": "auto"})
+    spec = parse_spec(raw)
+    speed = measure_parallel_speed(spec, tiled, parallel=2, batches=5)
+    assert speed.samples_per_second > 0 and speed.eval_seconds > 0
+    said: list[str] = []
+    resolved = resolve_report_every(spec, tiled, on_event=said.append)
+    assert resolved.budget.report_every != "auto" and len(said) == 1
+    assert "samples/s 2 at a time on the workers" in said[0], said
+
+
+@pytest.mark.parametrize("budget, expect", [("30m", (30, 70)), ("10m", (10, 70))])  # 10m: rounds floored at 3x the val pass
 def test_auto_rounds_let_the_first_rung_see_dozens_of_configurations(budget, expect):
     """55,000 train images at ~2,200 samples/s (a 25 s epoch), 30 epochs, 2 workers, reduction factor 4."""
     import yaml
@@ -279,7 +302,7 @@ def test_auto_rounds_let_the_first_rung_see_dozens_of_configurations(budget, exp
     full = 30 * 55_000 / speed.samples_per_second
     levels = math.log(full / round_seconds, 4)
     budget_s = spec.budget.time_budget_s
-    exploring = max(0.3 * budget_s * 2, (budget_s - full) * 2)  # the finish phase trains 2 finalists for ~a full trial
+    exploring = max(0.5 * budget_s * 2, (budget_s - full) * 2)  # the finish phase: 2 finalists, ~a full trial, from half the budget on
     configs = exploring / (round_seconds * (levels + 1))
     assert expect[0] <= configs <= expect[1], (samples, round_seconds, configs)
     assert round_seconds >= 4 * speed.eval_seconds  # a round is never mostly evaluation
