@@ -50,7 +50,8 @@ def search_callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, s
     # Only Tune's JSON logger (result.json: what hpsearch reads back); Tune's CSV and tensorboardX loggers are
     # off (their cost is measured in benchmarks/README.md, "scale"); MLflow is the UI.
     rounds = B.total_rounds(spec, len(data.train))
-    callbacks: list[Any] = [result_logger(), ProgressCallback(spec, rounds, on_event, rungs=tuple(state.get("rungs", ())))]
+    callbacks: list[Any] = [result_logger(), ProgressCallback(spec, rounds, on_event, rungs=tuple(state.get("rungs", ())),
+                                                                   experiment_dir=experiment_dir)]
     uri_storage = S.is_uri(state.get("storage"))
     if state.get("track", True):
         from search.tracking import MlflowTracker

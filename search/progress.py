@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from ray.tune import Callback
@@ -20,8 +21,9 @@ class ProgressCallback(Callback):
     """Prints search progress through `emit` (print by default; None = silent)."""
 
     def __init__(self, spec: SearchSpec, total_rounds: int, emit: Callable[[str], None] | None, interval: float = 15.0,
-                 rungs: tuple[int, ...] = ()) -> None:
+                 rungs: tuple[int, ...] = (), experiment_dir: str | Path | None = None) -> None:
         self.spec, self.total_rounds, self.emit, self.interval, self.rungs = spec, total_rounds, emit, interval, tuple(rungs)
+        self.experiment_dir = experiment_dir  # where search.stopping records a trial's user error
         self.started = time.monotonic()
         self.last_status = 0.0
         self.best: tuple[float, str] | None = None
@@ -65,7 +67,8 @@ class ProgressCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         rounds = int(last.get(M.ROUND, 0))
-        outcome = R.ended_outcome(rounds, self.total_rounds, self.rungs, diverged=last.get(M.STATUS) == M.STATUS_DIVERGED)
+        user_errors = R.read_user_errors(self.experiment_dir) if self.experiment_dir is not None else {}
+        outcome, _ = R.trial_end(trial.trial_id, last, self.total_rounds, self.rungs, user_errors)
         self.ended[trial.trial_id] = outcome
         value = last.get(self.spec.metric)
         shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
@@ -76,6 +79,11 @@ class ProgressCallback(Callback):
         self._say(f"failed {trial.trial_id} (see {trial.path}/error.txt) | {self._counts(trials)}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        user_errors = R.read_user_errors(self.experiment_dir) if self.experiment_dir is not None else {}
+        if trial.trial_id in user_errors:  # search.stopping ends the search instead of retrying it
+            self.ended[trial.trial_id] = R.FAILED
+            self._say(f"failed {trial.trial_id}: {user_errors[trial.trial_id]} (see {trial.path}/error.txt); the search stops")
+            return
         self._say(f"retry {trial.trial_id} from its last checkpoint after a failure (see {trial.path}/error.txt) | {self._counts(trials)}")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:

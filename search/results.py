@@ -22,6 +22,7 @@ from trainables.files import write_atomic
 STATE_FILE = "hpsearch.json"  # the search's own state beside Ray's experiment_state-*.json
 RUNS_FILE = "mlflow_runs.json"  # search.tracking's trial → MLflow run map (same name as tracking.RUNS_FILE)
 SCHEDULER_STATE_FILE = "asha_rungs.state"  # ASHA with promotions' rungs and pauses (search.schedulers.STATE_FILE)
+USER_ERRORS_FILE = "user_errors.json"  # {trial id: message} of a trial whose user error stopped the search (search.stopping)
 BEST_DIR = "best"  # <search folder>/best/checkpoint.pt: the final model (search.report writes it)
 
 # A search folder is a local Path, or a URI string (s3://bucket/prefix/NAME?...) read through
@@ -45,6 +46,43 @@ def ended_outcome(rounds: int, total_rounds: int, rungs: Any = (), *, diverged: 
     if not rungs or rounds in set(rungs):
         return PRUNED
     return TIMED_OUT
+
+
+def trial_end(trial_id: str, last_result: dict[str, Any] | None, total_rounds: int, rungs: Any,
+              user_errors: dict[str, str]) -> tuple[str, str]:
+    """(outcome, error line) of a trial Tune ended without an error of its own: the one place that decides it
+    for the progress lines, MLflow and `hpsearch results`. A trial whose user error stopped the search (Tune
+    ends it while it waits for a retry) failed, whatever its rounds say."""
+    if trial_id in user_errors:
+        return FAILED, user_errors[trial_id]
+    last = last_result or {}
+    rounds = int(last.get(M.ROUND, 0))
+    return ended_outcome(rounds, total_rounds, rungs, diverged=last.get(M.STATUS) == M.STATUS_DIVERGED), ""
+
+
+def read_user_errors(experiment_dir: Path | str) -> dict[str, str]:
+    """The trials a user error stopped the search on (search.stopping writes them), {} when none did."""
+    path = Path(experiment_dir) / USER_ERRORS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError):
+        return {}
+
+
+def record_user_error(experiment_dir: Path | str, trial_id: str, message: str) -> None:
+    write_atomic(Path(experiment_dir) / USER_ERRORS_FILE, json.dumps({**read_user_errors(experiment_dir), trial_id: message}))
+
+
+def error_line(trial_dir: Path | str, limit: int = 300) -> str:
+    """The last line of a trial's error.txt (Tune's traceback ends with the exception), or ''."""
+    path = Path(trial_dir) / "error.txt"
+    if path.is_file():
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        if lines:
+            return lines[-1][:limit]
+    return ""
 
 
 def rung_of(rounds: int, rungs: Any) -> int:
@@ -110,7 +148,7 @@ def _not_mirrored(relpath: str) -> bool:
     """Files of a URI search that reading it back does not download (checkpoints: on demand)."""
     first = relpath.split("/", 1)[0]
     parts = relpath.split("/")
-    return (any(p.startswith("checkpoint_") for p in parts) or first in (BEST_DIR, RUNS_FILE, STATE_FILE, SCHEDULER_STATE_FILE)
+    return (any(p.startswith("checkpoint_") for p in parts) or first in (BEST_DIR, RUNS_FILE, STATE_FILE, SCHEDULER_STATE_FILE, USER_ERRORS_FILE)
             or parts[-1].startswith(".hpsearch-"))
 
 
@@ -203,9 +241,12 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
     # paused trial it stops at the end of a search, so its saved status stays PAUSED.
     from search.schedulers import load_state as load_scheduler_state
 
-    if remote and not (experiment_dir / SCHEDULER_STATE_FILE).is_file():  # read on a machine that did not run it
-        fetch_file(remote, SCHEDULER_STATE_FILE)
+    if remote:  # read on a machine that did not run it
+        for name in (SCHEDULER_STATE_FILE, USER_ERRORS_FILE):
+            if not (experiment_dir / name).is_file():
+                fetch_file(remote, name)
     scheduler_state = load_scheduler_state(experiment_dir)
+    user_errors = read_user_errors(experiment_dir)
     records = []
     for trial in analysis.trials:
         trial_dir = Path(trial.path or trial.local_path)
@@ -222,11 +263,12 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
         rounds = int(history[-1][M.ROUND]) if history else 0
         last = history[-1].get(metric) if history else None
         error = ""
-        if trial.status == "ERROR" or (trial.status == "TERMINATED" and not history and (trial_dir / "error.txt").is_file()):
-            status = FAILED  # (the second case: a trial stopped mid-retry, by a user error that ended the search)
-            error = _first_error_line(trial_dir)
+        if trial.status == "ERROR":
+            status, error = FAILED, error_line(trial_dir) or "error"
         elif diverged or trial.status == "TERMINATED":
-            status = ended_outcome(rounds, total_rounds, rungs, diverged=diverged)
+            status, error = trial_end(trial.trial_id, history[-1] if history else None, total_rounds, rungs, user_errors)
+            if diverged and status != FAILED:  # a diverged round need not be the last one
+                status = DIVERGED
         elif trial.status == "RUNNING":
             status = RUNNING
         elif trial.status == "PAUSED":
@@ -242,15 +284,6 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
         ))
     records.sort(key=lambda r: r.index)
     return records
-
-
-def _first_error_line(trial_dir: Path) -> str:
-    for name in ("error.txt", "error.pkl"):
-        path = trial_dir / name
-        if path.is_file() and name.endswith(".txt"):
-            lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-            return lines[-1][:300] if lines else "error"
-    return "error"
 
 
 def best_record(records: list[TrialRecord], mode: str, *, prefer_completed: bool = False,

@@ -5,16 +5,19 @@ code failing the same way on every call) would fail again on every retry and in 
 Tune's retries (FailureConfig) are for lost nodes and crashes. `UserErrorStop` is a Tune callback
 that sees each failed trial's exception and a Tune stopper that then ends the search; the driver
 raises the trial's message as its own one-line `UserError` once the search is saved
-(`hpsearch resume` continues it after the fix).
+(`hpsearch resume` continues it after the fix). The trial is recorded in the search folder
+(results.USER_ERRORS_FILE) so the progress lines, MLflow and `hpsearch results` all call it failed.
 """
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import cloudpickle
 from ray.tune import Callback, Stopper
 
+from search import results as R
 from trainables.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,8 @@ def _trial_exception(trial: Any) -> BaseException | None:
 class UserErrorStop(Callback, Stopper):
     """Ends the search at the first trial that failed on a `UserError` (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, experiment_dir: str | os.PathLike | None = None) -> None:
+        self.experiment_dir = experiment_dir
         self.message: str | None = None
         self.trial_id: str | None = None
 
@@ -61,6 +65,8 @@ class UserErrorStop(Callback, Stopper):
         error = user_error_of(_trial_exception(trial))
         if error is not None:
             self.message, self.trial_id = str(error).splitlines()[0] if str(error) else type(error).__name__, trial.trial_id
+            if self.experiment_dir is not None:
+                R.record_user_error(self.experiment_dir, trial.trial_id, self.message)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._check(trial)
@@ -76,4 +82,4 @@ class UserErrorStop(Callback, Stopper):
         return self.message is not None
 
     def __getstate__(self) -> dict[str, Any]:  # pickled in Tune's tuner.pkl: a resumed search starts clean
-        return {"message": None, "trial_id": None}
+        return {"experiment_dir": self.experiment_dir, "message": None, "trial_id": None}

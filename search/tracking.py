@@ -260,7 +260,8 @@ class MlflowTracker(Callback):
         last = trial.last_result or {}
         if trial.trial_id not in self._started:
             self._request_child(trial)
-        self._submit("end", trial.trial_id, *_outcome(last, self.total_rounds, self.rungs))
+        self._submit("end", trial.trial_id, *_outcome(trial.trial_id, last, self.total_rounds, self.rungs,
+                                                      R.read_user_errors(self.experiment_dir)))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         message = _error_line(trial)
@@ -368,15 +369,18 @@ class MlflowTracker(Callback):
             if record.status == R.FAILED:
                 status, tags = "FAILED", {"outcome": R.FAILED, "error": record.error or "trial failed"}
             else:
-                status, tags = _outcome(record.history[-1] if record.history else {}, self.total_rounds, self.rungs)
+                status, tags = _outcome(record.trial_id, record.history[-1] if record.history else {}, self.total_rounds, self.rungs, {})
             self.writer.end(record.trial_id, status, tags)
         self.writer.save_runs()
 
 
-def _outcome(last: dict[str, Any], total_rounds: int, rungs: tuple[int, ...] = ()) -> tuple[str, dict[str, str]]:
-    """MLflow end status and tags of a trial from its last result (`paused` is cleared: the trial has ended)."""
+def _outcome(trial_id: str, last: dict[str, Any], total_rounds: int, rungs: tuple[int, ...],
+             user_errors: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """MLflow end status and tags of a trial Tune ended (`paused` is cleared: the trial has ended)."""
     rounds = int(last.get(M.ROUND, 0))
-    outcome = R.ended_outcome(rounds, total_rounds, rungs, diverged=last.get(M.STATUS) == M.STATUS_DIVERGED)
+    outcome, error = R.trial_end(trial_id, last, total_rounds, rungs, user_errors)
+    if outcome == R.FAILED:
+        return "FAILED", {"outcome": R.FAILED, "error": error, "paused": "false"}
     if outcome == R.DIVERGED:
         return "FAILED", {"outcome": R.DIVERGED, "error": "diverged: non-finite training loss", "paused": "false"}
     if outcome == R.COMPLETED:
@@ -391,9 +395,4 @@ def _outcome(last: dict[str, Any], total_rounds: int, rungs: tuple[int, ...] = (
 
 
 def _error_line(trial: Any) -> str:
-    path = Path(trial.path or trial.local_path or "") / "error.txt"
-    if path.is_file():
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-        if lines:
-            return lines[-1][:1000]
-    return str(getattr(trial, "error_message", None) or "trial failed")
+    return R.error_line(Path(trial.path or trial.local_path or ""), limit=1000) or str(getattr(trial, "error_message", None) or "trial failed")

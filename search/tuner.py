@@ -386,8 +386,9 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
     state["rungs"] = list(rungs(spec, len(data.train)))
     from search.stopping import UserErrorStop
 
-    stop = UserErrorStop()  # a user mistake inside a trial ends the search (retries would fail the same way)
-    callbacks = search_callbacks(spec, data, experiment_dir, state, on_event) + list(extra_callbacks or []) + [stop]
+    stop = UserErrorStop(experiment_dir)  # a user mistake inside a trial ends the search (retries would fail the same way)
+    # first: the others' hooks for a failed trial then see whether its user error stops the search
+    callbacks = [stop] + search_callbacks(spec, data, experiment_dir, state, on_event) + list(extra_callbacks or [])
     path, filesystem = _tune_path(experiment)
     if restore:
         tuner = tune.Tuner.restore(path, trainable=trainable or _trainable(spec, data), resume_unfinished=True, resume_errored=True,
@@ -430,7 +431,7 @@ def _fit(spec: SearchSpec, data: DataBundle, experiment: Path | str, state: dict
         if (experiment_dir / R.BEST_DIR).is_dir():
             S.upload(experiment_dir / R.BEST_DIR, S.join(remote, R.BEST_DIR))
             result.final["checkpoint"] = S.join(remote, R.BEST_DIR, "checkpoint.pt")
-        for name in (R.RUNS_FILE, R.SCHEDULER_STATE_FILE):
+        for name in (R.RUNS_FILE, R.SCHEDULER_STATE_FILE, R.USER_ERRORS_FILE):
             if (experiment_dir / name).is_file():
                 S.upload(experiment_dir / name, S.join(remote, name))
     if not interrupted:

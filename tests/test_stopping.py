@@ -90,8 +90,9 @@ def test_a_trial_that_cannot_read_its_data_stops_the_search_at_once_in_one_line(
     spec = tmp_path / "unreadable.yaml"
     spec.write_text(yaml.safe_dump(raw, sort_keys=False))
     storage = tmp_path / "runs"
+    said: list[str] = []
     with pytest.raises(UserError) as info:
-        run_search(spec, name="ur", storage=str(storage), on_event=None, callbacks=[_remove_folder(folder)])
+        run_search(spec, name="ur", storage=str(storage), on_event=said.append, callbacks=[_remove_folder(folder)])
     message = str(info.value)
     assert "\n" not in message and "Traceback" not in capfd.readouterr().err  # the trial's traceback is in error.txt only
     assert "stopped the search: none of the" in message and "could be read on node" in message, message
@@ -105,3 +106,28 @@ def test_a_trial_that_cannot_read_its_data_stops_the_search_at_once_in_one_line(
     records = R.trial_records(experiment, metric="val_acc", mode="max", total_rounds=state["total_rounds"], rungs=state["rungs"])
     failed = [r for r in records if r.status == R.FAILED]
     assert len(failed) == 1 and "could be read on node" in failed[0].error, [(r.status, r.error) for r in records]
+    # the progress line and MLflow say the same as `hpsearch results` (one decision: results.trial_end)
+    trial_id = failed[0].trial_id
+    lines = [line for line in said if trial_id in line and "] start " not in line]
+    assert lines and all(f"] failed {trial_id}: none of the" in line for line in lines), "\n".join(said)  # not "retry"
+    from mlflow.tracking import MlflowClient
+
+    run = next(r for r in MlflowClient(tracking_uri=state["tracking"]["tracking_uri"]).search_runs([state["tracking"]["experiment_id"]])
+               if r.data.tags.get("trial_id") == trial_id)
+    assert (run.info.status, run.data.tags["outcome"]) == ("FAILED", R.FAILED), (run.info.status, run.data.tags)
+    assert "could be read on node" in run.data.tags["error"]
+
+
+def test_a_trial_a_user_error_stopped_is_failed_whatever_its_rounds_say(tmp_path):
+    """One decision for the progress lines, MLflow and `hpsearch results`: results.trial_end."""
+    R.record_user_error(tmp_path, "t1", "none of the 3 files could be read on node 10.0.0.2")
+    R.record_user_error(tmp_path, "t2", "a second one")  # kept beside the first, not over it
+    errors = R.read_user_errors(tmp_path)
+    assert set(errors) == {"t1", "t2"}
+    last = {"round": 3, "status": "ok"}  # between rungs 1 and 4: the clock would have cut it
+    assert R.trial_end("t1", last, 16, (1, 4), errors) == (R.FAILED, "none of the 3 files could be read on node 10.0.0.2")
+    assert R.trial_end("t3", last, 16, (1, 4), errors) == (R.TIMED_OUT, "")
+    assert R.trial_end("t3", {"round": 4}, 16, (1, 4), errors) == (R.PRUNED, "")
+    assert R.trial_end("t3", None, 16, (1, 4), {}) == (R.TIMED_OUT, "")
+    (tmp_path / R.USER_ERRORS_FILE).write_text("{not json")
+    assert R.read_user_errors(tmp_path) == {}  # a torn file reads as none, never as a crash
