@@ -21,6 +21,7 @@ from _fixtures import (
     make_split_layout,
     row_keys,
     tiny_cnn_hparams,
+    trust_generated_cifar10,
     write_cifar10,
     write_image,
     write_mnist_like,
@@ -68,8 +69,9 @@ OFFLINE_OPTIONS = {
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
-def test_registered_dataset_builds_offline(name, tmp_path):
+def test_registered_dataset_builds_offline(name, tmp_path, monkeypatch):
     options = OFFLINE_OPTIONS[name](tmp_path) if name in OFFLINE_OPTIONS else {}
+    trust_generated_cifar10(monkeypatch, tmp_path)  # a no-op unless the options wrote CIFAR-10 batches
     bundle = create_dataset(name, **options)
 
     assert len(bundle.train) > 0 and len(bundle.val) > 0
@@ -152,8 +154,9 @@ def test_mnist_like_round_trips_pixels(name, folder, tmp_path):
 # 3b. CIFAR-10 from the pickled python batches
 
 
-def test_cifar10_reads_python_batches(tmp_path):
+def test_cifar10_reads_python_batches(tmp_path, monkeypatch):
     src = write_cifar10(tmp_path, per_batch=20, n_test=20)
+    trust_generated_cifar10(monkeypatch, tmp_path)
     bundle = create_dataset("cifar10", root=str(tmp_path), download=False, val_fraction=0.2, normalize="none")
 
     assert bundle.class_names == CIFAR_CLASSES
@@ -519,3 +522,12 @@ def test_stratified_split_keeps_rare_classes_in_rest():
 def test_stratified_split_rejects_bad_fractions(fractions):
     with pytest.raises(UserError, match="fractions"):
         stratified_split(np.zeros(10, dtype=np.int64), fractions, seed=0)
+
+
+def test_cifar10_batches_that_fail_torchvisions_checksum_are_refused_in_one_line(tmp_path):
+    """Generated batches are not the official files: torchvision's MD5 check refuses them, and so do we."""
+    write_cifar10(tmp_path, per_batch=20, n_test=20)
+    with pytest.raises(UserError) as info:
+        create_dataset("cifar10", root=str(tmp_path), download=False)
+    message = str(info.value)
+    assert "\n" not in message and "checksum" in message and str(tmp_path / "cifar-10-batches-py") in message

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -348,7 +347,8 @@ def _open_torchvision(cls: Any, name: str, root: Path, train: bool, download: bo
         pass  # not found: fall through to download
     hint = f"expected {', '.join(expected)} in {folder}"
     if not download:
-        raise UserError(f"{name} not found under {root} ({hint}); set download: true or copy the files there")
+        raise UserError(f"{name} not found under {root}, or a file failed torchvision's checksum ({hint}); "
+                        f"set download: true or copy the original files there")
     from filelock import FileLock
 
     root.mkdir(parents=True, exist_ok=True)
@@ -380,31 +380,21 @@ CIFAR10_FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
 
 @register_dataset()
 def cifar10(*, root: str = "~/data", val_fraction: float = 0.2, seed: int = 0, download: bool = True) -> DataBundle:
-    """CIFAR-10 32x32 RGB from `root`/cifar-10-batches-py (torchvision downloads it when absent).
+    """CIFAR-10 32x32 RGB from `root`/cifar-10-batches-py via torchvision (downloaded only when absent,
+    each batch checked against its MD5); its uint8 arrays are used as they are, no per-sample PIL path."""
+    import torchvision.datasets as tvd
 
-    The batches are read directly (the official python format, what torchvision
-    reads too) into one uint8 array, without torchvision's per-sample PIL path.
-    """
     root_path = Path(root).expanduser()
     folder = root_path / "cifar-10-batches-py"
-    if not all((folder / f).exists() for f in CIFAR10_FILES):
-        import torchvision.datasets as tvd
+    train = _open_torchvision(tvd.CIFAR10, "cifar10", root_path, True, download, folder, CIFAR10_FILES)
+    test = tvd.CIFAR10(str(root_path), train=False, download=False)
 
-        _open_torchvision(tvd.CIFAR10, "cifar10", root_path, True, download, folder, CIFAR10_FILES)
+    def arrays(split: Any) -> tuple[np.ndarray, np.ndarray]:  # torchvision keeps N x 32 x 32 x 3
+        return np.ascontiguousarray(split.data.transpose(0, 3, 1, 2)), np.asarray(split.targets, dtype=np.int64)
 
-    def load(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for n in names:
-            with open(folder / n, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")  # the data set's own format
-            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64))
-        return np.concatenate(xs), np.concatenate(ys)
-
-    with open(folder / "batches.meta", "rb") as f:
-        class_names = list(pickle.load(f, encoding="latin1")["label_names"])
-    train_x, train_y = load(CIFAR10_FILES[:5])
-    test_x, test_y = load(["test_batch"])
+    train_x, train_y = arrays(train)
+    test_x, test_y = arrays(test)
+    class_names = list(train.classes)
     return _held_out(
         "cifar10", train_x, train_y, Split(labels=test_y, images=test_x), class_names,
         val_fraction=val_fraction, seed=seed,
