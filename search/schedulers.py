@@ -14,7 +14,11 @@ With a time budget, the last part of it goes to the best configurations reaching
 (the finish phase): when the time left is what the best paused or running trials need to
 train to the end (measured round times, x FINISH_SAFETY), those finalists (as many as
 workers) get the workers first and run to `max_t`; a worker they do not need (one finished
-early) goes on with promotions and new configurations until the clock ends the search. A search
+early) goes on with promotions and new configurations until the clock ends the search. Before
+the finish phase, a promotion that alone would take more than 1/reduction_factor of the rungs'
+worker time (the time before the finish phase; `affordable`) waits: training a configuration
+nearly to the end is the finish phase's job, and those rounds buy more configurations at the
+first rungs (benchmarks/README.md, "anytime"). A search
 without a time budget that has run out of new configurations trains its best trial to the end
 if none got there. Paused trials left at the end are stopped: pruned at their rung.
 
@@ -225,7 +229,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             return self.CONTINUE
         if trial_id in self.promoted[t]:  # promoted before a restart sent it back below this rung
             return self.CONTINUE
-        if trial_id in self.promotable(t):
+        if trial_id in self.promotable(t) and self.affordable(trial_id, t):
             self.promoted[t].append(trial_id)
             self._tell("promoted", trial_id, t)
             self._save()
@@ -326,8 +330,20 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         """Paused trials to resume, in order: finalists waiting for a worker, then ASHA's promotions."""
         order = self._finalists_waiting() if self.finishing else []
         for level in reversed(self.levels):  # the highest rung first (ASHA's get_job)
-            order += [t for t in self.promotable(level) if self.paused_at.get(t) == level]
+            order += [t for t in self.promotable(level) if self.paused_at.get(t) == level and self.affordable(t, level)]
         return order
+
+    def affordable(self, trial_id: str, level: int) -> bool:
+        """May a trial be promoted out of rung `level` now? Always, except before the finish phase of a
+        time-budgeted search when the promotion (to the next rung, or max_t) would take more than
+        1/reduction_factor of the rungs' worker time at the trial's measured pace. The rungs get what the
+        finish phase leaves: at least FINISH_EARLIEST of the budget (as search.budget plans it)."""
+        pace = self.round_seconds.get(trial_id)
+        if self.time_budget_s is None or self.finishing or not pace:
+            return True
+        target = next((lv for lv in self.levels if lv > level), self.max_t)
+        rungs_seconds = max(FINISH_EARLIEST * self.time_budget_s, self.time_budget_s - self.max_t * pace) * self.max_concurrent
+        return (target - level) * pace <= rungs_seconds / self.reduction_factor
 
     @staticmethod
     def _no_new_trials(tune_controller: Any) -> bool:

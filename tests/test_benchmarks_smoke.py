@@ -36,6 +36,7 @@ EXPECTED_ROWS = {
                           "| it − random, mean over seeds ± standard error, in points"],
     "scale": ["| bare Tune + Optuna + ASHA, Tune's default result loggers", "| bare Tune + Optuna + ASHA, JSON result logger only",
               "| hpsearch (+ ProgressCallback + MlflowTracker) |", "| hpsearch throughput / bare throughput (same Tune setup"],
+    "eval_batch": ["| 8-16 | alone |", "| 32-64 | 2 at once |"],
     "accuracy": ["| quickstart (digits) | 0 |", "| tutorial A (image folder, 3 classes) | 0 |",
                  "| tutorial D scratch (Train/Validation/Test, 6 classes) | 0 |"],
 }

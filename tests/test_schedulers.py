@@ -348,3 +348,25 @@ def test_the_sampler_is_told_warm_trials_and_still_suggests_the_baseline_first()
     assert searcher.suggest("t1") == spec.baseline_point()  # the baseline is still this search's first trial
     searcher.warm(warm, distributions(spec.space))  # told once only
     assert searcher.tpe_view() == {"complete": 1, "pruned": 3}
+
+
+def test_before_the_finish_phase_a_promotion_that_would_eat_the_rungs_time_waits_for_it():
+    """Rungs 1, 4, 16 below max_t 64; 100 s budget, 2 workers, 1 s rounds: the rungs get 2 x 50 s, and a
+    promotion may take a quarter of that (25 s). 16 -> 64 (48 s) waits; the finish phase takes it there."""
+    now = [0.0]
+    scheduler = _scheduler(max_t=64, time_budget_s=100.0, clock=lambda: now[0])
+    tune = Controller(scheduler)
+    trials = [tune.add(name) for name in "abcd"]
+    assert [tune.report(t, 16, acc, seconds=1.0) for t, acc in zip(trials, (0.9, 0.5, 0.6, 0.7))] == ["PAUSE"] * 4
+    assert scheduler.promotable(16) == ["a"]  # in its rung's top quarter ...
+    assert not scheduler.affordable("a", 16) and scheduler.affordable("a", 4)  # ... but 48 s > 25 s; 12 s would do
+    assert scheduler.choose_trial_to_run(tune) is None  # so no worker goes to it: new configurations first
+    now[0] = 60.0  # 40 s left < 1.25 x (48 rounds + restart): the finish phase trains it to the end
+    assert scheduler.choose_trial_to_run(tune) is trials[0] and scheduler.finalists[0] == "a"
+    # the same promotion is ASHA's with a budget that holds ten such trials, or with none
+    for budget in (1000.0, None):
+        other = _scheduler(max_t=64, time_budget_s=budget, clock=lambda: 0.0)
+        other_tune = Controller(other)
+        for t, acc in zip([other_tune.add(name) for name in "abcd"], (0.9, 0.5, 0.6, 0.7)):
+            other_tune.report(t, 16, acc, seconds=1.0)
+        assert other.affordable("a", 16) and other.choose_trial_to_run(other_tune).trial_id == "a"
