@@ -68,7 +68,7 @@ class Speed:
 def measure_speed(spec: SearchSpec, data: DataBundle, *, batches: int = 30) -> Speed:
     """Train the baseline for SPEED_SEGMENTS x `batches` batches (after a warm-up) and evaluate val once, timed.
 
-    The median stretch, not one: a single one of 30 batches varied by a third between runs here."""
+    The median stretch, not one: a single short one is noisy (benchmarks/README.md, "anytime")."""
     from trainables.train import Trainer
 
     batch = int(spec.baseline["batch_size"])
@@ -92,8 +92,8 @@ def _speed_in_a_worker(spec: SearchSpec, data: DataBundle, batches: int) -> Spee
 
 def measure_parallel_speed(spec: SearchSpec, data: DataBundle, *, parallel: int, batches: int = 30) -> Speed:
     """The baseline's pace as trials will have it: `parallel` Ray tasks with a trial's resources measure it
-    at the same time, beside Ray's own processes (here trials trained at about half the pace one measurement
-    alone in the driver had found: benchmarks/README.md, "anytime"); the mean of their measurements."""
+    at the same time, beside Ray's own processes (trials can train much slower than one measurement alone in the
+    driver finds: benchmarks/README.md, "anytime"); the mean of their measurements."""
     import ray
 
     want = spec.resources

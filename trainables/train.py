@@ -85,7 +85,7 @@ class RunSettings:
     model_factory: Any = field(default=None, compare=False)
 
 
-CPU_EVAL_BATCH = 128  # a CPU evaluates 1.6x faster in batches of 128 than of 1024 (benchmarks/README.md, "val pass")
+CPU_EVAL_BATCH = 128  # about the fastest size for one CPU thread; 1024 pays on a GPU (benchmarks/README.md, "Val pass")
 CUDA_EVAL_BATCH = 1024
 
 
