@@ -86,10 +86,6 @@ def measure_speed(spec: SearchSpec, data: DataBundle, *, batches: int = 30) -> S
     return Speed(samples_per_second=batch * batches / train_seconds, eval_seconds=eval_seconds)
 
 
-def _speed_in_a_worker(spec: SearchSpec, data: DataBundle, batches: int) -> Speed:
-    return measure_speed(spec, data, batches=batches)
-
-
 def measure_parallel_speed(spec: SearchSpec, data: DataBundle, *, parallel: int, batches: int = 30) -> Speed:
     """The baseline's pace as trials will have it: `parallel` Ray tasks with a trial's resources measure it
     at the same time, beside Ray's own processes (trials can train much slower than one measurement alone in the
@@ -97,10 +93,10 @@ def measure_parallel_speed(spec: SearchSpec, data: DataBundle, *, parallel: int,
     import ray
 
     want = spec.resources
-    task = ray.remote(num_cpus=want.cpu, num_gpus=want.gpu)(_speed_in_a_worker)
+    task = ray.remote(num_cpus=want.cpu, num_gpus=want.gpu)(measure_speed)
     data_ref = ray.put(data)
     try:
-        measured = ray.get([task.remote(spec, data_ref, batches) for _ in range(max(1, parallel))])
+        measured = ray.get([task.remote(spec, data_ref, batches=batches) for _ in range(max(1, parallel))])
     finally:
         del data_ref
     return Speed(samples_per_second=statistics.fmean(s.samples_per_second for s in measured),

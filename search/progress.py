@@ -33,6 +33,9 @@ class ProgressCallback(Callback):
     def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: keep it printable-free
         return {**self.__dict__, "emit": None}
 
+    def _user_errors(self) -> dict[str, str]:
+        return R.read_user_errors(self.experiment_dir) if self.experiment_dir is not None else {}
+
     def _say(self, message: str) -> None:
         if self.emit is not None:
             self.emit(f"[{time.monotonic() - self.started:7.1f}s] {message}")
@@ -67,8 +70,7 @@ class ProgressCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         rounds = int(last.get(M.ROUND, 0))
-        user_errors = R.read_user_errors(self.experiment_dir) if self.experiment_dir is not None else {}
-        outcome, _ = R.trial_end(trial.trial_id, last, self.total_rounds, self.rungs, user_errors)
+        outcome, _ = R.trial_end(trial.trial_id, last, self.total_rounds, self.rungs, self._user_errors())
         self.ended[trial.trial_id] = outcome
         value = last.get(self.spec.metric)
         shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
@@ -79,7 +81,7 @@ class ProgressCallback(Callback):
         self._say(f"failed {trial.trial_id} (see {trial.path}/error.txt) | {self._counts(trials)}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        user_errors = R.read_user_errors(self.experiment_dir) if self.experiment_dir is not None else {}
+        user_errors = self._user_errors()
         if trial.trial_id in user_errors:  # search.stopping ends the search instead of retrying it
             self.ended[trial.trial_id] = R.FAILED
             self._say(f"failed {trial.trial_id}: {user_errors[trial.trial_id]} (see {trial.path}/error.txt); the search stops")
