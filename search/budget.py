@@ -155,6 +155,23 @@ def resolve_report_every(spec: SearchSpec, data: DataBundle, *, on_event: Any = 
     return resolved
 
 
+def val_rounds(spec: SearchSpec, n_train: int) -> frozenset[int] | None:
+    """The rounds that must evaluate val when rounds are shorter than an epoch: the rungs, as this scheduler
+    and Ray's ASHA (the first round at or past grace x rf^k) count them. None when a round is an epoch: each evaluates.
+
+    The trainer also evaluates at each epoch's end, the first round and the last; a round between carries the
+    last values, so the finalists do not pay a val pass per short round (benchmarks/README.md, "Sparse val")."""
+    rounds = plan(spec, n_train)
+    if rounds.rounds_per_epoch <= 1.0:
+        return None
+    levels = set(rungs(spec, n_train))
+    rf, k = spec.budget.reduction_factor, 0
+    while levels and rounds.grace * rf ** k < rounds.total:
+        levels.add(math.ceil(rounds.grace * rf ** k - 1e-9))
+        k += 1
+    return frozenset(levels)
+
+
 def rounds_per_epoch(spec: SearchSpec, n_train: int) -> float:
     return plan(spec, n_train).rounds_per_epoch
 

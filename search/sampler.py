@@ -154,7 +154,8 @@ class RungAwareTPE(Searcher):
         """A reported value into the trial's curve; its round (None if it carries no finite value)."""
         record = self.trials.get(trial_id)
         value = result.get(self.metric)
-        if record is None or M.ROUND not in result or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if record is None or M.ROUND not in result or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not M.val_is_fresh(result):
             return None
         step = int(result[M.ROUND])
         record["curve"][step] = float(value)

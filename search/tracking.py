@@ -237,7 +237,7 @@ class MlflowTracker(Callback):
         step = int(result.get(M.ROUND, 0))  # a round replayed after a restart is skipped by the writer (queue_metrics)
         ts = int(time.time() * 1000)
         batch = []
-        for key in (*M.CURVE_METRICS, M.EPOCH):
+        for key in M.curve_keys(result):
             value = result.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 batch.append((key, float(value), ts, step))
@@ -356,7 +356,7 @@ class MlflowTracker(Callback):
             metrics = []
             for row in missing:
                 ts, step = int(float(row.get("timestamp", time.time())) * 1000), int(row[M.ROUND])
-                for key in (*M.CURVE_METRICS, M.EPOCH):
+                for key in M.curve_keys(row):
                     value = row.get(key)
                     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                         metrics.append(Metric(key, float(value), ts, step))

@@ -29,7 +29,7 @@ import logging
 import os
 import posixpath
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -116,7 +116,8 @@ def _trainable(spec: SearchSpec, data: DataBundle):
 
     from trainables.tune_trainable import tune_trainable
 
-    with_data = tune.with_parameters(tune_trainable, data=data, settings=spec.settings(), baseline=spec.baseline)
+    settings = replace(spec.settings(), val_rounds=B.val_rounds(spec, len(data.train)))
+    with_data = tune.with_parameters(tune_trainable, data=data, settings=settings, baseline=spec.baseline)
     return tune.with_resources(with_data, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from search import results as R
 from search.schedulers import rank_score
 from search.spec import SearchSpec, parse_spec
+from trainables import metrics as M
 from trainables.errors import UserError
 
 EPOCH_TOLERANCE = 0.02  # a round counts as reached when the earlier trial trained to within 2 % of its epochs
@@ -51,7 +52,8 @@ class WarmStart:
 
 def _row_at(history: list[dict[str, Any]], metric: str, epoch: float) -> dict[str, Any] | None:
     """The last row trained up to `epoch` (within the tolerance), if the trial got that far."""
-    reached = [row for row in history if isinstance(row.get(metric), (int, float)) and isinstance(row.get("epoch"), (int, float))]
+    reached = [row for row in history if isinstance(row.get(metric), (int, float)) and isinstance(row.get("epoch"), (int, float))
+               and M.val_is_fresh(row)]
     if not reached or max(row["epoch"] for row in reached) < epoch * (1 - EPOCH_TOLERANCE):
         return None
     upto = [row for row in reached if row["epoch"] <= epoch * (1 + EPOCH_TOLERANCE) + 1e-9]

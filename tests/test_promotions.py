@@ -113,3 +113,32 @@ def test_a_time_budget_ends_with_a_fully_trained_model_and_no_trial_left_running
         assert tags["outcome"] == record.status
         if record.status == R.TIMED_OUT:
             assert tags["timed_out"] == "true" and tags["pruned"] == "false"
+
+
+def test_rounds_shorter_than_an_epoch_evaluate_val_at_rungs_and_epoch_ends_only(tmp_path, ray_local):
+    from mlflow.tracking import MlflowClient
+
+    from trainables import metrics as M
+
+    # digits has 1079 train images: rounds of 270 are a quarter epoch, the rung is round 4 (grace 1 epoch), max_t 12
+    spec = small_spec(tmp_path, name="sparse-val", samples=4, max_epochs=3, grace_period=1, reduction_factor=3,
+                      max_concurrent=2, report_every=270)
+    result = run_search(spec, name="sv", storage=str(tmp_path / "runs"), on_event=None)
+    state = load_state(result.experiment_dir)
+    assert state is not None and state["levels"] == [4]
+    client = MlflowClient(tracking_uri=result.tracking["tracking_uri"])
+    runs = {r.data.tags["trial_id"]: r for r in mlflow_runs(result.tracking["tracking_uri"], "sparse-val")
+            if r.data.tags.get("hpsearch.kind") == "trial"}
+    stale = 0
+    for record in result.records:
+        evaluated = [h[M.ROUND] for h in record.history if M.val_is_fresh(h)]
+        rounds = [h[M.ROUND] for h in record.history]
+        assert rounds == list(range(1, record.rounds + 1))
+        # the first round, the rung, each epoch's end (rounds 4, 8, 12) and the last round measured val
+        assert evaluated == [k for k in rounds if k in (1, 4, 8, 12) or k == record.rounds], (record.trial_id, evaluated)
+        stale += len(rounds) - len(evaluated)
+        assert record.best_round in evaluated
+        run_id = runs[record.trial_id].info.run_id
+        assert [m.step for m in client.get_metric_history(run_id, M.VAL_ACC)] == evaluated  # no carried values in MLflow
+        assert [m.step for m in client.get_metric_history(run_id, M.TRAIN_LOSS)] == rounds
+    assert stale > 0

@@ -370,3 +370,35 @@ def test_before_the_finish_phase_a_promotion_that_would_eat_the_rungs_time_waits
         for t, acc in zip([other_tune.add(name) for name in "abcd"], (0.9, 0.5, 0.6, 0.7)):
             other_tune.report(t, 16, acc, seconds=1.0)
         assert other.affordable("a", 16) and other.choose_trial_to_run(other_tune).trial_id == "a"
+
+
+@pytest.mark.parametrize("scheduler, rf, expect", [
+    ("asha", 4, {4, 16}),  # PromotionASHA's rungs (grace 4 rounds, max_t 40)
+    ("asha-stop", 2.5, {4, 10, 25}),  # Ray's ASHA records the first round at or past 4 x 2.5^k = 4, 10, 25
+    ("asha-stop", 1.7, {4, 7, 12, 20, 33, 34}),  # 4 x 1.7^k = 6.8, 11.56, 19.65, 33.4: rounded (ours), ceiled (Ray's)
+    ("fifo", 4, set()),  # no rungs: val at each epoch's end, the first and the last round only
+])
+def test_val_rounds_are_the_rungs_as_each_scheduler_counts_them(scheduler, rf, expect):
+    from search.budget import plan, val_rounds
+
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["budget"].update({"scheduler": scheduler, "max_epochs": 10, "grace_period": 1, "reduction_factor": rf,
+                          "report_every": 2500})
+    spec = parse_spec(raw)
+    assert plan(spec, 10_000).total == 40 and plan(spec, 10_000).grace == 4
+    assert val_rounds(spec, 10_000) == frozenset(expect)
+    raw["budget"]["report_every"] = "epoch"
+    assert val_rounds(parse_spec(raw), 10_000) is None  # every round ends an epoch
+
+
+def test_the_sampler_records_only_val_values_measured_in_their_own_round():
+    spec = parse_spec({**yaml.safe_load(QUICKSTART.read_text()), "name": "s"})
+    ours = RungAwareTPE(DefineByRun(spec.space, spec.baseline), metric="val_acc", mode="max", seed=0, max_t=12, rungs=(1, 4))
+    assert ours.suggest("t0")
+    ours.on_trial_result("t0", {"round": 1, "val_round": 1, "val_acc": 0.5})
+    ours.on_trial_result("t0", {"round": 2, "val_round": 1, "val_acc": 0.5})  # carried from round 1
+    ours.on_trial_result("t0", {"round": 3, "val_round": 3, "val_acc": 0.6})
+    ours.on_trial_complete("t0", {"round": 4, "val_round": 3, "val_acc": 0.6}, error=False)
+    assert ours.trials["t0"]["curve"] == {1: 0.5, 3: 0.6}
+    told = [dict(t.intermediate_values) for t in ours.study().get_trials()]
+    assert told[-1] == {1: 0.5, 3: 0.6}  # pruned at round 3, the last one that measured val

@@ -185,6 +185,32 @@ def test_report_every_gives_fractional_epochs(digits):
     assert trainer.samples_seen == every * len(history)
 
 
+def test_short_rounds_evaluate_val_only_where_asked_and_carry_the_last_values(digits):
+    n, every, epochs = len(digits.train), 300, 2
+    sparse = Trainer(tiny_cnn_hparams(), digits, _cpu(max_epochs=epochs, report_every=every, val_rounds=frozenset({3})))
+    dense = Trainer(tiny_cnn_hparams(), digits, _cpu(max_epochs=epochs, report_every=every))
+    history, full = [], []
+    while not sparse.finished:
+        history.append(sparse.run_round())
+        full.append(dense.run_round())
+    total = sparse.total_rounds
+    assert total >= 6
+    crossed = {k for k in range(1, total + 1) if k * every // n > (k - 1) * every // n}  # rounds that end an epoch
+    assert [h[M.VAL_ROUND] == h[M.ROUND] for h in history] == [k in {1, 3, total} | crossed for k in range(1, total + 1)]
+    assert sum(not M.val_is_fresh(h) for h in history) >= 2
+    last = {}
+    for h, d in zip(history, full):
+        if M.val_is_fresh(h):  # evaluated: the same weights, the same val values as evaluating every round
+            assert h[M.VAL_ACC] == d[M.VAL_ACC] and h[M.VAL_LOSS] == d[M.VAL_LOSS]
+            last = {k: h[k] for k in (M.VAL_ACC, M.VAL_LOSS, M.VAL_ROUND)}
+        else:
+            assert {k: h[k] for k in last} == last and h[M.TRAIN_LOSS] == d[M.TRAIN_LOSS]
+            assert set(M.curve_keys(h)).isdisjoint(M.VAL_KEYS)
+        evaluated = [g for g in history[: h[M.ROUND]] if M.val_is_fresh(g)]
+        best = max(evaluated, key=lambda g: (g[M.VAL_ACC], -g[M.ROUND]))  # ties keep the earlier round
+        assert h[M.BEST_ROUND] == best[M.ROUND]  # the best round is one that was evaluated
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 

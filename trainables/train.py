@@ -79,6 +79,9 @@ class RunSettings:
     threads: int | None = None  # torch intra-op threads (a trial's cpus)
     device: str = "auto"  # auto | cpu | cuda | mps
     eval_batch_size: int | None = None  # None: the device's (DevicePlan.eval_batch_size)
+    # Rounds shorter than an epoch: the rounds that must evaluate val besides each epoch's end, the first and the last
+    # (the scheduler's rungs); the others carry the last val values (M.VAL_ROUND says whose). None: every round evaluates.
+    val_rounds: frozenset[int] | None = None
     loader_workers: int = 2  # DataLoader workers for streamed (file) splits
     # the user's model factory itself (file.py:Name, or an object from Python): it travels pickled by value
     # to the workers, so they need not have the file (trainables.references); None for other models
@@ -329,22 +332,33 @@ class Trainer:
             M.TRAIN_ACC: float(correct) / max(seen, 1),
             M.LR: self.optimizer.param_groups[0]["lr"],
         }
+        n_train = len(self.data.train)
+        ends_epoch = self.samples_seen // n_train > (self.samples_seen - seen) // n_train
         if not math.isfinite(train_loss):
             self.diverged = True
             metrics.update({M.STATUS: M.STATUS_DIVERGED, M.VAL_LOSS: float("inf"), M.VAL_ACC: 0.0})
             if self.data.num_classes >= 5:
                 metrics[M.VAL_TOP5] = 0.0
-        else:
+        elif self._needs_val(ends_epoch):
             val = self.evaluate(self.val_loader)
-            metrics.update({M.VAL_LOSS: val["loss"], M.VAL_ACC: val["acc"], M.STATUS: M.STATUS_OK})
+            metrics.update({M.VAL_LOSS: val["loss"], M.VAL_ACC: val["acc"], M.STATUS: M.STATUS_OK, M.VAL_ROUND: self.round})
             if "top5" in val:
                 metrics[M.VAL_TOP5] = val["top5"]
             if self.is_better(metrics[self.settings.metric]):
                 self.best_value, self.best_round = float(metrics[self.settings.metric]), self.round
+        else:  # Tune wants the metric in every result: the last pass's values, marked as such
+            metrics.update({k: self.last_metrics[k] for k in (*M.VAL_KEYS, M.VAL_ROUND) if k in self.last_metrics})
+            metrics[M.STATUS] = M.STATUS_OK
         metrics[M.BEST_ROUND] = self.best_round
         metrics[M.ROUND_SECONDS] = time.perf_counter() - started
         self.last_metrics = metrics
         return metrics
+
+    def _needs_val(self, ends_epoch: bool) -> bool:
+        """Whether this round evaluates val: every round unless `settings.val_rounds` says which (see RunSettings)."""
+        wanted = self.settings.val_rounds
+        return (wanted is None or ends_epoch or self.round in wanted or self.round >= self.total_rounds
+                or M.VAL_ROUND not in self.last_metrics)
 
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
