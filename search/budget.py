@@ -164,12 +164,11 @@ def val_rounds(spec: SearchSpec, n_train: int) -> frozenset[int] | None:
     rounds = plan(spec, n_train)
     if rounds.rounds_per_epoch <= 1.0:
         return None
-    levels = set(rungs(spec, n_train))
-    rf, k = spec.budget.reduction_factor, 0
-    while levels and rounds.grace * rf ** k < rounds.total:
-        levels.add(math.ceil(rounds.grace * rf ** k - 1e-9))
-        k += 1
-    return frozenset(levels)
+    ours = rungs(spec, n_train)
+    if not ours:
+        return frozenset()
+    rays = rung_levels(rounds.grace, spec.budget.reduction_factor, rounds.total, rounding=lambda x: math.ceil(x - 1e-9))
+    return frozenset(ours) | frozenset(rays)
 
 
 def rounds_per_epoch(spec: SearchSpec, n_train: int) -> float:

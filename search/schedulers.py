@@ -55,11 +55,13 @@ RECENT_PER_REDUCTION = 2  # asha-stop: a rung ranks a trial against its last 2 x
 TIE_WEIGHT = 1e-6  # x loss / (1 + loss) < 1e-6: below one image of any val split up to 100,000 images
 
 
-def rung_levels(grace: int, reduction_factor: float, max_t: int) -> tuple[int, ...]:
-    """The rounds at which a trial meets a rung: grace x rf^k below max_t (ASHA's milestones)."""
+def rung_levels(grace: int, reduction_factor: float, max_t: int, *,
+                rounding: Callable[[float], int] = round) -> tuple[int, ...]:
+    """The rounds at which a trial meets a rung: grace x rf^k below max_t (ASHA's milestones), rounded to the
+    nearest round (this module's schedulers) or by `rounding` (Ray's ASHA: the first round at or past it, a ceiling)."""
     levels, k = [], 0
     while True:
-        level = int(round(grace * reduction_factor ** k))
+        level = int(rounding(grace * reduction_factor ** k))
         if level >= max_t:
             return tuple(levels)
         if not levels or level > levels[-1]:

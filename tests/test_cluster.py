@@ -650,9 +650,11 @@ def test_second_node_killed_mid_search(ray_cluster, tmp_path):
     # Ray saw the node die: its GCS marks a node dead after missed health checks (tens of seconds),
     # which may come after a short search has already ended.
     deadline = time.monotonic() + 120
-    while set(ray_cluster.node_by_resource()) != {HEAD} and time.monotonic() < deadline:
+    alive_nodes = set(ray_cluster.node_by_resource())
+    while alive_nodes != {HEAD} and time.monotonic() < deadline:
         time.sleep(2)
-    assert set(ray_cluster.node_by_resource()) == {HEAD}
+        alive_nodes = set(ray_cluster.node_by_resource())
+    assert alive_nodes == {HEAD}
 
     records = _records(experiment)
     assert len(records) == 6, _summary(records)
