@@ -13,8 +13,11 @@ with two workers the budget went to whatever the sampler proposed first (issue 1
 With a time budget, the last part of it goes to the best configurations reaching `max_t`
 (the finish phase): when the time left is what the best paused or running trials need to
 train to the end (measured round times, x FINISH_SAFETY), those finalists (as many as
-workers) get the workers first and run to `max_t`; a worker they do not need (one finished
-early) goes on with promotions and new configurations until the clock ends the search. Before
+workers) get the workers first and run to `max_t`. A finalist after the first must also rank in
+the top 1/reduction_factor of its rung (or have been promoted out of it): a weak configuration
+is not trained to the end for being fast. A worker the finalists do not need goes on with
+promotions that can reach their next rung before the deadline, then new configurations, until
+the clock ends the search. Before
 the finish phase, a promotion that alone would take more than 1/reduction_factor of the rungs'
 worker time (the time before the finish phase; `affordable`) waits: training a configuration
 nearly to the end is the finish phase's job, and those rounds buy more configurations at the
@@ -167,11 +170,14 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         sign = -1.0 if self._mode == "max" else 1.0
         return sorted(rung, key=lambda t: (sign * rung[t], order[t]))
 
+    def _top(self, level: int) -> list[str]:
+        """Trials of rung `level` in its top floor(n / rf), best first (ASHA's bar for more training)."""
+        return self._ranked(level)[: int(len(self.rungs[level]) // self.reduction_factor)]
+
     def promotable(self, level: int) -> list[str]:
         """Trials of rung `level` in its top floor(n / rf) that were not promoted yet, best first."""
-        top = self._ranked(level)[: int(len(self.rungs[level]) // self.reduction_factor)]
         done = set(self.promoted[level])
-        return [t for t in top if t not in done]
+        return [t for t in self._top(level) if t not in done]
 
     # -- Tune hooks -------------------------------------------------------------------------
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
@@ -336,14 +342,17 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         return order
 
     def affordable(self, trial_id: str, level: int) -> bool:
-        """May a trial be promoted out of rung `level` now? Always, except before the finish phase of a
-        time-budgeted search when the promotion (to the next rung, or max_t) would take more than
-        1/reduction_factor of the rungs' worker time at the trial's measured pace. The rungs get what the
-        finish phase leaves: at least FINISH_EARLIEST of the budget (as search.budget plans it)."""
+        """May a trial be promoted out of rung `level` now? Always without a time budget. With one: before the
+        finish phase, unless the promotion (to the next rung, or max_t) would take more than 1/reduction_factor
+        of the rungs' worker time at the trial's measured pace (the rungs get what the finish phase leaves: at
+        least FINISH_EARLIEST of the budget, as search.budget plans it); in the finish phase, if it reaches its
+        next rung before the time budget ends."""
         pace = self.round_seconds.get(trial_id)
-        if self.time_budget_s is None or self.finishing or not pace:
+        if self.time_budget_s is None or not pace:
             return True
         target = next((lv for lv in self.levels if lv > level), self.max_t)
+        if self.finishing:  # a promotion the clock would cut before its next rung tells nothing: a new configuration does
+            return self.started_at is None or (target - level) * pace <= self.time_budget_s - (self.clock() - self.started_at)
         rungs_seconds = max(FINISH_EARLIEST * self.time_budget_s, self.time_budget_s - self.max_t * pace) * self.max_concurrent
         return (target - level) * pace <= rungs_seconds / self.reduction_factor
 
@@ -360,11 +369,24 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         for trial_id, t in self.progress.items():
             if t >= self.max_t or trial_id in self.completed or trial_id not in self._known:
                 continue
-            level = max((lv for lv in self.levels if lv <= t and trial_id in self.rungs[lv]), default=None)
+            level = self._highest_rung(trial_id)
             if level is None:
                 continue
             out.append((-level, sign * self.rungs[level][trial_id], trial_id))
         return [t for _, _, t in sorted(out)]
+
+    def _highest_rung(self, trial_id: str) -> int | None:
+        """The highest rung a trial has a result at, up to the round it reached (None: none yet)."""
+        t = self.progress.get(trial_id, 0)
+        return max((lv for lv in self.levels if lv <= t and trial_id in self.rungs[lv]), default=None)
+
+    def _in_rung_top(self, trial_id: str) -> bool:
+        """Whether a trial ranks in the top 1/reduction_factor of the highest rung it reported at, or was promoted
+        out of it."""
+        level = self._highest_rung(trial_id)
+        if level is None:
+            return False
+        return trial_id in self._top(level) or trial_id in self.promoted[level]
 
     def _need(self, trial_id: str) -> float:
         """Seconds a trial needs to reach max_t from where it is, at its measured pace."""
@@ -385,14 +407,15 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             self._start_finish(why=f"{left:.0f} s left, the best candidate needs ~{self._need(candidates[0]):.0f} s", left=left)
 
     def _start_finish(self, why: str, left: float | None = None) -> None:
-        """Freeze the finalists: the best candidate, and the next best (up to max_concurrent) that can still finish."""
+        """Freeze the finalists: the best candidate, and the next best (up to max_concurrent) that can still finish
+        and rank in their rung's top 1/reduction_factor."""
         self.finishing = True
         candidates = self._candidates()
         if left is None:  # no time budget: the searcher has run out of configurations
             self.finalists = [] if self.completed else candidates[:1]
         else:
-            self.finalists = candidates[:1] + [t for t in candidates[1:] if FINISH_SAFETY * self._need(t) <= left][
-                : self.max_concurrent - 1]
+            self.finalists = candidates[:1] + [t for t in candidates[1:] if FINISH_SAFETY * self._need(t) <= left
+                                               and self._in_rung_top(t)][: self.max_concurrent - 1]
         log.info("finish phase (%s): finalists %s", why, self.finalists)
         for trial_id in self.finalists:
             self._tell("finalist", trial_id, self.progress.get(trial_id, 0))

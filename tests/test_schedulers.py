@@ -155,7 +155,9 @@ def test_with_a_time_budget_the_last_part_goes_to_finalists_first():
     assert scheduler.admission() == "wait"  # two trials run, as many as max_concurrent
     tune.report(a, 1, 0.5)
     assert scheduler.admission() == "yes"
-    assert tune.report(b, 1, 0.7) == "CONTINUE"  # top 1 of 2: goes on
+    for name, acc in (("x", 0.3), ("y", 0.2)):  # two weaker configurations pause at rung 1
+        assert tune.report(tune.add(name), 1, acc) == "PAUSE"
+    assert tune.report(b, 1, 0.7) == "CONTINUE"  # top 2 of 4: goes on
     now[0] = 60.0  # 40 s left; b needs 5 more rounds of 1 s, a 7: 1.25 x 7 s < 40 s, not yet
     assert tune.report(b, 3, 0.75) == "CONTINUE" and not scheduler.finishing
     assert tune.report(b, 3, 0.8, seconds=40.0) == "CONTINUE"  # slow rounds: 1.25 x 5 x 12.7 s > 40 s left
@@ -171,6 +173,31 @@ def test_with_a_time_budget_the_last_part_goes_to_finalists_first():
     # both finalists served: the free worker goes back to ASHA's work (c, top of rung 1, is promoted)
     assert scheduler.admission() == "yes"
     assert scheduler.choose_trial_to_run(tune) is c
+
+
+def test_a_further_finalist_must_rank_in_its_rungs_top_and_the_spare_worker_explores():
+    """The finish phase does not train a weak configuration to the end for being fast (seed 1 of the sparse-val
+    benchmark trained a rung-1 trial outside its rung's top quarter to max_t), and the worker the finalists do not
+    need takes only promotions that reach their next rung before the deadline, else a new configuration."""
+    now = [0.0]
+    scheduler = _scheduler(max_t=64, time_budget_s=100.0, clock=lambda: now[0])
+    tune = Controller(scheduler)
+    best, fast = tune.add("best"), tune.add("fast")
+    others = [tune.add(name) for name in "abcdefg"]
+    for trial, acc in zip(others, (0.8, 0.7, 0.6, 0.55, 0.45, 0.4, 0.3)):
+        assert tune.report(trial, 1, acc, seconds=0.5) == "PAUSE"
+    assert tune.report(fast, 1, 0.5, seconds=0.1) == "PAUSE"  # 5th of 8 at rung 1: outside its top quarter
+    for rounds, acc in ((1, 0.9), (4, 0.91), (16, 0.95)):
+        tune.report(best, rounds, acc, seconds=1.0)
+    now[0] = 60.0  # 40 s left < 1.25 x (48 rounds of 1 s + restart): the finish phase starts
+    assert scheduler.choose_trial_to_run(tune) is best and scheduler.finishing
+    # fast could finish (63 rounds x 0.1 s) but ranks 6th of 9 at rung 1 (top quarter: best, a): not a finalist
+    assert scheduler.finalists == ["best"] and not scheduler._in_rung_top("fast")
+    best.set_status(Trial.RUNNING)
+    assert scheduler.admission() == "yes"  # the other worker goes on with ASHA's work
+    assert scheduler.promotable(1) == ["a"] and scheduler.affordable("a", 1)  # 3 rounds of 0.5 s: in time
+    now[0] = 99.0  # 1 s left: a promotion of 1.5 s would be cut before its rung, a new configuration goes instead
+    assert not scheduler.affordable("a", 1) and scheduler.choose_trial_to_run(tune) is None
 
 
 def test_rungs_and_pauses_survive_a_killed_driver(tmp_path):
