@@ -218,10 +218,6 @@ class ReproducibleASHA(PromotionASHA):
                                           diverged=event.get("diverged", False))
             self._forget(trial_id, {self.time_attr: event["round"]})
 
-    def _target(self, level: int) -> int:
-        """Where a job from round `level` ends: the next rung above it, else max_t."""
-        return next((lv for lv in self.levels if lv > level), self.max_t)
-
     def _assign(self) -> None:
         """ASHA's get_job for every free virtual worker: a promotion (highest rung first), else a new configuration;
         with neither left and nothing running, the best trial trains to max_t if none did, and the rest end."""

@@ -341,6 +341,10 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
             order += [t for t in self.promotable(level) if self.paused_at.get(t) == level and self.affordable(t, level)]
         return order
 
+    def _target(self, level: int) -> int:
+        """Where a promotion out of round `level` ends: the next rung above it, else max_t."""
+        return next((lv for lv in self.levels if lv > level), self.max_t)
+
     def affordable(self, trial_id: str, level: int) -> bool:
         """May a trial be promoted out of rung `level` now? Always without a time budget. With one: before the
         finish phase, unless the promotion (to the next rung, or max_t) would take more than 1/reduction_factor
@@ -350,7 +354,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         pace = self.round_seconds.get(trial_id)
         if self.time_budget_s is None or not pace:
             return True
-        target = next((lv for lv in self.levels if lv > level), self.max_t)
+        target = self._target(level)
         if self.finishing:  # a promotion the clock would cut before its next rung tells nothing: a new configuration does
             return self.started_at is None or (target - level) * pace <= self.time_budget_s - (self.clock() - self.started_at)
         rungs_seconds = max(FINISH_EARLIEST * self.time_budget_s, self.time_budget_s - self.max_t * pace) * self.max_concurrent
