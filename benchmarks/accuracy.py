@@ -149,7 +149,7 @@ def specs(data_root: Path, smoke: bool) -> list[tuple[str, dict, str]]:
 
 def search_test_accuracy(result, data) -> float:
     """Test accuracy of the best trial's best-val checkpoint (what `hpsearch export` ships)."""
-    from search import report
+    from search import finalize as report
     from search import results as R
     from trainables.checkpoint import load_checkpoint
 

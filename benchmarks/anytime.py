@@ -242,7 +242,7 @@ def method_outcome(events: list, configs: dict[str, dict[str, Any]], *, test_acc
 
 def _test_of(state: dict[str, Any] | None, spec, data) -> float:
     """Test accuracy of a checkpoint state on the data set's test split."""
-    from search.report import trainer_from_checkpoint
+    from search.finalize import trainer_from_checkpoint
 
     if state is None:
         return float("nan")

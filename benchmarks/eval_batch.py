@@ -1,7 +1,7 @@
 """The val pass's batch size on a CPU: seconds to evaluate 5,000 28x28 grey images, one thread.
 
 Every round of a trial ends with a val pass, and `report_every: auto` floors a round at
-search.budget.MIN_EVAL_SHARE x that pass, so its cost sets how many configurations a
+search.rounds.MIN_EVAL_SHARE x that pass, so its cost sets how many configurations a
 time budget can try (benchmarks/README.md, "val pass"). Measured for the three widths of the
 benchmark space's two-block CNN at batch sizes 64-1024, alone and with two processes evaluating
 at once (two trials on a 2-core machine); the median of `--reps` passes after one warm-up.

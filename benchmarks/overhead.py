@@ -117,12 +117,12 @@ class Timed:
     """Wraps hpsearch functions for timing only (the code that runs is unchanged)."""
 
     def __init__(self, data) -> None:
-        import search.report
+        import search.finalize
         import search.tuner
 
         self.data = data
         self.times: dict[str, float] = {}
-        self._orig = (search.tuner.build_tuner, search.report.final_report)
+        self._orig = (search.tuner.build_tuner, search.finalize.final_report)
         timings = self.times
 
         def build_tuner(*args, **kwargs):
@@ -146,13 +146,13 @@ class Timed:
             finally:
                 timings["final_report"] = time.perf_counter() - t0
 
-        search.tuner.build_tuner, search.report.final_report = build_tuner, final_report
+        search.tuner.build_tuner, search.finalize.final_report = build_tuner, final_report
 
     def restore(self) -> None:
-        import search.report
+        import search.finalize
         import search.tuner
 
-        search.tuner.build_tuner, search.report.final_report = self._orig
+        search.tuner.build_tuner, search.finalize.final_report = self._orig
 
 
 def hpsearch_trial(spec, data, storage: Path, name: str) -> dict:

@@ -245,7 +245,7 @@ def train_config(index: int, params: dict[str, Any], torch_seed: int | None = No
 
 
 def _header(spec: Any, args: argparse.Namespace, data: Any, source: str, dataset_name: str) -> dict[str, Any]:
-    from search import budget as B
+    from search import rounds as B
 
     rounds = B.plan(spec, len(data.train))
     return {

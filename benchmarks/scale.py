@@ -181,15 +181,15 @@ def one_run(which: str, spec, data, storage: Path) -> dict:
         counts = {s: sum(r.status == s for r in records) for s in (R.COMPLETED, R.PRUNED, R.FAILED, R.DIVERGED, R.RUNNING, R.PENDING)}
         result = T.SearchResult(name=name, experiment_dir=experiment_dir, spec=spec, records=records,
                                 best=R.best_record(records, spec.mode), baseline=None, interrupted=False, counts=counts)
-        import search.report
+        import search.finalize
 
-        original = search.report.final_report
-        search.report.final_report = lambda *a, **k: {}  # trivial trials have no checkpoint: no model to report
+        original = search.finalize.final_report
+        search.finalize.final_report = lambda *a, **k: {}  # trivial trials have no checkpoint: no model to report
         try:
             with C.Stopwatch() as finish:
                 tracker.finish_search(result, data)
         finally:
-            search.report.final_report = original
+            search.finalize.final_report = original
         out["finish"] = finish.seconds
         from mlflow.entities import ViewType
 
@@ -297,7 +297,7 @@ def summarise_profile(raw: Path, trials: int) -> str:
         wrows = [[label, f"{writer[label] / 100:.1f} s", f"{1000 * writer[label] / 100 / trials:.1f} ms"]
                  for label in [*(w[0] for w in WRITER_PARTS), "other"] if writer[label]]
         out += [
-            f"The MLflow writer process (search/mlflow_writer.py) was busy {writer_busy / 100:.1f} s of {writer_total / 100:.0f} s "
+            f"The MLflow writer process (search/tracking/writer.py) was busy {writer_busy / 100:.1f} s of {writer_total / 100:.0f} s "
             f"({1000 * writer_busy / 100 / trials:.0f} ms per trial, on its own interpreter: not competing with Tune's loop for the GIL):",
             C.md_table(["MLflow work", "seconds", "per trial"], wrows),
         ]

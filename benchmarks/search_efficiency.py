@@ -234,7 +234,7 @@ def test_accuracy(state, spec, data) -> float:
     The max of many noisy val accuracies favours whoever trained more trials to the end (random + FIFO trains
     all 48); the test split, never seen during any search, scores the chosen models without that bias.
     """
-    from search.report import trainer_from_checkpoint
+    from search.finalize import trainer_from_checkpoint
 
     if state is None or data.test is None:
         return float("nan")

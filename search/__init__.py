@@ -5,7 +5,7 @@
     print(result.best.config, result.best.best_value)
 
 The names below load on first use (PEP 562), so a light submodule such as
-`search.mlflow_writer` (the MLflow writer process) does not pull in Ray and torch.
+`search.tracking.writer` (the MLflow writer process) does not pull in Ray and torch.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from search import budget as B
+from search import rounds as B
 from search import results as R
 from search import storage as S
 from search.spec import SearchSpec
@@ -54,7 +54,7 @@ def search_callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, s
                                                                    experiment_dir=experiment_dir)]
     uri_storage = S.is_uri(state.get("storage"))
     if state.get("track", True):
-        from search.tracking import MlflowTracker
+        from search.tracking.callback import MlflowTracker
 
         if uri_storage:  # the tracker writes its run map to the local mirror; the store is local (SQLite is no bucket file)
             uri, artifacts = _tracking_for_uri_storage(state)
@@ -69,8 +69,8 @@ def search_callbacks(spec: SearchSpec, data: DataBundle, experiment_dir: Path, s
 
 def _tracking_for_uri_storage(state: dict[str, Any]) -> tuple[str, str | None]:
     """MLflow tracking URI and artifact root of a search stored on a URI (fixed in `state` for resume)."""
-    from search.mlflow_writer import sqlite_file
-    from search.tracking import artifact_root, resolve_tracking_uri
+    from search.tracking.writer import sqlite_file
+    from search.tracking.callback import artifact_root, resolve_tracking_uri
 
     uri = resolve_tracking_uri(state.get("tracking_uri"), S.local_tracking_root(state["storage"]))
     state["tracking_uri"] = uri

@@ -105,7 +105,7 @@ def print_summary(result: Any) -> None:
     if result.tracking:
         t = result.tracking
         if t["tracking_uri"].startswith("sqlite:"):
-            from search.mlflow_writer import sqlite_file
+            from search.tracking.writer import sqlite_file
             from search.storage import is_uri
 
             db = sqlite_file(t["tracking_uri"])
@@ -213,8 +213,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from search import results as R
-    from search.export import export_model
-    from search.report import BEST_DIR
+    from search.deploy.export import export_model
+    from search.finalize import BEST_DIR
 
     spec, folder, _, state = _load_records(args.name, args.storage)
     checkpoint = R.fetch_file(folder, f"{BEST_DIR}/checkpoint.pt")  # downloaded when the search lives on a URI
@@ -241,7 +241,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from search.predict import predict
+    from search.deploy.predict import predict
 
     table = predict(args.model_dir, args.inputs, out_csv=args.out, top_k=args.top_k)
     import pandas as pd
@@ -259,7 +259,7 @@ def _compare_link(name: str, storage: str, tracking_uri: str, host: str, port: i
     import json
 
     from search import results as R
-    from search.tracking import compare_url
+    from search.tracking.callback import compare_url
 
     runs_file = R.fetch_file(R.find_search(storage, name), R.RUNS_FILE)
     if runs_file is None:
@@ -272,7 +272,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
     from search.storage import is_uri
-    from search.tracking import artifact_root, resolve_tracking_uri
+    from search.tracking.callback import artifact_root, resolve_tracking_uri
 
     if is_uri(args.storage):  # a bucket holds no SQLite store: the searches' embedded store is local (see `run`)
         from search.tuner import local_tracking_root

@@ -58,7 +58,7 @@ BUDGET_DEFAULTS: dict[str, Any] = {
     "reduction_factor": 4,  # the top 1/4 of a rung go on; why 4: benchmarks/README.md ("reduction factor 4")
     "max_concurrent": 2,  # trials in flight
     "time_budget": None,  # wall time of the search: seconds, or "90s", "10m", "2h"; None = until `samples` are done
-    "report_every": "auto",  # a round: "auto", "epoch", or a number of training samples (search.budget)
+    "report_every": "auto",  # a round: "auto", "epoch", or a number of training samples (search.rounds)
     "scheduler": "asha",  # asha (with promotions) | asha-stop (Ray's stopping ASHA) | fifo
     "reproducible": True,  # asha: decisions on a virtual clock, so the seed gives the same search whatever the timing
     "auto_rounds": False,  # set by hpsearch when it sized the rounds itself (report_every: auto): rung 1 = one round
@@ -110,7 +110,7 @@ class Budget:
     reduction_factor: float
     max_concurrent: int
     time_budget_s: float | None
-    report_every: int | None | str  # training samples per report; None = one epoch; "auto" until resolved (search.budget)
+    report_every: int | None | str  # training samples per report; None = one epoch; "auto" until resolved (search.rounds)
     scheduler: str = "asha"  # asha | asha-stop | fifo (search.schedulers)
     reproducible: bool = True  # asha: search.schedulers.ReproducibleASHA (same seed, same search); false: PromotionASHA
     auto_rounds: bool = False  # the rounds were sized by `auto`: the first rung is one round

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from search import budget as B
+from search import rounds as B
 from search import results as R
 from search import storage as S
-from search.budget import rounds_per_epoch, rungs, total_rounds  # noqa: F401 - re-exported (CLI, tests, benchmarks)
+from search.rounds import rounds_per_epoch, rungs, total_rounds  # noqa: F401 - re-exported (CLI, tests, benchmarks)
 from search.callbacks import MIRROR_UPLOAD_SECONDS, MirrorUpload, result_logger, search_callbacks  # noqa: F401 - re-exported
 from search.checkpoints import prune_checkpoints
 from search.cluster import (  # noqa: F401 - re-exported: these lived here before
@@ -49,7 +49,7 @@ from search.cluster import (  # noqa: F401 - re-exported: these lived here befor
     check_storage_reachable,
     connect,
 )
-from search.reproducible import ReproducibleASHA
+from search.schedulers import ReproducibleASHA
 from search.schedulers import (  # noqa: F401 - re-exported: the scheduler's helpers were defined here before
     RANK_SCORE,
     PromotionASHA,

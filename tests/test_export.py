@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from search.export import FORMATS, ONNX_TOLERANCE, export_model, load_model_from_checkpoint
-from search.predict import collect_files, predict
+from search.deploy.export import FORMATS, ONNX_TOLERANCE, export_model, load_model_from_checkpoint
+from search.deploy.predict import collect_files, predict
 from search.spec import load_spec
 from trainables.checkpoint import save_checkpoint
 from trainables.data import create_dataset

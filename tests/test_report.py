@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from search.report import merged_train_val, refit_state, trainer_from_checkpoint
+from search.finalize import merged_train_val, refit_state, trainer_from_checkpoint
 from search.spec import load_spec
 from tests._search_helpers import QUICKSTART
 from trainables.data import create_dataset

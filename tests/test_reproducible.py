@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.reproducible import ReproducibleASHA
+from search.schedulers import ReproducibleASHA
 from search.schedulers import PromotionASHA, load_state
 from search.spec import load_spec
 from search.tuner import build_scheduler, run_search

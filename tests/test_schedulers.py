@@ -13,7 +13,7 @@ import pytest
 import yaml
 from ray.tune.experiment import Trial
 
-from search.budget import Speed, auto_round_samples
+from search.rounds import Speed, auto_round_samples
 from search.results import COMPLETED, PAUSED, PRUNED, RUNNING, TIMED_OUT, ended_outcome, paused_trial_outcome, rung_of
 from search.sampler import AdmissionLimiter, RungAwareTPE
 from search.schedulers import PromotionASHA, end_pauses, load_state, rung_levels
@@ -298,7 +298,7 @@ def test_auto_rounds_measure_the_baseline_on_the_workers_as_many_at_a_time_as_tr
 
     import numpy as np
 
-    from search.budget import measure_parallel_speed, resolve_report_every
+    from search.rounds import measure_parallel_speed, resolve_report_every
     from trainables.data import Split, create_dataset
 
     digits = create_dataset("digits", val_fraction=0.2, test_fraction=0.0)
@@ -406,7 +406,7 @@ def test_before_the_finish_phase_a_promotion_that_would_eat_the_rungs_time_waits
     ("fifo", 4, set()),  # no rungs: val at each epoch's end, the first and the last round only
 ])
 def test_val_rounds_are_the_rungs_as_each_scheduler_counts_them(scheduler, rf, expect):
-    from search.budget import plan, val_rounds
+    from search.rounds import plan, val_rounds
 
     raw = yaml.safe_load(QUICKSTART.read_text())
     raw["budget"].update({"scheduler": scheduler, "max_epochs": 10, "grace_period": 1, "reduction_factor": rf,

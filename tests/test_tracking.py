@@ -19,9 +19,9 @@ import pytest
 from _processes import alive
 from _search_helpers import mlflow_runs, small_spec
 
-from search.mlflow_writer import RUNS_FILE, on_network_filesystem
+from search.tracking.writer import RUNS_FILE, on_network_filesystem
 from search.spec import load_spec
-from search.tracking import MlflowTracker
+from search.tracking.callback import MlflowTracker
 from trainables.errors import UserError
 
 

@@ -349,7 +349,7 @@ class PromotionASHA(_base_scheduler()):  # type: ignore[misc]
         """May a trial be promoted out of rung `level` now? Always without a time budget. With one: before the
         finish phase, unless the promotion (to the next rung, or max_t) would take more than 1/reduction_factor
         of the rungs' worker time at the trial's measured pace (the rungs get what the finish phase leaves: at
-        least FINISH_EARLIEST of the budget, as search.budget plans it); in the finish phase, if it reaches its
+        least FINISH_EARLIEST of the budget, as search.rounds plans it); in the finish phase, if it reaches its
         next rung before the time budget ends."""
         pace = self.round_seconds.get(trial_id)
         if self.time_budget_s is None or not pace:

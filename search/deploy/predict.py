@@ -1,4 +1,4 @@
-"""Predict image files with an exported model folder (see `search.export`).
+"""Predict image files with an exported model folder (see `search.deploy.export`).
 
 The model is loaded from the export alone: torchscript with `torch.jit.load`,
 onnx with onnxruntime, state_dict by rebuilding the network with
@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from search.export import FORMATS, INPUT_NAME, read_model_info
+from search.deploy.export import FORMATS, INPUT_NAME, read_model_info
 from trainables.data import decode_image
 from trainables.errors import UserError
 
@@ -53,7 +53,7 @@ def load_runner(model_dir: str | os.PathLike, info: dict[str, Any] | None = None
                 warnings.simplefilter("ignore")
                 module = torch.jit.load(str(weights), map_location="cpu").eval()
         else:
-            from search.export import build_model
+            from search.deploy.export import build_model
 
             state = torch.load(weights, map_location="cpu", weights_only=True)
             module = build_model(info["model_name"], dict(info["architecture"]), state)

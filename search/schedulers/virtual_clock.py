@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from search.schedulers import PromotionASHA
+from search.schedulers.promotion import PromotionASHA
 from trainables import metrics as M
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from typing import Any
 from ray.tune import Callback
 
 from search import results as R
-from search.mlflow_writer import RUNS_FILE, SYNC, RunWriter, check_tracking_uri, writer_main
+from search.tracking.writer import RUNS_FILE, SYNC, RunWriter, check_tracking_uri, writer_main
 from search.spec import SearchSpec
 from trainables import metrics as M
 
@@ -83,7 +83,7 @@ class MlflowTracker(Callback):
     """Tune callback that mirrors a search into MLflow (see the module docstring).
 
     Tune calls the hooks on its driver loop; they only record what happened and queue it
-    for the writer process (`search.mlflow_writer.RunWriter`, the store's only writer), so
+    for the writer process (`search.tracking.writer.RunWriter`, the store's only writer), so
     a search of many short trials is slowed down neither by SQLite round trips nor by
     MLflow's Python competing with Tune's loop for the GIL. `flush()` waits until
     everything queued is in MLflow and takes back the writer's run map; the end of the
@@ -275,7 +275,7 @@ class MlflowTracker(Callback):
     # -- end of search ----------------------------------------------------------------------
     def finish_search(self, result: Any, data: Any, *, refit: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         """Summary metrics on the parent run, best model + test evaluation, then close every run."""
-        from search import report
+        from search import finalize as report
 
         self.close()  # everything queued is written; from here on the calls are synchronous
         self._reconcile(result.records)

@@ -12,7 +12,7 @@ Every exported graph takes the input the network was trained on: float32
 (N, C, H, W) that is already normalised, i.e. pixels/255 then (x - mean) / std
 with model.json's `mean` and `std`. model.json also says how to get there from
 a file (`preprocessing`): convert to `color_mode` ("L" or "RGB") and resize to
-`image_size` (bilinear), exactly what training did. `search.predict` does all of it.
+`image_size` (bilinear), exactly what training did. `search.deploy.predict` does all of it.
 
 ONNX: the TorchScript-based exporter (`dynamo=False`) is used. It needs only
 `onnx`; torch's default dynamo exporter would also need `onnxscript`. It is
