@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from search.storage import DEFAULT_STORAGE
 from trainables.errors import UserError
-
-DEFAULT_STORAGE = "hpsearch-runs"
 
 
 def _fmt(value: Any) -> str:
@@ -105,8 +104,8 @@ def print_summary(result: Any) -> None:
     if result.tracking:
         t = result.tracking
         if t["tracking_uri"].startswith("sqlite:"):
-            from search.tracking.writer import sqlite_file
             from search.storage import is_uri
+            from search.tracking.writer import sqlite_file
 
             db = sqlite_file(t["tracking_uri"])
             ui_storage = storage if not is_uri(storage) or db is None else str(db.parent)
@@ -156,14 +155,15 @@ def _load_records(name: str, storage: str) -> tuple[Any, Any, Path, dict[str, An
 
 def cmd_results(args: argparse.Namespace) -> int:
     from search import results as R
-    from search.tuner import _find_baseline, total_rounds
+    from search.rounds import total_rounds
+    from search.tuner import find_baseline
 
     spec, folder, _, state = _load_records(args.name, args.storage)
     rounds = state.get("total_rounds")
     if rounds is None:
         rounds = total_rounds(spec, len(spec.load_data().train))
     records = R.trial_records(folder, metric=spec.metric, mode=spec.mode, total_rounds=rounds, rungs=state.get("rungs", ()))
-    baseline = _find_baseline(records, spec)
+    baseline = find_baseline(records, spec)
     table = R.results_table(records, metric=spec.metric, mode=spec.mode, baseline_id=baseline.trial_id if baseline else None)
     if args.csv:
         table.to_csv(args.csv, index=False)
@@ -212,20 +212,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from search import layout as L
     from search import results as R
     from search.deploy.export import export_model
-    from search.finalize import BEST_DIR
 
     spec, folder, _, state = _load_records(args.name, args.storage)
-    checkpoint = R.fetch_file(folder, f"{BEST_DIR}/checkpoint.pt")  # downloaded when the search lives on a URI
-    if checkpoint is None:
-        from search.tuner import total_rounds
+    checkpoint = R.fetch_file(folder, f"{L.BEST}/{L.BEST_CHECKPOINT}")  # the model handed over (downloaded from a URI)
+    if checkpoint is None:  # an interrupted search has none yet: its best trial so far
+        from search.rounds import total_rounds
 
         rounds = total_rounds(spec, len(spec.load_data().train))
         best = R.best_record(R.trial_records(folder, metric=spec.metric, mode=spec.mode, total_rounds=rounds), spec.mode)
         if best is None:
             raise UserError(f"search {args.name!r} has no trial with a result yet; nothing to export")
-        checkpoint = R.best_checkpoint_dir(best) / "checkpoint.pt"
+        checkpoint = R.best_checkpoint_dir(best) / L.BEST_CHECKPOINT
     final = state.get("final") or {}
     from trainables.checkpoint import load_checkpoint
 
@@ -258,10 +258,11 @@ def _compare_link(name: str, storage: str, tracking_uri: str, host: str, port: i
     """The MLflow compare-runs link of search `name`'s trials, from its run map."""
     import json
 
+    from search import layout as L
     from search import results as R
     from search.tracking.callback import compare_url
 
-    runs_file = R.fetch_file(R.find_search(storage, name), R.RUNS_FILE)
+    runs_file = R.fetch_file(R.find_search(storage, name), L.RUNS)
     if runs_file is None:
         raise UserError(f"search {name!r} has no MLflow runs (it ran with tracking off, or before its first trial)")
     runs = json.loads(runs_file.read_text())
@@ -271,12 +272,10 @@ def _compare_link(name: str, storage: str, tracking_uri: str, host: str, port: i
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from search.storage import is_uri
+    from search.storage import is_uri, local_tracking_root
     from search.tracking.callback import artifact_root, resolve_tracking_uri
 
     if is_uri(args.storage):  # a bucket holds no SQLite store: the searches' embedded store is local (see `run`)
-        from search.tuner import local_tracking_root
-
         args.storage = str(local_tracking_root(args.storage))
     uri = resolve_tracking_uri(args.tracking_uri, args.storage)
     if uri.startswith(("http://", "https://")):
@@ -381,9 +380,18 @@ def _one_line_warnings() -> None:
     warnings.formatwarning = formatted
 
 
+def _quiet_libraries() -> None:
+    """The console shows hpsearch's lines: Optuna's per-study INFO lines off (a process-wide setting, so it is made
+    here, by the command, and never by the library)."""
+    import logging
+
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hpsearch` console script."""
     _one_line_warnings()
+    _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

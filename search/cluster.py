@@ -21,10 +21,7 @@ def connect(address: str | None = None, *, quiet: bool = True) -> None:
     A cluster with token authentication (Ray's default) refuses a process without its token:
     that is reported as one line saying how to pass the token, not as Ray's retry log.
     """
-    import optuna
     import ray
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     if ray.is_initialized():
         return
@@ -35,8 +32,8 @@ def connect(address: str | None = None, *, quiet: bool = True) -> None:
     try:
         ray.init(address=address, **kwargs)
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is an auth or connection failure
-        if _is_auth_error(exc):
-            raise UserError(_auth_message(address)) from None
+        if is_auth_error(exc):
+            raise UserError(auth_message(address)) from None
         if isinstance(exc, ConnectionError):
             raise UserError(f"cannot reach a Ray cluster at {address!r} ({exc}); start one with `ray start --head` or drop --address") from None
         raise
@@ -45,7 +42,7 @@ def connect(address: str | None = None, *, quiet: bool = True) -> None:
 _AUTH_MARKERS = ("InvalidAuthToken", "AuthenticationError", "Unauthenticated", "authentication token")
 
 
-def _is_auth_error(exc: BaseException) -> bool:
+def is_auth_error(exc: BaseException) -> bool:
     """Whether `ray.init` failed on token authentication.
 
     Ray 2.60 raises `ray.exceptions.AuthenticationError` when token mode is on but no token is
@@ -67,7 +64,7 @@ def _is_auth_error(exc: BaseException) -> bool:
     return False
 
 
-def _auth_message(address: str | None) -> str:
+def auth_message(address: str | None) -> str:
     missing = [] if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ["RAY_AUTH_MODE=token"]
     if os.environ.get("RAY_AUTH_TOKEN"):
         source = "RAY_AUTH_TOKEN"
@@ -90,7 +87,7 @@ def _alive(nodes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [n for n in nodes if n.get("Alive", n.get("alive", False))]
 
 
-def _resource_problem(want: Any, nodes: Iterable[dict[str, Any]], spec_path: str = "<spec>") -> str | None:
+def resource_problem(want: Any, nodes: Iterable[dict[str, Any]], spec_path: str = "<spec>") -> str | None:
     """Why no alive node can run one trial of `want` (cpu, gpu), or None; `nodes` as `ray.nodes()` lists them."""
     alive = [n.get("Resources", {}) for n in _alive(nodes)]
     cpu = max((n.get("CPU", 0) for n in alive), default=0)
@@ -114,7 +111,7 @@ def check_resources(spec: SearchSpec, nodes: list[dict[str, Any]] | None = None)
         import ray
 
         nodes = ray.nodes()
-    problem = _resource_problem(spec.resources, nodes, spec.path)
+    problem = resource_problem(spec.resources, nodes, spec.path)
     if problem:
         raise UserError(problem)
 
@@ -123,7 +120,7 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _storage_problem(storage: str, nodes: Iterable[dict[str, Any]], *, shared: bool = False) -> str | None:
+def storage_problem(storage: str, nodes: Iterable[dict[str, Any]], *, shared: bool = False) -> str | None:
     """Why `storage` cannot hold the checkpoints of a search on the cluster of `nodes`, or None.
 
     A URI (s3://, gs://, ...) is reachable from every node; a path is fine on one host (every node
@@ -152,7 +149,7 @@ def check_storage_reachable(storage: str, nodes: list[dict[str, Any]] | None = N
         import ray
 
         nodes = ray.nodes()
-    problem = _storage_problem(storage, nodes, shared=_truthy(os.environ.get("HPSEARCH_SHARED_STORAGE")))
+    problem = storage_problem(storage, nodes, shared=_truthy(os.environ.get("HPSEARCH_SHARED_STORAGE")))
     if problem:
         raise UserError(problem)
 

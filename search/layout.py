@@ -10,6 +10,7 @@ a local *mirror* of the folder (under the hpsearch cache) and uploads them (`DRI
     asha_rungs.state       ASHA with promotions' rungs and pauses (search.schedulers.state)
     user_errors.json       {trial id: message} of a trial whose user error stopped the search
     best/checkpoint.pt     the model handed over (search.finalize), what `hpsearch export` reads
+    best/test_metrics.json, best/results.csv, best/plots/*.png   its test metrics, the trials, the plots
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search import storage as S
+from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
 
 STATE = "hpsearch.json"
 RUNS = "mlflow_runs.json"
@@ -25,7 +27,10 @@ RUNS = "mlflow_runs.json"
 RUNGS = "asha_rungs.state"
 USER_ERRORS = "user_errors.json"
 BEST = "best"
-BEST_CHECKPOINT = "checkpoint.pt"
+BEST_CHECKPOINT = CHECKPOINT_FILE  # best/checkpoint.pt, as in every trial's checkpoint_NNNNNN/ folder
+BEST_TEST_METRICS = "test_metrics.json"  # best/: the test split, evaluated once
+BEST_RESULTS = "results.csv"  # best/: every trial, best first
+BEST_PLOTS = "plots"  # best/plots/*.png
 TUNER_FILE = "tuner.pkl"
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
 DRIVER_FILES = (RUNS, RUNGS, USER_ERRORS)  # written by the driver, uploaded to a URI search at the end

@@ -10,15 +10,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ray.tune import Callback
-
 from search import results as R
 from search.spec import SearchSpec
 from trainables import metrics as M
 
 
-class ProgressCallback(Callback):
-    """Prints search progress through `emit` (print by default; None = silent)."""
+class ProgressCallback:
+    """Observer of a search's Tune hooks (search.callbacks.SearchHooks) that prints its progress through `emit`
+    (print by default; None = silent)."""
 
     def __init__(self, spec: SearchSpec, total_rounds: int, emit: Callable[[str], None] | None, interval: float = 15.0,
                  rungs: tuple[int, ...] = (), experiment_dir: str | Path | None = None) -> None:
@@ -30,9 +29,6 @@ class ProgressCallback(Callback):
         self.ended: dict[str, str] = {}
         self.paused: set[str] = set()
 
-    def __getstate__(self) -> dict[str, Any]:  # pickled into tuner.pkl: keep it printable-free
-        return {**self.__dict__, "emit": None}
-
     def _user_errors(self) -> dict[str, str]:
         return R.read_user_errors(self.experiment_dir) if self.experiment_dir is not None else {}
 
@@ -43,10 +39,10 @@ class ProgressCallback(Callback):
     def _counts(self, trials: list[Any]) -> str:
         running = sum(t.status == "RUNNING" for t in trials)
         paused = sum(t.status == "PAUSED" for t in trials)
-        done = sum(v == R.COMPLETED for v in self.ended.values())
-        pruned = sum(v == R.PRUNED for v in self.ended.values())
-        timed_out = sum(v == R.TIMED_OUT for v in self.ended.values())
-        failed = sum(v in (R.FAILED, R.DIVERGED) for v in self.ended.values())
+        done = sum(v == R.Outcome.COMPLETED for v in self.ended.values())
+        pruned = sum(v == R.Outcome.PRUNED for v in self.ended.values())
+        timed_out = sum(v == R.Outcome.TIMED_OUT for v in self.ended.values())
+        failed = sum(v in (R.Outcome.FAILED, R.Outcome.DIVERGED) for v in self.ended.values())
         best = f"best {self.spec.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else "no result yet"
         waiting = f"{paused} paused, " if paused else ""
         cut = f"{timed_out} timed out, " if timed_out else ""
@@ -77,13 +73,13 @@ class ProgressCallback(Callback):
         self._say(f"{outcome} {trial.trial_id} after {rounds}/{self.total_rounds} rounds, {self.spec.metric} {shown} | {self._counts(trials)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.ended[trial.trial_id] = R.FAILED
+        self.ended[trial.trial_id] = R.Outcome.FAILED
         self._say(f"failed {trial.trial_id} (see {trial.path}/error.txt) | {self._counts(trials)}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         user_errors = self._user_errors()
         if trial.trial_id in user_errors:  # search.stopping ends the search instead of retrying it
-            self.ended[trial.trial_id] = R.FAILED
+            self.ended[trial.trial_id] = R.Outcome.FAILED
             self._say(f"failed {trial.trial_id}: {user_errors[trial.trial_id]} (see {trial.path}/error.txt); the search stops")
             return
         self._say(f"retry {trial.trial_id} from its last checkpoint after a failure (see {trial.path}/error.txt) | {self._counts(trials)}")

@@ -5,6 +5,7 @@ summary at the end of `hpsearch run`, by `hpsearch results` and by export.
 """
 from __future__ import annotations
 
+import enum
 import json
 import math
 import posixpath
@@ -14,38 +15,43 @@ from typing import Any
 
 import pandas as pd
 
+from search import layout as L
 from search import storage as S
 from trainables import metrics as M
 from trainables.errors import UserError
 from trainables.files import write_atomic
 
-STATE_FILE = "hpsearch.json"  # the search's own state beside Ray's experiment_state-*.json
-RUNS_FILE = "mlflow_runs.json"  # search.tracking's trial → MLflow run map (same name as tracking.RUNS_FILE)
-SCHEDULER_STATE_FILE = "asha_rungs.state"  # ASHA with promotions' rungs and pauses (search.schedulers.STATE_FILE)
-USER_ERRORS_FILE = "user_errors.json"  # {trial id: message} of a trial whose user error stopped the search (search.stopping)
-BEST_DIR = "best"  # <search folder>/best/checkpoint.pt: the final model (search.report writes it)
 
-# A search folder is a local Path, or a URI string (s3://bucket/prefix/NAME?...) read through
-# search.storage: Tune's files are downloaded into a local mirror (search.storage.mirror_dir),
-# a checkpoint only when it is needed.
+class Outcome(str, enum.Enum):
+    """How a trial stands, as users see it (progress lines, MLflow tags, `hpsearch results`). A str: compares,
+    hashes, prints and serialises as its value."""
 
-# Trial outcomes as users see them.
-COMPLETED, PRUNED, FAILED, DIVERGED, RUNNING, PENDING = "completed", "pruned", "failed", "diverged", "running", "pending"
-PAUSED = "paused"  # waiting at a rung for a promotion (ASHA with promotions, while the search runs)
-TIMED_OUT = "timed_out"  # cut by the clock (time budget, or the finish phase) between two rungs
-OUTCOMES = (COMPLETED, PRUNED, TIMED_OUT, FAILED, DIVERGED, RUNNING, PAUSED, PENDING)
+    COMPLETED = "completed"  # trained to max_epochs
+    PRUNED = "pruned"  # stopped at a rung by ASHA (or never promoted again)
+    TIMED_OUT = "timed_out"  # cut by the clock (time budget, or the finish phase) between two rungs
+    FAILED = "failed"
+    DIVERGED = "diverged"  # a non-finite training loss
+    RUNNING = "running"
+    PAUSED = "paused"  # waiting at a rung for a promotion (ASHA with promotions, while the search runs)
+    PENDING = "pending"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __hash__(self) -> int:
+        return str.__hash__(self.value)
 
 
 def ended_outcome(rounds: int, total_rounds: int, rungs: Any = (), *, diverged: bool = False) -> str:
     """How a trial that stopped ended: completed (max_t), pruned (at a rung: stopped or never promoted
     again) or timed_out (between rungs: the clock cut it). Without rungs (an older search) every early end is pruned."""
     if diverged:
-        return DIVERGED
+        return Outcome.DIVERGED
     if rounds >= total_rounds:
-        return COMPLETED
+        return Outcome.COMPLETED
     if not rungs or rounds in set(rungs):
-        return PRUNED
-    return TIMED_OUT
+        return Outcome.PRUNED
+    return Outcome.TIMED_OUT
 
 
 def trial_end(trial_id: str, last_result: dict[str, Any] | None, total_rounds: int, rungs: Any,
@@ -54,7 +60,7 @@ def trial_end(trial_id: str, last_result: dict[str, Any] | None, total_rounds: i
     for the progress lines, MLflow and `hpsearch results`. A trial whose user error stopped the search (Tune
     ends it while it waits for a retry) failed, whatever its rounds say."""
     if trial_id in user_errors:
-        return FAILED, user_errors[trial_id]
+        return Outcome.FAILED, user_errors[trial_id]
     last = last_result or {}
     rounds = int(last.get(M.ROUND, 0))
     return ended_outcome(rounds, total_rounds, rungs, diverged=last.get(M.STATUS) == M.STATUS_DIVERGED), ""
@@ -62,7 +68,7 @@ def trial_end(trial_id: str, last_result: dict[str, Any] | None, total_rounds: i
 
 def read_user_errors(experiment_dir: Path | str) -> dict[str, str]:
     """The trials a user error stopped the search on (search.stopping writes them), {} when none did."""
-    path = Path(experiment_dir) / USER_ERRORS_FILE
+    path = Path(experiment_dir) / L.USER_ERRORS
     if not path.is_file():
         return {}
     try:
@@ -72,7 +78,7 @@ def read_user_errors(experiment_dir: Path | str) -> dict[str, str]:
 
 
 def record_user_error(experiment_dir: Path | str, trial_id: str, message: str) -> None:
-    write_atomic(Path(experiment_dir) / USER_ERRORS_FILE, json.dumps({**read_user_errors(experiment_dir), trial_id: message}))
+    write_atomic(Path(experiment_dir) / L.USER_ERRORS, json.dumps({**read_user_errors(experiment_dir), trial_id: message}))
 
 
 def error_line(trial_dir: Path | str, limit: int = 300) -> str:
@@ -93,35 +99,34 @@ def rung_of(rounds: int, rungs: Any) -> int:
 def read_state(experiment_dir: Path | str) -> dict[str, Any]:
     """The search state (`hpsearch.json`) of a search folder (a path or a URI)."""
     if S.is_uri(experiment_dir):
-        text = S.read_text(S.join(str(experiment_dir), STATE_FILE))
+        text = S.read_text(S.join(str(experiment_dir), L.STATE))
         if text is None:
-            raise UserError(f"{S.display(str(experiment_dir))} is not an hpsearch search folder (no {STATE_FILE}); see `hpsearch list`")
+            raise UserError(f"{S.display(str(experiment_dir))} is not an hpsearch search folder (no {L.STATE}); see `hpsearch list`")
         return json.loads(text)
-    path = Path(experiment_dir) / STATE_FILE
+    path = Path(experiment_dir) / L.STATE
     if not path.is_file():
-        raise UserError(f"{experiment_dir} is not an hpsearch search folder (no {STATE_FILE}); see `hpsearch list`")
+        raise UserError(f"{experiment_dir} is not an hpsearch search folder (no {L.STATE}); see `hpsearch list`")
     return json.loads(path.read_text())
 
 
 def write_state(experiment_dir: Path | str, state: dict[str, Any]) -> None:
     text = json.dumps(state, indent=2, default=str)
     if S.is_uri(experiment_dir):
-        S.write_text(S.join(str(experiment_dir), STATE_FILE), text)
+        S.write_text(S.join(str(experiment_dir), L.STATE), text)
         return
-    write_atomic(Path(experiment_dir) / STATE_FILE, text)
+    write_atomic(Path(experiment_dir) / L.STATE, text)
 
 
 def search_location(storage: str | Path, name: str) -> Path | str:
     """Where search `name` lives (or would live) under `storage`: a path, or a URI."""
-    if S.is_uri(storage):
-        return S.join(S.normalize(str(storage)), name)
-    return S.local_path(str(storage)) / name
+    folder = L.SearchFolder.of(storage, name)
+    return folder.location if folder.remote else Path(folder.location)
 
 
 def find_search(storage: str | Path, name: str) -> Path | str:
     """The folder (path or URI) of search `name` under `storage`, or a `UserError` listing what is there."""
     folder = search_location(storage, name)
-    found = S.is_file(S.join(folder, STATE_FILE)) if isinstance(folder, str) else (folder / STATE_FILE).is_file()
+    found = S.is_file(S.join(folder, L.STATE)) if isinstance(folder, str) else (folder / L.STATE).is_file()
     if found:
         return folder
     if S.is_uri(storage):
@@ -137,18 +142,18 @@ def find_search(storage: str | Path, name: str) -> Path | str:
 def list_searches(storage: str | Path) -> list[str]:
     if S.is_uri(storage):
         root = S.normalize(str(storage))
-        return [n for n in S.list_names(root, dirs_only=True) if S.is_file(S.join(root, n, STATE_FILE))]
+        return [n for n in S.list_names(root, dirs_only=True) if S.is_file(S.join(root, n, L.STATE))]
     root = S.local_path(str(storage))
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / STATE_FILE).is_file())
+    return sorted(p.name for p in root.iterdir() if (p / L.STATE).is_file())
 
 
 def _not_mirrored(relpath: str) -> bool:
     """Files of a URI search that reading it back does not download (checkpoints: on demand)."""
     first = relpath.split("/", 1)[0]
     parts = relpath.split("/")
-    return (any(p.startswith("checkpoint_") for p in parts) or first in (BEST_DIR, RUNS_FILE, STATE_FILE, SCHEDULER_STATE_FILE, USER_ERRORS_FILE)
+    return (any(p.startswith("checkpoint_") for p in parts) or first in L.NOT_MIRRORED
             or parts[-1].startswith(".hpsearch-"))
 
 
@@ -222,10 +227,10 @@ def paused_trial_outcome(trial_id: str, rounds: int, total_rounds: int, rungs: A
     neither -> it had been promoted and was running. States saved before "stopped" existed count it ended.
     """
     if scheduler_state is None or trial_id in scheduler_state.get("paused_at", {}):
-        return PAUSED
+        return Outcome.PAUSED
     if "stopped" not in scheduler_state or trial_id in scheduler_state["stopped"]:
         return ended_outcome(rounds, total_rounds, rungs)
-    return RUNNING
+    return Outcome.RUNNING
 
 
 def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_rounds: int, rungs: Any = ()) -> list[TrialRecord]:
@@ -242,7 +247,7 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
     from search.schedulers import load_state as load_scheduler_state
 
     if remote:  # read on a machine that did not run it
-        for name in (SCHEDULER_STATE_FILE, USER_ERRORS_FILE):
+        for name in (L.RUNGS, L.USER_ERRORS):
             if not (experiment_dir / name).is_file():
                 fetch_file(remote, name)
     scheduler_state = load_scheduler_state(experiment_dir)
@@ -264,17 +269,17 @@ def trial_records(experiment_dir: Path | str, *, metric: str, mode: str, total_r
         last = history[-1].get(metric) if history else None
         error = ""
         if trial.status == "ERROR":
-            status, error = FAILED, error_line(trial_dir) or "error"
+            status, error = Outcome.FAILED, error_line(trial_dir) or "error"
         elif diverged or trial.status == "TERMINATED":
             status, error = trial_end(trial.trial_id, history[-1] if history else None, total_rounds, rungs, user_errors)
-            if diverged and status != FAILED:  # a diverged round need not be the last one
-                status = DIVERGED
+            if diverged and status != Outcome.FAILED:  # a diverged round need not be the last one
+                status = Outcome.DIVERGED
         elif trial.status == "RUNNING":
-            status = RUNNING
+            status = Outcome.RUNNING
         elif trial.status == "PAUSED":
             status = paused_trial_outcome(trial.trial_id, rounds, total_rounds, rungs, scheduler_state)
         else:
-            status = PENDING
+            status = Outcome.PENDING
         tag = str(trial.experiment_tag).split("_", 1)[0]
         records.append(TrialRecord(
             trial_id=trial.trial_id, index=int(tag) if tag.isdigit() else len(records) + 1, config=dict(trial.config), status=status, rounds=rounds,
@@ -295,12 +300,12 @@ def best_record(records: list[TrialRecord], mode: str, *, prefer_completed: bool
     the clock cut at a lucky round, as long as it ranks in the `top_share` of all trials by best value;
     a finalist that turned out poor (a seed-0 benchmark run handed over val 0.57 beside a cut 0.90) is not.
     """
-    eligible = [r for r in records if r.best_value is not None and r.status not in (FAILED, DIVERGED)]
+    eligible = [r for r in records if r.best_value is not None and r.status not in (Outcome.FAILED, Outcome.DIVERGED)]
     best = None
     for r in eligible:
         if best is None or _is_better(r.best_value, best.best_value, mode):
             best = r
-    completed = [r for r in eligible if r.status == COMPLETED]
+    completed = [r for r in eligible if r.status == Outcome.COMPLETED]
     if prefer_completed and completed and best is not None:
         best_completed = best_record(completed, mode)
         assert best_completed is not None

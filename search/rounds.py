@@ -127,8 +127,6 @@ def auto_round_samples(spec: SearchSpec, n_train: int, speed: Speed) -> int | No
 
 def resolve_report_every(spec: SearchSpec, data: DataBundle, *, on_event: Any = None) -> SearchSpec:
     """The spec with `report_every: auto` replaced by a number of samples (or 'epoch'), stored so a resume reuses it."""
-    from search.spec import apply_override, parse_spec
-
     if spec.budget.report_every != "auto":
         return spec
     n_train = len(data.train)
@@ -145,10 +143,7 @@ def resolve_report_every(spec: SearchSpec, data: DataBundle, *, on_event: Any = 
         where = f"{parallel} at a time on the workers" if parallel > 1 else "here"
         why = (f"baseline trains {speed.samples_per_second:.0f} samples/s {where} (epoch ~{n_train / speed.samples_per_second:.0f} s, "
                f"val {speed.eval_seconds:.1f} s)")
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in spec.raw.items()}
-    apply_override(raw, f"budget.report_every={value}", spec.path)
-    raw["budget"]["auto_rounds"] = value != "epoch"
-    resolved = parse_spec(raw, spec.path)
+    resolved = spec.with_budget(report_every=None if value == "epoch" else int(value), auto_rounds=value != "epoch")
     if on_event is not None:
         shown = "one epoch" if value == "epoch" else f"{value} samples ({value / n_train:.2f} epoch)"
         on_event(f"rounds: report_every auto -> {shown}; {why}")

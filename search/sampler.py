@@ -66,9 +66,11 @@ class RungAwareTPE(Searcher):
         if self._study is None:
             import optuna
 
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            from search.space import quiet_optuna
+
             sampler = optuna.samplers.TPESampler(seed=self.seed)
-            self._study = optuna.create_study(direction="maximize" if self.mode == "max" else "minimize", sampler=sampler)
+            with quiet_optuna():
+                self._study = optuna.create_study(direction="maximize" if self.mode == "max" else "minimize", sampler=sampler)
             for trial_id, state, step in self.told:
                 self._add(trial_id, state, step)
         return self._study

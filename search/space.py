@@ -1,9 +1,24 @@
 """A spec's search space as an Optuna define-by-run function (conditional parameters only when active)."""
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import logging
+from typing import Any, Iterator
 
 from search.spec import Param
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines ("A new study created in memory ...") off while the block runs, its level restored after:
+    hpsearch makes studies for its own bookkeeping, and a library call must not change the process's logging."""
+    logger = logging.getLogger("optuna")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class DefineByRun:

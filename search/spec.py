@@ -29,6 +29,7 @@ the fix; nothing is run or written before a spec is valid. The format:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -160,6 +161,20 @@ class SearchSpec:
         from trainables.data import create_dataset
 
         return create_dataset(self.dataset, loader=self.dataset_loader, **self.dataset_options)
+
+    def with_budget(self, **changes: Any) -> "SearchSpec":
+        """The spec with budget fields replaced (already-validated values: search.rounds resolving `auto`).
+
+        `raw` follows, so a resumed search re-reads the same budget; `report_every` is written there as the
+        spec would say it (None = 'epoch')."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(Budget)}
+        if unknown:
+            raise ValueError(f"with_budget takes Budget fields, but got {sorted(unknown)}")
+        raw_budget = dict(self.raw.get("budget") or {})
+        for key, value in changes.items():
+            raw_key = "time_budget" if key == "time_budget_s" else key
+            raw_budget[raw_key] = "epoch" if key == "report_every" and value is None else value
+        return dataclasses.replace(self, budget=dataclasses.replace(self.budget, **changes), raw={**self.raw, "budget": raw_budget})
 
     def baseline_point(self) -> dict[str, Any]:
         """The baseline's values of the searched parameters that are active under it."""

@@ -2,11 +2,11 @@
 
 A `UserError` raised by a trial (a data set whose files a node cannot read, a user's data or model
 code failing the same way on every call) would fail again on every retry and in every other trial:
-Tune's retries (FailureConfig) are for lost nodes and crashes. `UserErrorStop` is a Tune callback
-that sees each failed trial's exception and a Tune stopper that then ends the search; the driver
+Tune's retries (FailureConfig) are for lost nodes and crashes. `UserErrorStop` is an observer of Tune's hooks
+that sees each failed trial's exception and then ends the search (search.callbacks.SearchHooks is Tune's stopper); the driver
 raises the trial's message as its own one-line `UserError` once the search is saved
 (`hpsearch resume` continues it after the fix). The trial is recorded in the search folder
-(results.USER_ERRORS_FILE) so the progress lines, MLflow and `hpsearch results` all call it failed.
+(search.layout.USER_ERRORS) so the progress lines, MLflow and `hpsearch results` all call it failed.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import os
 from typing import Any
 
 import cloudpickle
-from ray.tune import Callback, Stopper
 
 from search import results as R
 from trainables.errors import UserError
@@ -51,7 +50,7 @@ def _trial_exception(trial: Any) -> BaseException | None:
         return None
 
 
-class UserErrorStop(Callback, Stopper):
+class UserErrorStop:
     """Ends the search at the first trial that failed on a `UserError` (see the module docstring)."""
 
     def __init__(self, experiment_dir: str | os.PathLike | None = None) -> None:
@@ -74,12 +73,6 @@ class UserErrorStop(Callback, Stopper):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._check(trial)
 
-    # Stopper: per-result stopping is the scheduler's; this one only ends everything
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        return False
-
     def stop_all(self) -> bool:
+        """Whether the search must end (search.callbacks.SearchHooks asks this as Tune's stopper)."""
         return self.message is not None
-
-    def __getstate__(self) -> dict[str, Any]:  # pickled in Tune's tuner.pkl: a resumed search starts clean
-        return {"experiment_dir": self.experiment_dir, "message": None, "trial_id": None}

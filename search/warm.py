@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from search import layout as L
 from search import results as R
 from search.schedulers import rank_score
 from search.spec import SearchSpec, parse_spec
@@ -109,7 +110,7 @@ def load_warm_start(spec: SearchSpec, names: list[str] | tuple[str, ...], storag
             raise UserError(f"warm start from {name!r}: its spec no longer loads ({exc})") from None
         records = R.trial_records(folder, metric=old_spec.metric, mode=old_spec.mode, total_rounds=state.get("total_rounds", 0),
                                   rungs=state.get("rungs", ()))
-        runs_file = R.fetch_file(folder, R.RUNS_FILE)
+        runs_file = R.fetch_file(folder, L.RUNS)
         parent = json.loads(runs_file.read_text()).get("parent_run_id") if runs_file is not None else None
         kept = 0
         for record in records:

@@ -23,7 +23,7 @@ def ray_local():
     import os
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    from search.tuner import connect
+    from search.cluster import connect
 
     connect(None)
     import ray

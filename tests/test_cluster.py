@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from search import results as R
-from search.tuner import _auth_message, _is_auth_error, _storage_problem, check_storage_reachable, connect
+from search.cluster import auth_message, check_storage_reachable, connect, is_auth_error, storage_problem
 from tests._cli_process import CliProcess
 from tests._processes import alive, process_table
 from tests._search_helpers import mlflow_runs, s3_server, small_spec
@@ -53,12 +53,12 @@ def _node(host: str, alive: bool = True, **resources: float) -> dict[str, Any]:
 
 def test_local_path_is_fine_on_one_host_even_with_several_nodes():
     nodes = [_node("10.0.0.1", head_node=1), _node("10.0.0.1", worker_node=1)]
-    assert _storage_problem("/data/runs", nodes) is None
-    assert _storage_problem("/data/runs", []) is None
+    assert storage_problem("/data/runs", nodes) is None
+    assert storage_problem("/data/runs", []) is None
 
 
 def test_local_path_is_refused_on_two_hosts_with_a_one_line_reason():
-    problem = _storage_problem("/home/me/hpsearch-runs", [_node("10.0.0.1"), _node("10.0.0.2")])
+    problem = storage_problem("/home/me/hpsearch-runs", [_node("10.0.0.1"), _node("10.0.0.2")])
     assert problem is not None and "\n" not in problem
     assert "/home/me/hpsearch-runs" in problem and "2 hosts" in problem and "10.0.0.2" in problem
     assert "s3://" in problem and "mount" in problem and "HPSEARCH_SHARED_STORAGE=1" in problem
@@ -66,19 +66,19 @@ def test_local_path_is_refused_on_two_hosts_with_a_one_line_reason():
 
 def test_a_file_uri_is_a_node_local_path_like_any_other():
     # storage.is_uri says file:// is local; the multi-host check agrees (it once took any "://" as shared)
-    problem = _storage_problem("file:///home/me/runs", [_node("10.0.0.1"), _node("10.0.0.2")])
+    problem = storage_problem("file:///home/me/runs", [_node("10.0.0.1"), _node("10.0.0.2")])
     assert problem is not None and "file:///home/me/runs" in problem and "2 hosts" in problem
 
 
 def test_dead_nodes_do_not_count_as_hosts():
-    assert _storage_problem("/runs", [_node("10.0.0.1"), _node("10.0.0.2", alive=False)]) is None
+    assert storage_problem("/runs", [_node("10.0.0.1"), _node("10.0.0.2", alive=False)]) is None
 
 
 def test_uri_or_shared_path_is_fine_on_many_hosts():
     nodes = [_node("10.0.0.1"), _node("10.0.0.2"), _node("10.0.0.3")]
-    assert _storage_problem("s3://bucket/hpsearch", nodes) is None
-    assert _storage_problem("gs://bucket/runs", nodes) is None
-    assert _storage_problem("/mnt/nfs/runs", nodes, shared=True) is None
+    assert storage_problem("s3://bucket/hpsearch", nodes) is None
+    assert storage_problem("gs://bucket/runs", nodes) is None
+    assert storage_problem("/mnt/nfs/runs", nodes, shared=True) is None
 
 
 def test_check_storage_reachable_reads_hpsearch_shared_storage(monkeypatch):
@@ -111,22 +111,22 @@ def _ray_connection_failure() -> ConnectionError:
 def test_auth_failures_are_told_apart_from_unreachable_clusters():
     from ray.exceptions import AuthenticationError
 
-    assert _is_auth_error(_ray_connection_failure())
-    assert _is_auth_error(AuthenticationError("Token authentication is enabled but no authentication token was found"))
-    assert not _is_auth_error(ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379"))
+    assert is_auth_error(_ray_connection_failure())
+    assert is_auth_error(AuthenticationError("Token authentication is enabled but no authentication token was found"))
+    assert not is_auth_error(ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379"))
 
 
 def test_auth_message_says_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token
     for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(var, raising=False)
-    message = _auth_message("10.0.0.1:6379")
+    message = auth_message("10.0.0.1:6379")
     assert "\n" not in message and "10.0.0.1:6379" in message
     assert "not set here: RAY_AUTH_MODE=token, RAY_AUTH_TOKEN" in message
     assert "~/.ray/auth_token" in message and "ray get-auth-token" in message
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-clusters")
-    assert "the token in RAY_AUTH_TOKEN is not the cluster's" in _auth_message("10.0.0.1:6379")
+    assert "the token in RAY_AUTH_TOKEN is not the cluster's" in auth_message("10.0.0.1:6379")
 
 
 def test_connect_turns_an_auth_failure_into_one_user_error(monkeypatch):
@@ -414,7 +414,7 @@ def test_trials_spread_over_both_nodes(ray_cluster, tmp_path):
                           RAY_ADDRESS=ray_cluster.address)
     assert run.finish() == 0, run.tail()
     records = _records(storage / "spread")
-    assert len(records) == 4 and all(r.status in (R.COMPLETED, R.PRUNED) for r in records), _summary(records)
+    assert len(records) == 4 and all(r.status in (R.Outcome.COMPLETED, R.Outcome.PRUNED) for r in records), _summary(records)
     by_node = ray_cluster.node_by_resource()  # node ids by custom resource, as a driver sees them
     assert by_node == ray_cluster.node_ids
     ran_on = {r.trial_id: {h["node_id"] for h in r.history} for r in records}
@@ -439,7 +439,7 @@ def test_uri_storage_on_two_nodes_needs_no_shared_path(ray_cluster, tmp_path, mo
     spec = small_spec(tmp_path, name="uri-cluster-test", samples=4, max_epochs=3, grace_period=1)
     with s3_server("hpc") as query:
         storage = f"s3://hpc/runs?{query}"
-        assert _storage_problem(storage, [_node("10.0.0.1"), _node("10.0.0.2")]) is None
+        assert storage_problem(storage, [_node("10.0.0.1"), _node("10.0.0.2")]) is None
         assert "HPSEARCH_SHARED_STORAGE" not in ray_cluster.env
         run = ray_cluster.cli(["run", str(spec), "--name", "uc", "--storage", storage, "--address", ray_cluster.address,
                                "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], tmp_path)
@@ -447,7 +447,7 @@ def test_uri_storage_on_two_nodes_needs_no_shared_path(ray_cluster, tmp_path, mo
         experiment = S.join(storage, "uc")
         state = R.read_state(experiment)
         records = R.trial_records(experiment, metric="val_acc", mode="max", total_rounds=state["total_rounds"])
-        assert len(records) == 4 and all(r.status in (R.COMPLETED, R.PRUNED) for r in records), _summary(records)
+        assert len(records) == 4 and all(r.status in (R.Outcome.COMPLETED, R.Outcome.PRUNED) for r in records), _summary(records)
         used = {h["node_id"] for r in records for h in r.history}
         assert used == set(ray_cluster.node_ids.values()), (used, ray_cluster.node_ids)
         files = S.list_files(experiment)
@@ -482,7 +482,7 @@ def test_driver_killed_then_resumed_on_the_cluster(ray_cluster, tmp_path):
     assert resumed.finish() == 0, resumed.tail()
     records = _records(experiment)
     assert len(records) == 6, _summary(records)
-    assert all(r.status in (R.COMPLETED, R.PRUNED) for r in records), _summary(records)
+    assert all(r.status in (R.Outcome.COMPLETED, R.Outcome.PRUNED) for r in records), _summary(records)
     by_id = {r.trial_id: r for r in records}
     for record in records:
         assert [int(h["round"]) for h in record.history] == list(range(1, record.rounds + 1)), record.trial_id
@@ -576,7 +576,7 @@ def test_a_user_model_file_only_the_driver_has_is_searched_on_both_nodes(ray_clu
     assert driver.returncode == 0, output[-3000:]
     assert not nets.exists()
     result = json.loads(next(ln for ln in driver.stdout.splitlines() if ln.startswith("RESULT "))[len("RESULT "):])
-    assert len(result["statuses"]) == 4 and set(result["statuses"]) <= {R.COMPLETED, R.PRUNED}, result
+    assert len(result["statuses"]) == 4 and set(result["statuses"]) <= {R.Outcome.COMPLETED, R.Outcome.PRUNED}, result
     records = _records(storage / "own-net")
     used = {h["node_id"] for r in records for h in r.history}
     assert used == set(ray_cluster.node_ids.values()), (used, ray_cluster.node_ids)  # both nodes trained OwnNet
@@ -658,7 +658,7 @@ def test_second_node_killed_mid_search(ray_cluster, tmp_path):
 
     records = _records(experiment)
     assert len(records) == 6, _summary(records)
-    assert all(r.status in (R.COMPLETED, R.PRUNED) for r in records), _summary(records)
+    assert all(r.status in (R.Outcome.COMPLETED, R.Outcome.PRUNED) for r in records), _summary(records)
     by_id = {r.trial_id: r for r in records}
     for trial_id, rounds in ended.items():  # nothing that had ended was lost, shortened or trained again
         assert by_id[trial_id].rounds == rounds, (trial_id, rounds, _summary(records))

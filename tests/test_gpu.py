@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import torch
 
+from search.cluster import check_resources
 from search.spec import load_spec
-from search.tuner import _trainable, check_resources, with_flags
+from search.tuner import tune_trainable_for, with_flags
 from tests._search_helpers import QUICKSTART
 from trainables.data import create_dataset
 from trainables.errors import UserError
@@ -66,7 +67,7 @@ def test_fractional_gpu_in_the_spec_becomes_the_trials_tune_resources():
     spec = _spec(cpu=2, gpu=0.25)
     assert (spec.resources.cpu, spec.resources.gpu) == (2, 0.25)
     data = create_dataset(spec.dataset, **spec.dataset_options)
-    trainable = _trainable(spec, data)  # what build_tuner hands to tune.Tuner
+    trainable = tune_trainable_for(spec, data)  # what build_tuner hands to tune.Tuner
     request = trainable._resources  # tune.with_resources' PlacementGroupFactory
     assert request.required_resources == {"CPU": 2.0, "GPU": 0.25}  # 4 trials share one GPU
     assert request.bundles == [{"CPU": 2.0, "GPU": 0.25}]
@@ -76,7 +77,7 @@ def test_fractional_gpu_in_the_spec_becomes_the_trials_tune_resources():
 def test_cpu_only_spec_asks_for_no_gpu():
     spec = _spec(cpu=1, gpu=0)
     data = create_dataset(spec.dataset, **spec.dataset_options)
-    assert _trainable(spec, data)._resources.required_resources == {"CPU": 1.0}
+    assert tune_trainable_for(spec, data)._resources.required_resources == {"CPU": 1.0}
 
 
 def test_gpu_above_one_must_be_whole():

@@ -9,7 +9,7 @@ from search import results as R
 def _record(tmp_path: Path, values: list[float], *, mode: str = "max", metric: str = "val_acc") -> R.TrialRecord:
     history = [{"round": i + 1, metric: v} for i, v in enumerate(values)]
     best_round = max(range(len(values)), key=lambda i: values[i] if mode == "max" else -values[i]) + 1
-    return R.TrialRecord(trial_id="t", index=1, config={}, status=R.COMPLETED, rounds=len(values),
+    return R.TrialRecord(trial_id="t", index=1, config={}, status=R.Outcome.COMPLETED, rounds=len(values),
                          best_value=values[best_round - 1], best_round=best_round, best_epoch=None, last_value=values[-1],
                          path=tmp_path, history=history, metric=metric, mode=mode)
 
@@ -29,7 +29,7 @@ def test_the_results_table_fits_120_columns_and_names_what_it_left_out():
 
     rows = []
     for i in range(5):
-        rows.append({"trial": i + 1, "trial_id": f"{i:08x}_0000{i}", "status": R.PRUNED if i else R.COMPLETED,
+        rows.append({"trial": i + 1, "trial_id": f"{i:08x}_0000{i}", "status": R.Outcome.PRUNED if i else R.Outcome.COMPLETED,
                      "best_val_acc": 0.9 - i / 100, "best_epoch": 3.0, "rounds": 4, "rung": 1, "last_val_acc": 0.8,
                      "baseline": i == 0, **{f"config/param_with_a_long_name_{k}": 0.000123 * (k + 1) for k in range(12)},
                      "config/optimizer": "adam", "error": ""})
@@ -48,9 +48,9 @@ def test_with_a_time_budget_the_fully_trained_trial_is_handed_over_only_if_it_ra
     def trial(name: str, value: float, status: str) -> R.TrialRecord:
         return replace(_record(tmp_path, [value]), trial_id=name, status=status)
 
-    cut = [trial(f"cut{i}", 0.80 + 0.01 * i, R.TIMED_OUT if i == 9 else R.PRUNED) for i in range(10)]  # best: cut9, 0.89
-    good = trial("good", 0.88, R.COMPLETED)  # second of 11: in the top quarter
-    poor = trial("poor", 0.57, R.COMPLETED)  # last of 11 (the seed-0 benchmark's finalist)
+    cut = [trial(f"cut{i}", 0.80 + 0.01 * i, R.Outcome.TIMED_OUT if i == 9 else R.Outcome.PRUNED) for i in range(10)]  # best: cut9, 0.89
+    good = trial("good", 0.88, R.Outcome.COMPLETED)  # second of 11: in the top quarter
+    poor = trial("poor", 0.57, R.Outcome.COMPLETED)  # last of 11 (the seed-0 benchmark's finalist)
     assert R.best_record(cut + [good], "max", prefer_completed=True).trial_id == "good"
     assert R.best_record(cut + [poor], "max", prefer_completed=True).trial_id == "cut9"
     assert R.best_record(cut + [good], "max").trial_id == "cut9"  # without a time budget: simply the best

@@ -49,8 +49,8 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_without_duplicates(tmp_path):
     resumed.kill_hard()
     state = R.read_state(storage / "k")
     records = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"], rungs=state["rungs"])
-    done_before = {r.trial_id: r.history for r in records if r.status in (R.COMPLETED, R.PRUNED)}
-    paused_before = {r.trial_id: r.history for r in records if r.status == R.PAUSED}
+    done_before = {r.trial_id: r.history for r in records if r.status in (R.Outcome.COMPLETED, R.Outcome.PRUNED)}
+    paused_before = {r.trial_id: r.history for r in records if r.status == R.Outcome.PAUSED}
     assert paused_before, [(r.trial_id, r.status) for r in records]
 
     # 3. Resume to the end.
@@ -58,7 +58,7 @@ def test_ctrl_c_then_sigkill_then_resume_finishes_without_duplicates(tmp_path):
     assert final.finish() == 0, "\n".join(final.lines[-40:])
     records = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"], rungs=state["rungs"])
     assert len(records) == 8, [(r.trial_id, r.status) for r in records]
-    assert all(r.status in (R.COMPLETED, R.PRUNED) for r in records), [(r.trial_id, r.status) for r in records]
+    assert all(r.status in (R.Outcome.COMPLETED, R.Outcome.PRUNED) for r in records), [(r.trial_id, r.status) for r in records]
     assert records[0].index == 1
     for trial_id, history in done_before.items():  # finished trials were not trained again
         now = next(r for r in records if r.trial_id == trial_id)

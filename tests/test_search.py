@@ -17,7 +17,8 @@ import torch
 
 from search import results as R
 from search.cli import main
-from search.tuner import run_search, total_rounds
+from search.rounds import total_rounds
+from search.tuner import run_search
 from tests._search_helpers import mlflow_runs, own_cache, predict_digit_images, small_spec
 from trainables import metrics as M
 
@@ -48,8 +49,8 @@ def test_every_requested_trial_ran_and_baseline_was_first(search):
 
 def test_asha_stopped_trials_early_at_its_rungs(search):
     max_t = total_rounds(search.spec, 1079)
-    pruned = [r for r in search.records if r.status == R.PRUNED]
-    completed = [r for r in search.records if r.status == R.COMPLETED]
+    pruned = [r for r in search.records if r.status == R.Outcome.PRUNED]
+    completed = [r for r in search.records if r.status == R.Outcome.COMPLETED]
     assert pruned, "ASHA stopped no trial"
     assert completed, "no trial ran to the end"
     rungs = {1, 3}  # grace 1, reduction factor 3, max_t 6
@@ -58,7 +59,7 @@ def test_asha_stopped_trials_early_at_its_rungs(search):
         assert len(r.history) == r.rounds  # one report per round
     for r in completed:
         assert r.rounds == max_t
-    assert search.counts[R.PRUNED] == len(pruned)
+    assert search.counts[R.Outcome.PRUNED] == len(pruned)
 
 
 def test_best_is_ranked_by_best_round_and_beats_baseline(search):
@@ -75,7 +76,7 @@ def test_best_is_ranked_by_best_round_and_beats_baseline(search):
 
 
 def test_mlflow_has_one_parent_and_a_nested_run_per_trial(search):
-    uri = search.tracking["tracking_uri"]
+    uri = search.tracking.tracking_uri
     assert uri.startswith("sqlite:///")
     assert os.environ.get("MLFLOW_TRACKING_URI") != uri, "a search must not leave its store as the process default"
     runs = mlflow_runs(uri, search.spec.name)
@@ -102,9 +103,9 @@ def test_mlflow_has_one_parent_and_a_nested_run_per_trial(search):
         history = client.get_metric_history(child.info.run_id, M.VAL_ACC)
         assert [m.step for m in history] == list(range(1, record.rounds + 1))  # step = epoch, no duplicates
         assert [m.value for m in history] == pytest.approx([row[M.VAL_ACC] for row in record.history])
-        expected = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.FAILED: "FAILED", R.DIVERGED: "FAILED"}[record.status]
+        expected = {R.Outcome.COMPLETED: "FINISHED", R.Outcome.PRUNED: "KILLED", R.Outcome.FAILED: "FAILED", R.Outcome.DIVERGED: "FAILED"}[record.status]
         assert child.info.status == expected, (record.trial_id, record.status, child.info.status)
-        assert child.data.tags.get("pruned", "false") == ("true" if record.status == R.PRUNED else "false")
+        assert child.data.tags.get("pruned", "false") == ("true" if record.status == R.Outcome.PRUNED else "false")
         assert float(child.data.params["lr"]) == pytest.approx(search.spec.full_config(record.config)["lr"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/learning_curves.png", "plots/confusion_matrix.png", "plots/parallel_coordinates.png"} <= artifacts
@@ -113,11 +114,11 @@ def test_mlflow_has_one_parent_and_a_nested_run_per_trial(search):
 def test_registered_model_reproduces_logged_val_accuracy(search, monkeypatch):
     import mlflow.pytorch
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", search.tracking["tracking_uri"])  # the search's store, as a user would
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", search.tracking.tracking_uri)  # the search's store, as a user would
 
     from trainables.data import create_dataset
 
-    version = search.final["model_version"]
+    version = search.final.model_version
     assert version is not None
     model = mlflow.pytorch.load_model(f"models:/{search.spec.name}/{version}")
     data = create_dataset(search.spec.dataset, **search.spec.dataset_options)
@@ -161,7 +162,7 @@ def test_export_and_predict_from_a_search(search, tmp_path, fmt, capsys):
         assert diff and float(diff.group(1)) <= 1e-4
     meta = json.loads((out / "model.json").read_text())
     assert meta["class_names"] == [str(d) for d in range(10)]
-    assert meta["metrics"]["test"]["acc"] == pytest.approx(search.final["test"]["acc"])
+    assert meta["metrics"]["test"]["acc"] == pytest.approx(search.final.test.acc)
     data = create_dataset(search.spec.dataset, **search.spec.dataset_options)
     table, acc = predict_digit_images(tmp_path, out, data, 40)
     assert len(table) == 40
@@ -196,17 +197,17 @@ def test_a_trial_restarted_from_its_checkpoint_keeps_every_round(ray_local, tmp_
     dropping the rounds reported since; hpsearch's result logger keeps them (a node loss on a cluster did this)."""
     from ray import tune
 
-    from search.tuner import result_logger
+    from search.callbacks import ResultLogger
     from tests._search_helpers import crash_once_trainable
 
     tuner = tune.Tuner(
         crash_once_trainable, param_space={"marker": str(tmp_path / "crashed"), "pause_s": 12},
         tune_config=tune.TuneConfig(num_samples=1),
-        run_config=tune.RunConfig(name="restart", storage_path=str(tmp_path / "runs"), callbacks=[result_logger()], verbose=0,
+        run_config=tune.RunConfig(name="restart", storage_path=str(tmp_path / "runs"), callbacks=[ResultLogger()], verbose=0,
                                   sync_config=tune.SyncConfig(sync_period=1),
                                   failure_config=tune.FailureConfig(max_failures=1)),
     )
-    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # result_logger() is the only logger, as in hpsearch
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # ResultLogger is the only logger, as in hpsearch
     grid = tuner.fit()
     assert (tmp_path / "crashed").exists()  # the trial did crash and restart
     assert grid[0].error is None

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
+from search import layout as L
 from search import results as R
 from search.cluster import check_data_on_nodes
 from search.stopping import user_error_of
-from search.tuner import run_search
+from search.tuner import Components, run_experiment
 from tests._search_helpers import QUICKSTART, image_folder
 from trainables.data import DataBundle, Split
 from trainables.errors import UserError
@@ -69,11 +70,10 @@ def test_in_memory_data_needs_no_check(ray_local):
 
 
 def _remove_folder(folder: Path):
-    """A Tune callback that deletes the image folder once the search has checked it, before any trial
+    """An observer that deletes the image folder once the search has checked it, before any trial
     starts: every trial then finds its files gone, as on a node that lacks them."""
-    from ray.tune import Callback
 
-    class RemoveFolder(Callback):
+    class RemoveFolder:
         def setup(self, **info) -> None:
             shutil.rmtree(folder)
 
@@ -92,7 +92,7 @@ def test_a_trial_that_cannot_read_its_data_stops_the_search_at_once_in_one_line(
     storage = tmp_path / "runs"
     said: list[str] = []
     with pytest.raises(UserError) as info:
-        run_search(spec, name="ur", storage=str(storage), on_event=said.append, callbacks=[_remove_folder(folder)])
+        run_experiment(spec, Components(callbacks=(_remove_folder(folder),)), name="ur", storage=str(storage), on_event=said.append)
     message = str(info.value)
     assert "\n" not in message and "Traceback" not in capfd.readouterr().err  # the trial's traceback is in error.txt only
     assert "stopped the search: none of the" in message and "could be read on node" in message, message
@@ -101,10 +101,10 @@ def test_a_trial_that_cannot_read_its_data_stops_the_search_at_once_in_one_line(
     errors = list(experiment.glob("trial_*/error.txt"))
     assert len(errors) == 1, errors  # one trial failed; no other one started after it
     assert errors[0].read_text().count("Failure #") == 1  # and it was not retried (FailureConfig allows 2 retries)
-    state = json.loads((experiment / R.STATE_FILE).read_text())
+    state = json.loads((experiment / L.STATE).read_text())
     assert state["finished"] is False  # saved as an unfinished search: resumable once the data is back
     records = R.trial_records(experiment, metric="val_acc", mode="max", total_rounds=state["total_rounds"], rungs=state["rungs"])
-    failed = [r for r in records if r.status == R.FAILED]
+    failed = [r for r in records if r.status == R.Outcome.FAILED]
     assert len(failed) == 1 and "could be read on node" in failed[0].error, [(r.status, r.error) for r in records]
     # the progress line and MLflow say the same as `hpsearch results` (one decision: results.trial_end)
     trial_id = failed[0].trial_id
@@ -114,7 +114,7 @@ def test_a_trial_that_cannot_read_its_data_stops_the_search_at_once_in_one_line(
 
     run = next(r for r in MlflowClient(tracking_uri=state["tracking"]["tracking_uri"]).search_runs([state["tracking"]["experiment_id"]])
                if r.data.tags.get("trial_id") == trial_id)
-    assert (run.info.status, run.data.tags["outcome"]) == ("FAILED", R.FAILED), (run.info.status, run.data.tags)
+    assert (run.info.status, run.data.tags["outcome"]) == ("FAILED", R.Outcome.FAILED), (run.info.status, run.data.tags)
     assert "could be read on node" in run.data.tags["error"]
 
 
@@ -125,9 +125,9 @@ def test_a_trial_a_user_error_stopped_is_failed_whatever_its_rounds_say(tmp_path
     errors = R.read_user_errors(tmp_path)
     assert set(errors) == {"t1", "t2"}
     last = {"round": 3, "status": "ok"}  # between rungs 1 and 4: the clock would have cut it
-    assert R.trial_end("t1", last, 16, (1, 4), errors) == (R.FAILED, "none of the 3 files could be read on node 10.0.0.2")
-    assert R.trial_end("t3", last, 16, (1, 4), errors) == (R.TIMED_OUT, "")
-    assert R.trial_end("t3", {"round": 4}, 16, (1, 4), errors) == (R.PRUNED, "")
-    assert R.trial_end("t3", None, 16, (1, 4), {}) == (R.TIMED_OUT, "")
-    (tmp_path / R.USER_ERRORS_FILE).write_text("{not json")
+    assert R.trial_end("t1", last, 16, (1, 4), errors) == (R.Outcome.FAILED, "none of the 3 files could be read on node 10.0.0.2")
+    assert R.trial_end("t3", last, 16, (1, 4), errors) == (R.Outcome.TIMED_OUT, "")
+    assert R.trial_end("t3", {"round": 4}, 16, (1, 4), errors) == (R.Outcome.PRUNED, "")
+    assert R.trial_end("t3", None, 16, (1, 4), {}) == (R.Outcome.TIMED_OUT, "")
+    (tmp_path / L.USER_ERRORS).write_text("{not json")
     assert R.read_user_errors(tmp_path) == {}  # a torn file reads as none, never as a crash

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from search import layout as L
 from search import results as R
 from search import storage as S
 from search.cli import main
@@ -129,14 +130,14 @@ def test_storage_helpers_on_s3(s3, tmp_path):
         R.find_search(root, "h2")
     S.write_text(S.join(experiment, "trial_a", "result.json"), '{"round": 1}\n')
     S.write_text(S.join(experiment, "trial_a", "checkpoint_000000", "checkpoint.pt"), "weights")
-    S.write_text(S.join(experiment, R.BEST_DIR, "checkpoint.pt"), "best")
+    S.write_text(S.join(experiment, L.BEST, "checkpoint.pt"), "best")
     local = R.local_folder(experiment)  # the mirror: Tune's files, no checkpoints, no best/
     assert (local / "trial_a" / "result.json").read_text() == '{"round": 1}\n'
-    assert not (local / "trial_a" / "checkpoint_000000").exists() and not (local / R.BEST_DIR).exists()
+    assert not (local / "trial_a" / "checkpoint_000000").exists() and not (local / L.BEST).exists()
     before = (local / "trial_a" / "result.json").stat().st_mtime_ns
     R.local_folder(experiment)  # unchanged files are not downloaded again
     assert (local / "trial_a" / "result.json").stat().st_mtime_ns == before
-    best = R.fetch_file(experiment, f"{R.BEST_DIR}/checkpoint.pt")
+    best = R.fetch_file(experiment, f"{L.BEST}/checkpoint.pt")
     assert best is not None and best.read_text() == "best" and R.fetch_file(experiment, "best/none.pt") is None
     S.upload(best, S.join(experiment, "copy", "c.pt"))
     assert S.read_text(S.join(experiment, "copy", "c.pt")) == "best"
@@ -186,7 +187,7 @@ def test_uri_search_interrupted_then_resumed_from_another_machine(s3, tmp_path):
     state = R.read_state(S.join(storage, "r1"))
     assert state["finished"] and state["resumed"] == 1
     records = R.trial_records(S.join(storage, "r1"), metric="val_acc", mode="max", total_rounds=state["total_rounds"])
-    assert len(records) == 5 and all(r.status in (R.COMPLETED, R.PRUNED) for r in records), [(r.trial_id, r.status) for r in records]
+    assert len(records) == 5 and all(r.status in (R.Outcome.COMPLETED, R.Outcome.PRUNED) for r in records), [(r.trial_id, r.status) for r in records]
     runs = [r for r in mlflow_runs(tracking, "uri-resume") if r.info.lifecycle_stage == "active"]
     parents = [r for r in runs if r.data.tags.get("hpsearch.kind") == "search"]
     assert [p.info.run_id for p in parents] == [parent[0].info.run_id] and parents[0].info.status == "FINISHED"

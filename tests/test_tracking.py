@@ -19,9 +19,9 @@ import pytest
 from _processes import alive
 from _search_helpers import mlflow_runs, small_spec
 
-from search.tracking.writer import RUNS_FILE, on_network_filesystem
 from search.spec import load_spec
 from search.tracking.callback import MlflowTracker
+from search.tracking.writer import RUNS_FILE, on_network_filesystem
 from trainables.errors import UserError
 
 
@@ -103,11 +103,12 @@ def test_resumed_search_fills_a_gap_a_killed_driver_left_below_later_rounds(tmp_
     driver restored the trial from its round-4 checkpoint and logged 5-6 live. At the end of the
     search MLflow holds rounds 1-6 once each (round 4 from the trial's result.json)."""
     from search import results as R
+    from search.tracking.final import reconcile
 
     rows = _rows(6)
     first, trial = _killed_driver(tmp_path, rows[:3])
     resumed = _resumed_driver(tmp_path, first, trial, rows[4:], total_rounds=6)
-    resumed._reconcile([SimpleNamespace(trial_id="t1", config={"lr": 0.01}, status=R.COMPLETED, history=rows, error="")])
+    reconcile(resumed, [SimpleNamespace(trial_id="t1", config={"lr": 0.01}, status=R.Outcome.COMPLETED, history=rows, error="")])
 
     run_id = resumed.runs["trials"]["t1"]
     for key in ("val_acc", "epoch", "train_loss"):

@@ -44,13 +44,13 @@ def test_search_logs_to_a_tracking_server(ray_local, tmp_path):
             time.sleep(1)
         result = run_search(small_spec(tmp_path, name="server-test", samples=3, max_epochs=2), name="srv",
                             storage=str(tmp_path / "runs"), tracking_uri=uri, on_event=None)
-        assert result.tracking["tracking_uri"] == uri
-        assert result.tracking["ui_url"] == f"{uri}/#/experiments/{result.tracking['experiment_id']}/runs"
+        assert result.tracking.tracking_uri == uri
+        assert result.tracking.ui_url == f"{uri}/#/experiments/{result.tracking.experiment_id}/runs"
         runs = mlflow_runs(uri, "server-test")
         assert len([r for r in runs if r.data.tags.get("hpsearch.kind") == "search"]) == 1
         assert len([r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"]) == 3
         assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the embedded store
-        assert result.final.get("model_version") is not None
+        assert result.final.model_version is not None
         assert any((tmp_path / "server-artifacts").rglob("MLmodel"))  # the model went through the server
     finally:
         os.killpg(server.pid, 15)

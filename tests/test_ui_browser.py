@@ -61,8 +61,8 @@ def test_mlflow_ui_lists_parent_and_nested_trial_runs(ray_local, tmp_path):
     driver = None
     try:
         _wait_http(f"http://127.0.0.1:{port}/", timeout=180)
-        url = result.tracking["ui_url"].replace(":5000/", f":{port}/")
-        assert url.endswith(f"/#/experiments/{result.tracking['experiment_id']}/runs")
+        url = result.tracking.ui_url.replace(":5000/", f":{port}/")
+        assert url.endswith(f"/#/experiments/{result.tracking.experiment_id}/runs")
         options = Options()
         options.binary_location = CHROMIUM
         for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -91,7 +91,7 @@ def test_mlflow_ui_lists_parent_and_nested_trial_runs(ray_local, tmp_path):
         driver.save_screenshot(str(tmp_path / "mlflow_runs.png"))
         assert (tmp_path / "mlflow_runs.png").stat().st_size > 10_000
         # the printed compare link: every trial side by side, with the parallel coordinates plot drawn
-        compare = result.tracking["compare_url"].replace(":5000/", f":{port}/")
+        compare = result.tracking.compare_url.replace(":5000/", f":{port}/")
         assert "/#/compare-runs?runs=" in compare
         driver.get(compare)
         _wait_for(driver, lambda html: "Parallel Coordinates Plot" in html and all(t in html for t in trial_ids), 90)

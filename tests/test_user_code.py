@@ -104,7 +104,7 @@ def test_a_user_model_file_outside_the_project_is_searched_exported_to_onnx_and_
                  space={"lr": {"loguniform": [1e-3, 1e-2]}, "width": {"choice": [4, 8, 16]}, "p": {"uniform": [0.0, 0.3]}})
     result = run_search(spec, name="un", storage=str(tmp_path / "runs"), on_event=None)
     assert len(result.records) == 3 and result.records[0].config["width"] == 8
-    assert all(r.status in (R.COMPLETED, R.PRUNED) and r.rounds >= 1 for r in result.records), [(r.status, r.rounds) for r in result.records]
+    assert all(r.status in (R.Outcome.COMPLETED, R.Outcome.PRUNED) and r.rounds >= 1 for r in result.records), [(r.status, r.rounds) for r in result.records]
     assert {r.config["width"] for r in result.records} <= {4, 8, 16}
     out = tmp_path / "onnx"
     assert main(["export", "un", "--storage", str(tmp_path / "runs"), "--format", "onnx", "--out", str(out)]) == 0
@@ -144,7 +144,7 @@ def test_python_objects_from_a_script_or_notebook_are_searched_without_any_file(
     result = run_search(spec, name="po", storage=str(tmp_path / "runs"), on_event=None, model=TinyNet, dataset=arrays)
     assert result.spec.model.startswith("python:") and result.spec.model.endswith("TinyNet")
     assert len(result.records) == 3 and all(r.rounds >= 1 for r in result.records)
-    assert result.final["test"]["acc"] > 0.3, result.final
+    assert result.final.test.acc > 0.3, result.final
 
 
 def test_a_user_data_factory_returning_datasets_is_searched_end_to_end(user_files, tmp_path, ray_local):
@@ -157,7 +157,7 @@ def test_a_user_data_factory_returning_datasets_is_searched_end_to_end(user_file
     assert data.train.images.dtype == np.uint8 and data.channels == 1 and data.image_size == (8, 8)
     result = run_search(spec, name="ud", storage=str(tmp_path / "runs"), on_event=None)
     assert len(result.records) == 3 and result.best is not None and result.best.best_value > 0.5
-    assert result.final["test"]["acc"] > 0.5, result.final
+    assert result.final.test.acc > 0.5, result.final
 
 
 def test_torchvision_mobilenet_v3_small_is_searched_on_an_image_folder_exported_and_predicted(tmp_path, ray_local):

@@ -61,8 +61,8 @@ def test_a_warm_started_search_tells_the_sampler_and_rungs_and_links_the_earlier
     assert warm_ids  # the earlier trials rank in this search's rungs
     assert not any(t.startswith("warm:") for t in rung_state["paused_at"])  # and never wait to be resumed
     assert rung_state["virtual"] and rung_state["virtual_until_s"] is None  # the warm start kept the search reproducible
-    parent = next(r for r in mlflow_runs(second.tracking["tracking_uri"], "warm-b") if r.data.tags.get("hpsearch.kind") == "search")
-    assert parent.data.tags["warm_start_from"] == f"first (MLflow run {first.tracking['parent_run_id']})"
+    parent = next(r for r in mlflow_runs(second.tracking.tracking_uri, "warm-b") if r.data.tags.get("hpsearch.kind") == "search")
+    assert parent.data.tags["warm_start_from"] == f"first (MLflow run {first.tracking.parent_run_id})"
 
 
 def test_warm_starting_from_an_unknown_search_fails_before_anything_is_written(earlier, tmp_path):

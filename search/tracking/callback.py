@@ -2,7 +2,7 @@
 
 Ray's stock `MLflowLoggerCallback` logs trials flat, with no search run above
 them, marks ASHA-stopped trials as finished and duplicates runs on restart
-(ray#19978, optuna#5148, mlflow#4248). This Tune `Callback` instead:
+(ray#19978, optuna#5148, mlflow#4248). This observer of Tune's callback hooks (search.callbacks.SearchHooks forwards them) instead:
 - opens (or, on resume, reopens) the search's parent run and maps every trial
   id to its child run (`mlflow.parentRunId`), persisting the map beside the
   search so resume and retries reuse the same runs;
@@ -29,17 +29,16 @@ import queue
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
-
 from search import results as R
-from search.tracking.writer import RUNS_FILE, SYNC, RunWriter, check_tracking_uri, writer_main
 from search.spec import SearchSpec
+from search.tracking.writer import RUNS_FILE, SYNC, RunWriter, check_tracking_uri, sqlite_file, writer_main
 from trainables import metrics as M
 
-__all__ = ["RUNS_FILE", "MlflowTracker", "artifact_root", "default_tracking_uri", "resolve_tracking_uri", "ui_url"]
+__all__ = ["RUNS_FILE", "MlflowTracker", "TrackingInfo", "artifact_root", "default_tracking_uri", "resolve_tracking_uri", "ui_url"]
 
 
 def default_tracking_uri(storage_root: str | Path) -> str:
@@ -79,17 +78,28 @@ def search_info(spec: SearchSpec) -> dict[str, Any]:
         "dataset": spec.dataset, "model": spec.model, "seed": str(spec.seed), "metric": spec.metric, "mode": spec.mode}}
 
 
-class MlflowTracker(Callback):
-    """Tune callback that mirrors a search into MLflow (see the module docstring).
+@dataclass(frozen=True)
+class TrackingInfo:
+    """Where a search is in MLflow: the store, the experiment, the search's parent run and the UI's links."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    ui_url: str  # the experiment's runs page
+    compare_url: str  # the trials side by side (parallel coordinates)
+
+
+class MlflowTracker:
+    """Observer of a search's Tune hooks that mirrors it into MLflow (see the module docstring).
 
     Tune calls the hooks on its driver loop; they only record what happened and queue it
     for the writer process (`search.tracking.writer.RunWriter`, the store's only writer), so
     a search of many short trials is slowed down neither by SQLite round trips nor by
     MLflow's Python competing with Tune's loop for the GIL. `flush()` waits until
     everything queued is in MLflow and takes back the writer's run map; the end of the
-    experiment and `finish_search` do that, after which the driver writes synchronously.
+    experiment and `end_search` do that, after which the driver writes synchronously.
     The writer dies with the driver (a killed driver loses at most its queue, which the
-    resumed search's `finish_search` re-derives from Tune's records).
+    resumed search's `end_search` re-derives from Tune's records).
     """
 
     def __init__(self, spec: SearchSpec, experiment_dir: Path, tracking_uri: str, artifact_location: str | None,
@@ -113,26 +123,21 @@ class MlflowTracker(Callback):
         self._started: set[str] = set()  # trials whose run was requested
 
     @classmethod
-    def for_search(cls, spec: SearchSpec, experiment_dir: Path, state: dict[str, Any], total_rounds: int) -> "MlflowTracker":
-        """The tracker of a search; fixes its tracking URI in `state` so resume uses the same store."""
-        uri = resolve_tracking_uri(state.get("tracking_uri"), state["storage"])
+    def for_search(cls, spec: SearchSpec, folder: Any, state: dict[str, Any], total_rounds: int) -> "MlflowTracker":
+        """The tracker of a search (`folder`: its search.layout.SearchFolder); fixes its tracking URI in `state` so
+        resume uses the same store. The embedded store is an SQLite file beside the searches, with its artifacts;
+        for a search stored on a URI (SQLite cannot live in a bucket) on the driver's machine."""
+        from search import storage as S
+
+        root = S.local_tracking_root(state["storage"]) if folder.remote else state["storage"]
+        uri = resolve_tracking_uri(state.get("tracking_uri"), root)
         state["tracking_uri"] = uri
-        artifacts = artifact_root(state["storage"]) if uri.startswith("sqlite:") else None
-        return cls(spec, experiment_dir, uri, artifacts, total_rounds, resumed=bool(state.get("resumed")),
+        artifacts = None
+        if uri.startswith("sqlite:"):
+            db = sqlite_file(uri) or Path("mlflow.db").resolve()
+            artifacts = artifact_root(db.parent if folder.remote else state["storage"])  # beside the SQLite file
+        return cls(spec, folder.local, uri, artifacts, total_rounds, resumed=bool(state.get("resumed")),
                    rungs=tuple(state.get("rungs", ())), parent_tags=state.get("parent_tags"))
-
-    # Tune may pickle its callbacks with the experiment state: plain data only, no process handles.
-    def __getstate__(self) -> dict[str, Any]:
-        return {"spec": self.spec, "experiment_dir": self.experiment_dir, "tracking_uri": self.tracking_uri,
-                "artifact_location": self.artifact_location, "total_rounds": self.total_rounds,
-                "flush_seconds": self.flush_seconds, "runs": self.writer.runs_copy(), "resumed": self.resumed,
-                "rungs": self.rungs, "parent_tags": self.parent_tags}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        MlflowTracker.__init__(self, state["spec"], state["experiment_dir"], state["tracking_uri"], state["artifact_location"],
-                               state["total_rounds"], flush_seconds=state["flush_seconds"], runs=state["runs"],
-                               resumed=state.get("resumed", False), rungs=tuple(state.get("rungs", ())),
-                               parent_tags=state.get("parent_tags"))
 
     @property
     def runs(self) -> dict[str, Any]:
@@ -223,13 +228,9 @@ class MlflowTracker(Callback):
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._request_child(trial)
 
-    def _child_args(self, trial_id: str, config: dict[str, Any]) -> tuple[str, dict[str, Any], str, str]:
-        baseline = str(all(config.get(k) == v for k, v in self.spec.baseline_point().items())).lower()
-        return trial_id, self.spec.full_config(dict(config)), baseline, ",".join(sorted(config))
-
     def _request_child(self, trial: Any) -> None:
         self._started.add(trial.trial_id)
-        self._submit("child", *self._child_args(trial.trial_id, trial.config))
+        self._submit("child", *self.child_args(trial.trial_id, trial.config))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if trial.trial_id not in self._started:
@@ -260,136 +261,54 @@ class MlflowTracker(Callback):
         last = trial.last_result or {}
         if trial.trial_id not in self._started:
             self._request_child(trial)
-        self._submit("end", trial.trial_id, *_outcome(trial.trial_id, last, self.total_rounds, self.rungs,
+        self._submit("end", trial.trial_id, *outcome_tags(trial.trial_id, last, self.total_rounds, self.rungs,
                                                       R.read_user_errors(self.experiment_dir)))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         message = _error_line(trial)
         if trial.trial_id not in self._started:
             self._request_child(trial)
-        self._submit("end", trial.trial_id, "FAILED", {"outcome": R.FAILED, "error": message})
+        self._submit("end", trial.trial_id, "FAILED", {"outcome": R.Outcome.FAILED, "error": message})
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.close()
 
     # -- end of search ----------------------------------------------------------------------
-    def finish_search(self, result: Any, data: Any, *, refit: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Summary metrics on the parent run, best model + test evaluation, then close every run."""
-        from search import finalize as report
+    def end_search(self, result: Any, report: Any = None, error: str | None = None) -> "TrackingInfo":
+        """Log how the search ended (search.tuner calls this after search.finalize): the summary, the final
+        report it is given (or the error that prevented one), what a killed driver had not written; close every run."""
+        from search.tracking import final
 
         self.close()  # everything queued is written; from here on the calls are synchronous
-        self._reconcile(result.records)
-        client = self.client
-        parent = self.parent_run_id
-        final: dict[str, Any] = {}
-        summary = {f"n_{k}": float(v) for k, v in result.counts.items()}
-        if result.best is not None:
-            summary[f"best_{self.spec.metric}"] = result.best.best_value
-            summary["best_epoch"] = float(result.best.best_epoch or 0)
-            client.set_tag(parent, "best_trial_id", result.best.trial_id)
-            if result.best.trial_id in self.runs["trials"]:
-                client.set_tag(parent, "best_run_id", self.runs["trials"][result.best.trial_id])
-        if result.baseline is not None and result.baseline.best_value is not None:
-            summary[f"baseline_{self.spec.metric}"] = result.baseline.best_value
-            if result.best is not None:
-                summary["improvement_over_baseline"] = result.best.best_value - result.baseline.best_value
-        from mlflow.entities import Metric
+        final.reconcile(self, result.records)
+        final.log_end(self, result, report, error)
+        return TrackingInfo(
+            tracking_uri=self.tracking_uri, experiment_id=self.runs["experiment_id"], parent_run_id=self.parent_run_id,
+            ui_url=ui_url(self.tracking_uri, self.runs["experiment_id"]),
+            compare_url=compare_url(self.tracking_uri, self.runs["experiment_id"], list(self.runs["trials"].values())))
 
-        ts = int(time.time() * 1000)
-        client.log_batch(parent, metrics=[Metric(k, float(v), ts, 0) for k, v in summary.items() if v is not None and math.isfinite(v)])
-        if not result.interrupted and result.best is not None:
-            try:
-                final = report.final_report(result, data, tracker=self, refit=refit)
-            except Exception as exc:  # noqa: BLE001 - keep the search's runs and results whatever fails here
-                final = {"error": f"{type(exc).__name__}: {exc}"}
-                client.set_tag(parent, "final_report_error", final["error"][:5000])
-        # A trial the killed driver had started but Tune had not yet saved does not exist after resume
-        # (Tune samples a new one): its child run is closed and soft-deleted so the UI shows no phantom.
-        known = {r.trial_id for r in result.records}
-        for trial_id in [t for t in self.runs["trials"] if t not in known]:
-            run_id = self.runs["trials"].pop(trial_id)
-            self.runs.setdefault("orphaned", {})[trial_id] = run_id
-            client.set_tag(run_id, "orphaned", "true: started before the driver was killed, never saved by Tune")
-            client.set_terminated(run_id, status="KILLED")
-            client.delete_run(run_id)
-        # Nothing stays RUNNING: unfinished children and the parent of an interrupted search are KILLED.
-        for trial_id, run_id in self.runs["trials"].items():
-            if trial_id not in self.runs["ended"]:
-                client.set_tag(run_id, "interrupted", "true")
-                client.set_terminated(run_id, status="KILLED")
-        client.set_tag(parent, "interrupted", str(result.interrupted).lower())
-        client.set_terminated(parent, status="KILLED" if result.interrupted else "FINISHED")
-        self.writer.save_runs()
-        tracking = {
-            "tracking_uri": self.tracking_uri, "experiment_id": self.runs["experiment_id"], "parent_run_id": parent,
-            "ui_url": ui_url(self.tracking_uri, self.runs["experiment_id"]),
-            "compare_url": compare_url(self.tracking_uri, self.runs["experiment_id"], list(self.runs["trials"].values())),
-        }
-        return tracking, final
+    def child_args(self, trial_id: str, config: dict[str, Any]) -> tuple[str, dict[str, Any], str, str]:
+        """The writer's `child` arguments for a trial: id, full config, whether it is the baseline, its sampled keys."""
+        baseline = str(all(config.get(k) == v for k, v in self.spec.baseline_point().items())).lower()
+        return trial_id, self.spec.full_config(dict(config)), baseline, ",".join(sorted(config))
 
 
-    def _reconcile(self, records: list[Any]) -> None:
-        """Make MLflow agree with Tune's records: what a killed driver had not written yet is written now.
-
-        A trial Tune saved as ended whose run was never created, misses rounds, or was not
-        closed (the driver died with those writes queued) gets its run, its missing rounds
-        (from the trial's result.json) and its end status. In a search one driver ran, rounds
-        reach MLflow in order, so "missing" is every round after the last one logged; after a
-        resume it is every round MLflow does not hold (one query per trial): a killed driver
-        can leave a gap below rounds the resumed one logged (a trial restored from a checkpoint
-        newer than what reached MLflow continues after the gap).
-        """
-        from mlflow.entities import Metric
-
-        for record in records:
-            if record.trial_id not in self.runs["trials"]:
-                if not record.history and record.status in (R.RUNNING, R.PENDING):
-                    continue  # never started: nothing to show
-                self.writer.child(*self._child_args(record.trial_id, record.config))
-            run_id = self.writer.run_of(record.trial_id)
-            if self.resumed:
-                present = {m.step for m in self.client.get_metric_history(run_id, M.EPOCH)}  # finite in every round
-                missing = [row for row in record.history if int(row.get(M.ROUND, 0)) not in present]
-            else:
-                logged = self.runs["logged_round"].get(record.trial_id, 0)
-                missing = [row for row in record.history if int(row.get(M.ROUND, 0)) > logged]
-            metrics = []
-            for row in missing:
-                ts, step = int(float(row.get("timestamp", time.time())) * 1000), int(row[M.ROUND])
-                for key in M.curve_keys(row):
-                    value = row.get(key)
-                    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                        metrics.append(Metric(key, float(value), ts, step))
-            if metrics:
-                self.writer.add(run_id, "metrics", metrics)
-                self.writer.pending_round[record.trial_id] = int(missing[-1][M.ROUND])
-            if record.trial_id in self.runs["ended"] or record.status in (R.RUNNING, R.PENDING):
-                self.writer.write_pending(only=run_id)
-                continue
-            if record.status == R.FAILED:
-                status, tags = "FAILED", {"outcome": R.FAILED, "error": record.error or "trial failed"}
-            else:
-                status, tags = _outcome(record.trial_id, record.history[-1] if record.history else {}, self.total_rounds, self.rungs, {})
-            self.writer.end(record.trial_id, status, tags)
-        self.writer.save_runs()
-
-
-def _outcome(trial_id: str, last: dict[str, Any], total_rounds: int, rungs: tuple[int, ...],
+def outcome_tags(trial_id: str, last: dict[str, Any], total_rounds: int, rungs: tuple[int, ...],
              user_errors: dict[str, str]) -> tuple[str, dict[str, str]]:
     """MLflow end status and tags of a trial Tune ended (`paused` is cleared: the trial has ended)."""
     rounds = int(last.get(M.ROUND, 0))
     outcome, error = R.trial_end(trial_id, last, total_rounds, rungs, user_errors)
-    if outcome == R.FAILED:
-        return "FAILED", {"outcome": R.FAILED, "error": error, "paused": "false"}
-    if outcome == R.DIVERGED:
-        return "FAILED", {"outcome": R.DIVERGED, "error": "diverged: non-finite training loss", "paused": "false"}
-    if outcome == R.COMPLETED:
-        return "FINISHED", {"outcome": R.COMPLETED, "pruned": "false", "paused": "false"}
-    tags = {"outcome": outcome, "pruned": str(outcome == R.PRUNED).lower(), "stopped_at_round": str(rounds),
+    if outcome == R.Outcome.FAILED:
+        return "FAILED", {"outcome": R.Outcome.FAILED, "error": error, "paused": "false"}
+    if outcome == R.Outcome.DIVERGED:
+        return "FAILED", {"outcome": R.Outcome.DIVERGED, "error": "diverged: non-finite training loss", "paused": "false"}
+    if outcome == R.Outcome.COMPLETED:
+        return "FINISHED", {"outcome": R.Outcome.COMPLETED, "pruned": "false", "paused": "false"}
+    tags = {"outcome": outcome, "pruned": str(outcome == R.Outcome.PRUNED).lower(), "stopped_at_round": str(rounds),
             "paused": "false"}
     if rungs:
         tags["stopped_at_rung"] = str(R.rung_of(rounds, rungs))
-    if outcome == R.TIMED_OUT:
+    if outcome == R.Outcome.TIMED_OUT:
         tags["timed_out"] = "true"
     return "KILLED", tags
 

@@ -104,12 +104,8 @@ class RunWriter:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import logging
-
             from mlflow.tracking import MlflowClient
 
-            for noisy in ("mlflow", "alembic"):
-                logging.getLogger(noisy).setLevel(logging.WARNING)
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
 
@@ -309,6 +305,10 @@ def writer_main(state: dict[str, Any], commands: Any, replies: Any, parent_pid: 
         os.nice(WRITER_NICENESS)
     except (OSError, AttributeError):
         pass
+    import logging
+
+    for noisy in ("mlflow", "alembic"):  # this process's own logging: the store's migrations are not the user's news
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     fast_sqlite_commits(state["tracking_uri"])
     runs = state.pop("runs")
     experiment_dir = Path(state.pop("experiment_dir"))
