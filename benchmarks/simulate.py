@@ -6,21 +6,22 @@ hours at 128 workers replays in seconds, and many seeds can be run. What runs is
 search runs, driven the way Ray Tune 2.60's `TuneController` drives it:
 
 - the scheduler: `search.schedulers.PromotionASHA` (`asha`, ASHA with promotions, its `clock=`
-  the virtual clock) or `search.schedulers.asha_scheduler` (`asha-stop`: Ray's stopping
-  `ASHAScheduler` with hpsearch's tie-break and recent-results cutoff; `asha-stop-all`: Ray's cutoff
-  over all of a rung's results);
+  the virtual clock) or `search.schedulers.AshaStop` (`asha-stop`: the stopping ASHA with
+  hpsearch's tie-break and recent-results cutoff; `asha-stop-all`: the cutoff over all of a rung's
+  results, as Ray's `ASHAScheduler` takes it);
 - the sampler: `search.sampler.RungAwareTPE` over the recorded spec's define-by-run space
-  (`search.tuner.DefineByRun`), the baseline suggested first, seeded with the replay's seed;
+  (`search.space.DefineByRun`), the baseline suggested first, seeded with the replay's seed;
   behind Ray's own `ConcurrencyLimiter(max_concurrent=W)` for `asha-stop*` and alone, admitted
   by `PromotionASHA.admission`, for `asha`: as `search.tuner.build_tuner` assembles them;
-- the loop (`Replay`): Tune's SearchGenerator (`num_samples` = `--samples`, a FINISHED
-  suggestion ends the search) asked for a trial while fewer than `max_pending_trials` wait (Tune's
-  `_get_max_pending_trials`: 1 for a bare searcher, W behind a ConcurrencyLimiter); whenever a
-  worker is free, `scheduler.choose_trial_to_run(controller)` first (a PAUSED trial it returns
-  resumes from its last round, a PENDING one starts), then any PENDING trial; each result goes to
-  `scheduler.on_trial_result` and, unless it says STOP, `searcher.on_trial_result`; PAUSE frees
-  the worker; STOP, the curve's end or max_t end the trial through the controller's `stop_trial`
-  (scheduler `on_trial_complete` / `on_trial_remove`, searcher `on_trial_complete`), as Tune does.
+- the loop: `search.schedulers.simulator.Simulation`, Tune's loop on a virtual clock: Tune's
+  SearchGenerator (`num_samples` = `--samples`, a FINISHED suggestion ends the search) asked for a
+  trial while fewer than `max_pending_trials` wait (1 for a bare searcher, W behind a
+  ConcurrencyLimiter); whenever a worker is free, `scheduler.choose_trial_to_run(controller)`
+  first (a PAUSED trial it returns resumes from its last round, a PENDING one starts), then any
+  PENDING trial; each result goes to `scheduler.on_trial_result` and, unless it says STOP,
+  `searcher.on_trial_result`; PAUSE frees the worker; STOP, the curve's end or max_t end the trial
+  through the controller's `stop_trial` (scheduler `on_trial_complete` / `on_trial_remove`,
+  searcher `on_trial_complete`), as Tune does.
 
 A suggested configuration gets the learning curve of the nearest recorded configuration, the
 1-nearest-neighbour surrogate of Syne Tune's blackbox repository: Euclidean distance over the
@@ -62,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import heapq
 import json
 import logging
 import math
@@ -74,12 +74,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import _common as C
+import _common as C  # first: it puts the repository on sys.path
+from ray.tune.schedulers import TrialScheduler
+
+from search.schedulers.simulator import SearchGenerator, Simulation
 
 SCHEDULERS = {
     "asha": "ASHA with promotions (PromotionASHA)",
-    "asha-stop": "Ray's stopping ASHA, hpsearch's recent-results cutoff (asha_scheduler)",
-    "asha-stop-all": "Ray's stopping ASHA, Ray's cutoff over all results (asha_scheduler, window=0)",
+    "asha-stop": "stopping ASHA, hpsearch's recent-results cutoff (AshaStop)",
+    "asha-stop-all": "stopping ASHA, Ray's cutoff over all results (AshaStop, window=0)",
     "asha+ray-sampler": "ASHA with promotions, Ray's OptunaSearch as the sampler instead of RungAwareTPE (the sampler ablation)",
 }
 DEFAULT_WORKERS = (1, 2, 8, 32, 128)
@@ -217,7 +220,7 @@ def importance_weights(curves: "Curves") -> dict[str, float]:
     A parameter that is not in every configuration (a conditional one) gets the smallest importance found."""
     import optuna
 
-    from search.tuner import DefineByRun
+    from search.space import DefineByRun
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
@@ -286,91 +289,7 @@ def default_target(curves: Curves, quantile: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# Tune's side: the search generator and the controller the schedulers see
-
-
-class SearchGenerator:
-    """What Tune's `SearchGenerator` does around a Searcher: count trials to `num_samples`, honour FINISHED."""
-
-    def __init__(self, searcher: Any, num_samples: int) -> None:
-        self.searcher, self.total_samples, self.counter, self._finished = searcher, int(num_samples), 0, False
-
-    def is_finished(self) -> bool:
-        return self.counter >= self.total_samples or self._finished
-
-    def set_finished(self) -> None:
-        self._finished = True
-
-    def next_config(self, trial_id: str) -> dict[str, Any] | None:
-        from ray.tune.search import Searcher
-
-        if self.is_finished():
-            return None
-        config = self.searcher.suggest(trial_id)
-        if config == Searcher.FINISHED:
-            self._finished = True
-            return None
-        if config is None:
-            return None
-        self.counter += 1
-        return config
-
-    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        self.searcher.on_trial_result(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        self.searcher.on_trial_complete(trial_id, result=result, error=error)
-
-
-def max_pending_trials(search_alg: SearchGenerator) -> int:
-    """Tune's own rule (`tune_controller._get_max_pending_trials`), or its documented outcome if that moved."""
-    try:
-        from ray.tune.execution.tune_controller import _get_max_pending_trials
-
-        return int(_get_max_pending_trials(search_alg))
-    except Exception:  # noqa: BLE001 - a private helper: fall back to what Ray 2.60 returns for a custom searcher
-        from ray.tune.search import ConcurrencyLimiter
-
-        inner = search_alg.searcher
-        return inner.max_concurrent if isinstance(inner, ConcurrencyLimiter) else 1
-
-
-@dataclass
-class SimTrial:
-    trial: Any  # ray.tune.experiment.Trial (stub)
-    params: dict[str, Any]
-    curve: dict[str, Any]  # the recorded configuration it replays
-    round: int = 0  # rounds done
-    last_result: dict[str, Any] = field(default_factory=dict)
-    token: int = 0  # the current round's event; a stale event is dropped
-    offset: float = 0.0  # --noise: this trial's val acc offset
-    fresh: bool = True  # its next report is the first since it (re)started: Tune's time_this_iter_s includes the start
-    started: float = 0.0  # virtual time the current stint began (busy accounting)
-
-
-class FakeController:
-    """The part of Tune's controller the schedulers and `stop_trial` use (Tune's `TrialRunnerWrapper` whitelist)."""
-
-    def __init__(self, replay: "Replay") -> None:
-        self._replay = replay
-
-    @property
-    def search_alg(self) -> SearchGenerator:
-        return self._replay.search_alg
-
-    def get_trials(self) -> list[Any]:
-        return self._replay.trial_list
-
-    def get_live_trials(self) -> list[Any]:
-        from ray.tune.experiment import Trial
-
-        return [t for t in self._replay.trial_list if t.status not in (Trial.TERMINATED, Trial.ERROR)]
-
-    def stop_trial(self, trial: Any) -> None:
-        self._replay.stop_trial(trial)
-
-    def pause_trial(self, trial: Any, should_checkpoint: bool = True) -> None:
-        self._replay.pause(self._replay.trials[trial.trial_id])
+# The search algorithm Tune gets
 
 
 def search_algorithm(spec: Any, scheduler: Any, *, seed: int, max_t: int, workers: int, promotions: bool,
@@ -383,28 +302,18 @@ def search_algorithm(spec: Any, scheduler: Any, *, seed: int, max_t: int, worker
     from ray.tune.search.optuna import OptunaSearch
 
     from search.sampler import AdmissionLimiter, RungAwareTPE
-    from search.tuner import DefineByRun
+    from search.space import DefineByRun
 
     points = [spec.baseline_point()] if spec.space else None
     space = DefineByRun(spec.space, spec.baseline)
     if rays_sampler:
         searcher = OptunaSearch(space=space, metric=METRIC, mode="max", seed=seed, points_to_evaluate=points)
     else:
-        searcher = RungAwareTPE(space, metric=METRIC, mode="max", seed=seed, max_t=max_t,
-                                rungs=tuple(getattr(scheduler, "levels", ())) or _stop_levels(scheduler, max_t),
+        searcher = RungAwareTPE(space, metric=METRIC, mode="max", seed=seed, max_t=max_t, rungs=tuple(scheduler.levels),
                                 points_to_evaluate=points)
     if not promotions:
         return searcher, ConcurrencyLimiter(searcher, max_concurrent=workers)
     return searcher, AdmissionLimiter(searcher, workers, scheduler.admission)
-
-
-def _stop_levels(scheduler: Any, max_t: int) -> tuple[int, ...]:
-    """The rungs of Ray's ASHA (its milestones below max_t)."""
-    from search.schedulers import rung_levels
-
-    grace = int(getattr(scheduler, "_grace_period", 1) or 1)
-    rf = float(getattr(scheduler, "_reduction_factor", 4) or 4)
-    return rung_levels(grace, rf, max_t)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -427,272 +336,123 @@ class Settings:
     noise: float = 0.0  # SD of a per-trial offset added to every replayed val acc (seed-to-seed variation)
 
 
-class Replay:
-    """One simulated search (see the module docstring)."""
+@dataclass
+class SimTrial:
+    params: dict[str, Any]
+    curve: dict[str, Any]  # the recorded configuration it replays
+    round: int = 0  # rounds done
+    last_result: dict[str, Any] = field(default_factory=dict)
+    offset: float = 0.0  # --noise: this trial's val acc offset
+
+
+def make_scheduler(s: Settings, clock: Callable[[], float]) -> Any:
+    """The scheduler of `s.scheduler`, on the replay's virtual clock."""
+    from search.schedulers import AshaStop, PromotionASHA
+
+    if s.scheduler in ("asha", "asha+ray-sampler"):
+        return PromotionASHA(METRIC, "max", max_t=s.max_t, grace=s.grace, reduction_factor=s.reduction_factor,
+                             max_concurrent=s.workers, time_budget_s=s.time_budget, clock=clock)
+    if s.scheduler in ("asha-stop", "asha-stop-all"):
+        return AshaStop(METRIC, "max", max_t=s.max_t, grace=s.grace, reduction_factor=s.reduction_factor,
+                        window=0 if s.scheduler == "asha-stop-all" else None)
+    raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, but got {s.scheduler=!r}")
+
+
+class Replay(Simulation):
+    """One simulated search (see the module docstring): search.schedulers.simulator's loop, each trial replaying
+    the curve of its nearest recorded configuration."""
 
     def __init__(self, curves: Curves, s: Settings, neighbours: Neighbours | None = None) -> None:
-        from search.schedulers import PromotionASHA, asha_scheduler
-
         self.curves, self.s = curves, s
         self.neighbours = neighbours or surrogate(curves, s.distance)
-        self.now = 0.0
-        spec = curves.spec
         self.promotions = s.scheduler in ("asha", "asha+ray-sampler")
-        if self.promotions:  # asha, or asha+ray-sampler
-            self.scheduler = PromotionASHA(METRIC, "max", max_t=s.max_t, grace=s.grace, reduction_factor=s.reduction_factor,
-                                           max_concurrent=s.workers, time_budget_s=s.time_budget, clock=self.clock)
-            self.scheduler.on_decision = self._on_decision
-        elif s.scheduler in ("asha-stop", "asha-stop-all"):
-            self.scheduler = asha_scheduler(METRIC, "max", max_t=s.max_t, grace=s.grace, reduction_factor=s.reduction_factor,
-                                            window=0 if s.scheduler == "asha-stop-all" else None)
-        else:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, but got {s.scheduler!r}")
-        self.searcher, inner = search_algorithm(spec, self.scheduler, seed=s.seed, max_t=s.max_t, workers=s.workers,
+        scheduler = make_scheduler(s, self.clock)
+        if self.promotions:
+            scheduler.on_decision = self._on_decision
+        self.searcher, inner = search_algorithm(curves.spec, scheduler, seed=s.seed, max_t=s.max_t, workers=s.workers,
                                                 promotions=self.promotions, rays_sampler=s.scheduler == "asha+ray-sampler")
-        self.search_alg = SearchGenerator(inner, s.samples)
-        self.max_pending = max_pending_trials(self.search_alg)
-        self.controller = FakeController(self)
-        self.trials: dict[str, SimTrial] = {}
-        self.trial_list: list[Any] = []
-        self.events: list[tuple[float, int, str, int]] = []
-        self._seq = 0
-        self._ids = 0
-        self.busy_seconds = 0.0
-        self.idle_seconds = self.idle_sampling_seconds = self.sampling_end = 0.0
-        self.counts = {"pause": 0, "resume": 0, "stop": 0, "stopped_paused": 0, "trained_to_max_t": 0,
-                       "trial_rounds": 0, "re_reports": 0}
+        super().__init__(scheduler, SearchGenerator(inner, s.samples), workers=s.workers, time_budget=s.time_budget,
+                         overhead=s.overhead)
+        self.sims: dict[str, SimTrial] = {}
+        self.counts.update(stop=0, trained_to_max_t=0, trial_rounds=0, re_reports=0)
         self.decisions: dict[str, int] = {}
         self.t_any = self.t_full = INF
         self.configs_at_any = self.configs_at_full = None
         self.best_any = self.best_full = -INF
         self.trace_any: list[tuple[float, float]] = []
         self.trace_full: list[tuple[float, float]] = []
-        self.stuck = False
-        self.timed_out = False
-
-    def clock(self) -> float:
-        return self.now
 
     def _on_decision(self, kind: str, trial_id: str, t: int) -> None:
-        self.decisions[kind] = self.decisions.get(kind, 0) + 1
+        self.decisions[str(kind)] = self.decisions.get(str(kind), 0) + 1
 
-    # -- status helpers ------------------------------------------------------------------------
-    def _with(self, status: str) -> list[Any]:
-        return [t for t in self.trial_list if t.status == status]
-
-    def running(self) -> int:
-        from ray.tune.experiment import Trial
-
-        return sum(t.status == Trial.RUNNING for t in self.trial_list)
-
-    # -- Tune's step, without the event ----------------------------------------------------------
-    def _add_trials(self) -> bool:
-        """Ask the searcher while fewer than max_pending trials are PENDING (Tune's `_maybe_update_trial_queue`)."""
-        from ray.tune.experiment import Trial
-
-        added = False
-        while len(self._with(Trial.PENDING)) < self.max_pending and not self.search_alg.is_finished():
-            self._ids += 1
-            trial_id = f"{self._ids:05d}"  # Tune draws a fresh id per attempt too (Trial.generate_id)
-            config = self.search_alg.next_config(trial_id)
-            if config is None:
-                break
-            trial = Trial("__fake", trial_id=trial_id, stub=True, config=dict(config))
-            curve = self.curves.configs[self.neighbours.nearest(config)]
-            offset = random.Random(f"{self.s.seed}-{trial_id}").gauss(0.0, self.s.noise) if self.s.noise else 0.0
-            self.trials[trial_id] = SimTrial(trial, dict(config), curve, offset=offset)
-            self.trial_list.append(trial)
-            self.scheduler.on_trial_add(self.controller, trial)
-            added = True
-        return added
-
-    def _start_trials(self) -> bool:
-        """While a worker is free: the scheduler's choice first, then any PENDING trial (Tune's `_maybe_add_actors`)."""
-        from ray.tune.experiment import Trial
-
-        started = False
-        while self.running() < self.s.workers:
-            trial = self.scheduler.choose_trial_to_run(self.controller)
-            if trial is None or trial.status not in (Trial.PENDING, Trial.PAUSED):
-                pending = self._with(Trial.PENDING)
-                if not pending:
-                    break
-                trial = pending[0]
-            self._start(self.trials[trial.trial_id])
-            started = True
-            self._add_trials()  # Tune's next step asks the searcher again before choosing
-        return started
-
-    def _start(self, st: SimTrial) -> None:
-        from ray.tune.experiment import Trial
-
-        if st.trial.status == Trial.PAUSED:
-            self.counts["resume"] += 1
-        st.trial.set_status(Trial.RUNNING)
-        st.started = self.now
-        st.fresh = True
-        exhausted = st.round >= self._length(st)
-        seconds = 0.0 if exhausted else float(st.curve["round_s"][st.round] or 0.0)
-        self._schedule(st, self.now + self.s.overhead + seconds)
-
-    def _schedule(self, st: SimTrial, at: float) -> None:
-        self._seq += 1
-        st.token = self._seq
-        heapq.heappush(self.events, (at, self._seq, st.trial.trial_id, st.token))
+    # -- a trial's training: its curve ------------------------------------------------------------
+    def created(self, trial: Any) -> None:
+        curve = self.curves.configs[self.neighbours.nearest(trial.config)]
+        offset = random.Random(f"{self.s.seed}-{trial.trial_id}").gauss(0.0, self.s.noise) if self.s.noise else 0.0
+        self.sims[trial.trial_id] = SimTrial(dict(trial.config), curve, offset=offset)
 
     def _length(self, st: SimTrial) -> int:
         return min(int(st.curve["rounds"]), self.s.max_t)
 
-    def _free(self, st: SimTrial) -> None:
-        self.busy_seconds += self.now - st.started
-        st.token = 0
+    def round_seconds(self, trial: Any) -> float:
+        st = self.sims[trial.trial_id]
+        return 0.0 if st.round >= self._length(st) else float(st.curve["round_s"][st.round] or 0.0)
 
-    # -- results ---------------------------------------------------------------------------------
-    def _result(self, st: SimTrial) -> None:
-        from ray.tune.experiment import Trial
-        from ray.tune.schedulers import TrialScheduler
+    def returns(self, trial: Any) -> bool:
+        st = self.sims[trial.trial_id]
+        return st.round >= self._length(st)
 
+    def train(self, trial: Any, *, fresh: bool) -> dict[str, Any]:
         from trainables import metrics as M
 
+        st = self.sims[trial.trial_id]
         c = st.curve
         if st.round >= self._length(st):  # resumed after its last round: the trainable says its last result again
             self.counts["re_reports"] += 1
-            result = dict(st.last_result)
-        else:
-            i = st.round
-            st.round += 1
-            self.counts["trial_rounds"] += 1
-            acc = min(1.0, max(0.0, float(c["val_acc"][i] or 0.0) + st.offset))
-            loss = c["val_loss"][i]
-            diverged = c["status"] == M.STATUS_DIVERGED and st.round == int(c["rounds"])
-            seen = [float(a or 0.0) + st.offset for a in c["val_acc"][: st.round]]
-            seconds = float(c["round_s"][i] or 0.0)
-            result = {
-                M.ROUND: st.round, M.EPOCH: c["epoch"][i], METRIC: acc, M.VAL_LOSS: INF if loss is None else float(loss),
-                M.ROUND_SECONDS: seconds, "time_this_iter_s": seconds + (self.s.overhead if st.fresh else 0.0),
-                "training_iteration": st.round,
-                M.STATUS: M.STATUS_DIVERGED if diverged else M.STATUS_OK, M.BEST_ROUND: 1 + seen.index(max(seen)),
-                "trial_id": st.trial.trial_id, "done": False,
-            }
-            self._measure(st, acc)
-            st.fresh = False
-        st.last_result = result
-        decision = self.scheduler.on_trial_result(self.controller, st.trial, result)
-        if decision == TrialScheduler.STOP:
-            if st.round < self.s.max_t:
-                self.counts["stop"] += 1
-            self.stop_trial(st.trial)
-            return
-        self.search_alg.on_trial_result(st.trial.trial_id, result)
-        if decision == TrialScheduler.PAUSE:
-            self.pause(st)
-        elif st.round >= self._length(st):  # the trainable returns: Tune stops the trial with its last result
-            self.stop_trial(st.trial)
-        else:
-            self._schedule(st, self.now + float(c["round_s"][st.round] or 0.0))
-        assert st.trial.status != Trial.PENDING
+            return dict(st.last_result)
+        i = st.round
+        st.round += 1
+        self.counts["trial_rounds"] += 1
+        acc = min(1.0, max(0.0, float(c["val_acc"][i] or 0.0) + st.offset))
+        loss = c["val_loss"][i]
+        diverged = c["status"] == M.STATUS_DIVERGED and st.round == int(c["rounds"])
+        seen = [float(a or 0.0) + st.offset for a in c["val_acc"][: st.round]]
+        seconds = float(c["round_s"][i] or 0.0)
+        st.last_result = {
+            M.ROUND: st.round, M.EPOCH: c["epoch"][i], METRIC: acc, M.VAL_LOSS: INF if loss is None else float(loss),
+            M.ROUND_SECONDS: seconds, "time_this_iter_s": seconds + (self.s.overhead if fresh else 0.0),
+            "training_iteration": st.round,
+            M.STATUS: M.STATUS_DIVERGED if diverged else M.STATUS_OK, M.BEST_ROUND: 1 + seen.index(max(seen)),
+            "trial_id": trial.trial_id, "done": False,
+        }
+        self._measure(st, acc)
+        return st.last_result
+
+    def report(self, trial: Any, result: dict[str, Any]) -> str:
+        decision = super().report(trial, result)
+        if decision == TrialScheduler.STOP and self.sims[trial.trial_id].round < self.s.max_t:
+            self.counts["stop"] += 1
+        return decision
 
     def _measure(self, st: SimTrial, acc: float) -> None:
         if acc > self.best_any:
             self.best_any = acc
             self.trace_any.append((round(self.now, 2), round(acc, 4)))
         if acc >= self.s.target and self.t_any == INF:
-            self.t_any, self.configs_at_any = self.now, len(self.trial_list)
+            self.t_any, self.configs_at_any = self.now, len(self.trials)
         if st.round == self.s.max_t:
             self.counts["trained_to_max_t"] += 1
             if acc > self.best_full:
                 self.best_full = acc
                 self.trace_full.append((round(self.now, 2), round(acc, 4)))
             if acc >= self.s.target and self.t_full == INF:
-                self.t_full, self.configs_at_full = self.now, len(self.trial_list)
+                self.t_full, self.configs_at_full = self.now, len(self.trials)
 
-    def pause(self, st: SimTrial) -> None:
-        from ray.tune.experiment import Trial
-
-        self.counts["pause"] += 1
-        self._free(st)
-        st.trial.set_status(Trial.PAUSED)
-
-    def stop_trial(self, trial: Any) -> None:
-        """Tune's `TuneController.stop_trial`: remove a PENDING/PAUSED trial, complete a RUNNING one."""
-        from ray.tune.experiment import Trial
-
-        st = self.trials[trial.trial_id]
-        if trial.status in (Trial.ERROR, Trial.TERMINATED):
-            return
-        if trial.status in (Trial.PENDING, Trial.PAUSED):
-            if trial.status == Trial.PAUSED:
-                self.counts["stopped_paused"] += 1
-            self.scheduler.on_trial_remove(self.controller, trial)
-            self.search_alg.on_trial_complete(trial.trial_id)
-        elif trial.status == Trial.RUNNING:
-            self._free(st)
-            self.scheduler.on_trial_complete(self.controller, trial, dict(st.last_result))
-            self.search_alg.on_trial_complete(trial.trial_id, result=dict(st.last_result))
-        trial.set_status(Trial.TERMINATED)
-
-    # -- the loop --------------------------------------------------------------------------------
-    def finished(self) -> bool:
-        from ray.tune.experiment import Trial
-
-        return self.search_alg.is_finished() and all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in self.trial_list)
-
-    def _steps(self) -> None:
-        """Tune's steps between two events: ask the searcher, start trials, until nothing changes."""
-        for _ in range(10_000):
-            added = self._add_trials()
-            started = self._start_trials()
-            if not (added or started):
-                return
-
-    def run(self) -> dict[str, Any]:
+    # -- the replay --------------------------------------------------------------------------------
+    def replay(self) -> dict[str, Any]:
         started = time.perf_counter()
-        deadline = self.s.time_budget
-        idle = 0
-        while True:
-            self._steps()
-            if not self.events:
-                if self.finished():
-                    break
-                # Nothing runs: Tune keeps stepping (the scheduler may start its finish phase, resume a finalist,
-                # stop the trials left paused). A few steps without any change is a search Tune would never end.
-                idle += 1
-                if idle > 5:
-                    self.stuck = True
-                    break
-                continue
-            idle = 0
-            at, _, trial_id, token = heapq.heappop(self.events)
-            st = self.trials[trial_id]
-            if token != st.token:
-                continue
-            if deadline is not None and at > deadline:
-                self.now = deadline
-                self.timed_out = True
-                self._stop_all()
-                break
-            self._idle_until(at)
-            self.now = at
-            self._result(st)
+        self.run()
         return self.summary(time.perf_counter() - started)
-
-    def _idle_until(self, at: float) -> None:
-        """Worker-seconds left idle from now to `at` (nothing starts between events), and how many while the searcher
-        still had configurations to give: idle workers in mid-search mean the loop or the admission held trials back."""
-        idle = (self.s.workers - self.running()) * (at - self.now)
-        self.idle_seconds += idle
-        if not self.search_alg.is_finished():
-            self.idle_sampling_seconds += idle
-            self.sampling_end = at
-
-    def _stop_all(self) -> None:
-        """Tune's time budget: the search generator is finished and every live trial stopped."""
-        from ray.tune.experiment import Trial
-
-        self.search_alg.set_finished()
-        for trial in list(self.trial_list):
-            if trial.status not in (Trial.TERMINATED, Trial.ERROR):
-                self.stop_trial(trial)
 
     def summary(self, real_seconds: float) -> dict[str, Any]:
         s = self.s
@@ -703,20 +463,19 @@ class Replay:
             "scheduler": s.scheduler, "workers": s.workers, "seed": s.seed, "target": s.target,
             "t_any": finite(self.t_any), "t_full": finite(self.t_full),
             "configs_at_any": self.configs_at_any, "configs_at_full": self.configs_at_full,
-            "configs": len(self.trial_list), "best_any": finite4(self.best_any), "best_full": finite4(self.best_full),
+            "configs": len(self.trials), "best_any": finite4(self.best_any), "best_full": finite4(self.best_full),
             "end_s": round(end, 2), "utilization": round(self.busy_seconds / (s.workers * end), 4) if end > 0 else None,
             "idle_while_sampling": round(self.idle_sampling_seconds / (s.workers * self.sampling_end), 4) if self.sampling_end > 0 else 0.0,
             **self.counts, "decisions": dict(self.decisions), "stuck": self.stuck, "timed_out": self.timed_out,
-            "ended": self.finished(), "levels": list(getattr(self.scheduler, "levels", ())),
+            "ended": self.finished(), "levels": list(self.scheduler.levels),
             "max_pending_trials": self.max_pending, "real_s": round(real_seconds, 3),
-            "distinct_curves": len({self.trials[t.trial_id].curve["index"] for t in self.trial_list}),
+            "distinct_curves": len({self.sims[t.trial_id].curve["index"] for t in self.trials}),
             "trace_any": self.trace_any, "trace_full": self.trace_full,
         }
 
 
 def replay(curves: Curves, settings: Settings) -> dict[str, Any]:
-    return Replay(curves, settings).run()
-
+    return Replay(curves, settings).replay()
 
 # ----------------------------------------------------------------------------------------------
 # Synthetic curves (smoke mode, tests)

@@ -64,13 +64,13 @@ def test_no_trial_goes_past_a_rung_unless_it_ranked_in_the_top_third_there(promo
 
 def test_trials_never_promoted_again_end_pruned_at_their_rung_everywhere(promoted):
     statuses = {r.trial_id: r.status for r in promoted.records}
-    assert set(statuses.values()) <= {R.COMPLETED, R.PRUNED}, statuses
-    assert list(statuses.values()).count(R.PRUNED) >= 4
+    assert set(statuses.values()) <= {R.Outcome.COMPLETED, R.Outcome.PRUNED}, statuses
+    assert list(statuses.values()).count(R.Outcome.PRUNED) >= 4
     assert not promoted.interrupted
     table = promoted.table()
     assert {"rung", "status"} <= set(table.columns)
-    assert set(table.loc[table["status"] == R.PRUNED, "rounds"]) <= {1, 3}
-    runs = mlflow_runs(promoted.tracking["tracking_uri"], "promo")
+    assert set(table.loc[table["status"] == R.Outcome.PRUNED, "rounds"]) <= {1, 3}
+    runs = mlflow_runs(promoted.tracking.tracking_uri, "promo")
     children = {r.data.tags["trial_id"]: r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"}
     assert sorted(children) == sorted(statuses)
     assert not [r for r in runs if r.info.status == "RUNNING"]
@@ -79,7 +79,7 @@ def test_trials_never_promoted_again_end_pruned_at_their_rung_everywhere(promote
     for trial_id, status in statuses.items():
         run = children[trial_id]
         assert run.data.tags.get("paused") == "false"
-        if status == R.PRUNED:
+        if status == R.Outcome.PRUNED:
             assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
             assert run.data.tags["stopped_at_rung"] in ("1", "2")
         else:
@@ -97,21 +97,21 @@ def budgeted(tmp_path_factory, ray_local):
 
 def test_a_time_budget_ends_with_a_fully_trained_model_and_no_trial_left_running(budgeted):
     statuses = [r.status for r in budgeted.records]
-    assert set(statuses) <= {R.COMPLETED, R.PRUNED, R.TIMED_OUT}, statuses
-    assert budgeted.best is not None and budgeted.best.status == R.COMPLETED  # the finish phase trained it out
-    completed = [r for r in budgeted.records if r.status == R.COMPLETED]
+    assert set(statuses) <= {R.Outcome.COMPLETED, R.Outcome.PRUNED, R.Outcome.TIMED_OUT}, statuses
+    assert budgeted.best is not None and budgeted.best.status == R.Outcome.COMPLETED  # the finish phase trained it out
+    completed = [r for r in budgeted.records if r.status == R.Outcome.COMPLETED]
     assert budgeted.best.best_value == max(r.best_value for r in completed)  # the best fully trained one is handed over
     assert budgeted.best.rounds == 20
-    assert not budgeted.interrupted and budgeted.final.get("test")
+    assert not budgeted.interrupted and budgeted.final.test
     state = load_state(budgeted.experiment_dir)
     assert state["finishing"] and state["finalists"]
-    runs = mlflow_runs(budgeted.tracking["tracking_uri"], "budget")
+    runs = mlflow_runs(budgeted.tracking.tracking_uri, "budget")
     assert not [r for r in runs if r.info.status == "RUNNING"]
     children = {r.data.tags["trial_id"]: r for r in runs if r.data.tags.get("hpsearch.kind") == "trial"}
     for record in budgeted.records:
         tags = children[record.trial_id].data.tags
         assert tags["outcome"] == record.status
-        if record.status == R.TIMED_OUT:
+        if record.status == R.Outcome.TIMED_OUT:
             assert tags["timed_out"] == "true" and tags["pruned"] == "false"
 
 
@@ -126,8 +126,8 @@ def test_rounds_shorter_than_an_epoch_evaluate_val_at_rungs_and_epoch_ends_only(
     result = run_search(spec, name="sv", storage=str(tmp_path / "runs"), on_event=None)
     state = load_state(result.experiment_dir)
     assert state is not None and state["levels"] == [4]
-    client = MlflowClient(tracking_uri=result.tracking["tracking_uri"])
-    runs = {r.data.tags["trial_id"]: r for r in mlflow_runs(result.tracking["tracking_uri"], "sparse-val")
+    client = MlflowClient(tracking_uri=result.tracking.tracking_uri)
+    runs = {r.data.tags["trial_id"]: r for r in mlflow_runs(result.tracking.tracking_uri, "sparse-val")
             if r.data.tags.get("hpsearch.kind") == "trial"}
     stale = 0
     for record in result.records:

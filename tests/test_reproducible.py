@@ -1,4 +1,4 @@
-"""A seeded parallel search reproduces whatever the timing (search.reproducible), on real Ray Tune + Optuna + MLflow.
+"""A seeded parallel search reproduces whatever the timing (search.schedulers.virtual_clock), on real Ray Tune + Optuna + MLflow.
 
 The same spec and seed run twice with 2 workers: the second time, trials with a wide hidden layer sleep in
 every training step, so results arrive in another order. The configurations, rounds and statuses must not change.
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.schedulers import ReproducibleASHA
-from search.schedulers import PromotionASHA, load_state
+from search.schedulers import PromotionASHA, ReproducibleASHA, build_scheduler, load_state
+from search.schedulers.simulator import Controller
 from search.spec import load_spec
-from search.tuner import build_scheduler, run_search
+from search.tuner import run_search
 from tests._search_helpers import QUICKSTART
 
 # A user's model file: the quickstart's cnn, whose training steps sleep while FLAG exists and the
@@ -96,11 +96,10 @@ def test_reproducible_false_decides_in_arrival_order(tmp_path):
     assert isinstance(build_scheduler(load_spec(_spec(tmp_path)), 1000), ReproducibleASHA)
 
 
-# -- the virtual schedule driven directly (no Ray runtime): tests/test_schedulers.py's stand-in for Tune's controller
+# -- the virtual schedule driven directly (no Ray runtime): search.schedulers.simulator's stand-in for Tune's controller
 
 def _virtual_search():
     from search.sampler import AdmissionLimiter, RungAwareTPE
-    from tests.test_schedulers import Controller
 
     scheduler = ReproducibleASHA("val_acc", "max", max_t=4, grace=1, reduction_factor=2, max_concurrent=2, samples=6)
     tpe = RungAwareTPE(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), metric="val_acc", mode="max",
@@ -117,7 +116,7 @@ def _virtual_search():
 
 def _report(tune, tpe, trial, rounds: int, acc: float) -> str:
     tpe.on_trial_result(trial.trial_id, {"round": rounds, "val_acc": acc})  # Tune tells the searcher after the scheduler
-    return tune.report(trial, rounds, acc)
+    return tune.report(trial, {"round": rounds, "val_acc": acc, "val_loss": 1 - acc, "epoch_seconds": 1.0})
 
 
 @pytest.mark.parametrize("b_first", [True, False])
@@ -127,17 +126,17 @@ def test_a_result_that_comes_in_first_waits_for_the_one_before_it_in_virtual_tim
     assert limiter.suggest("c") is None  # two jobs on two virtual workers: nothing new yet
     if b_first:
         assert _report(tune, tpe, b, 1, 0.9) == "PAUSE"  # b waits for a: not yet in its rung
-        assert scheduler.rungs[1] == {} and scheduler.waits == 1
+        assert scheduler.rungs[1] == {} and scheduler.virtual_clock.waits == 1
         assert _report(tune, tpe, a, 1, 0.5) == "PAUSE"  # a's end, then b's: b tops rung 1 and is given the next job
-        assert scheduler.to_resume == ["b"] and scheduler.choose_trial_to_run(tune) is b
+        assert scheduler.virtual_clock.to_resume == ["b"] and scheduler.choose_trial_to_run(tune) is b
     else:
         assert _report(tune, tpe, a, 1, 0.5) == "PAUSE"
         assert _report(tune, tpe, b, 1, 0.9) == "CONTINUE"  # promoted as it reported: no pause
-        assert scheduler.waits == 0
+        assert scheduler.virtual_clock.waits == 0
     # whatever the order: the same rungs, the same promotion, the same proposal for the freed worker
     assert scheduler.rungs[1] == {"a": pytest.approx(0.5, abs=1e-5), "b": pytest.approx(0.9, abs=1e-5)}
     assert scheduler.promoted[1] == ["b"]
-    assert scheduler.jobs == {"b": [2.0, 2], tpe.queued[0]: [2.0, 1]} and scheduler.paused_at == {"a": 1}
+    assert scheduler.virtual_clock.jobs == {"b": [2.0, 2], tpe.queued[0]: [2.0, 1]} and scheduler.paused_at == {"a": 1}
     assert tpe.tpe_view() == {"complete": 0, "pruned": 2}  # the sampler was told both rung results, in virtual order
 
 
@@ -157,8 +156,8 @@ def test_a_trial_tune_restarts_after_a_lost_node_keeps_its_job_and_a_final_failu
     a = start("a")
     start("b")
     scheduler.on_trial_error(tune, a)  # no failure counted yet: Tune will restart it from its checkpoint
-    assert "a" in scheduler.jobs and not scheduler.reported
+    assert "a" in scheduler.virtual_clock.jobs and not scheduler.virtual_clock.reported
     a.run_metadata.num_failures = 1  # past max_failures (0): the trial ends with an error
     scheduler.on_trial_error(tune, a)
-    assert "a" not in scheduler.jobs and tpe.trials["a"]["state"] == "failed"
-    assert scheduler.jobs.keys() == {"b", tpe.queued[0]}  # the freed virtual worker took a new configuration
+    assert "a" not in scheduler.virtual_clock.jobs and tpe.trials["a"]["state"] == "failed"
+    assert scheduler.virtual_clock.jobs.keys() == {"b", tpe.queued[0]}  # the freed virtual worker took a new configuration

@@ -1,7 +1,8 @@
 """ASHA with promotions, the rung-aware sampler and auto-sized rounds, driven directly (no Ray runtime).
 
-The scheduler is the real `PromotionASHA`; Tune's controller is replaced by the few calls the scheduler
-makes on it (`get_trials`, `stop_trial`, `search_alg.is_finished`), with real `ray.tune` Trial objects.
+The scheduler is the real `PromotionASHA`; Tune's controller is search.schedulers.simulator's stand-in (the few
+calls the scheduler makes on it: `get_trials`, `stop_trial`, `search_alg.is_finished`), with real `ray.tune` Trial
+objects. The rung system alone is tested in tests/test_rungs.py.
 End-to-end searches on real Ray are in tests/test_promotions.py.
 """
 from __future__ import annotations
@@ -13,49 +14,19 @@ import pytest
 import yaml
 from ray.tune.experiment import Trial
 
+from search.results import Outcome, ended_outcome, paused_trial_outcome, rung_of
 from search.rounds import Speed, auto_round_samples
-from search.results import COMPLETED, PAUSED, PRUNED, RUNNING, TIMED_OUT, ended_outcome, paused_trial_outcome, rung_of
 from search.sampler import AdmissionLimiter, RungAwareTPE
 from search.schedulers import PromotionASHA, end_pauses, load_state, rung_levels
+from search.schedulers.simulator import Controller
+from search.space import DefineByRun
 from search.spec import parse_spec
-from search.tuner import DefineByRun
 from tests._search_helpers import QUICKSTART
 
 
-class Controller:
-    """What PromotionASHA uses of Tune's controller."""
-
-    class SearchAlg:
-        def __init__(self) -> None:
-            self.finished = False
-
-        def is_finished(self) -> bool:
-            return self.finished
-
-    def __init__(self, scheduler: PromotionASHA) -> None:
-        self.scheduler, self.trials, self.search_alg = scheduler, [], self.SearchAlg()
-
-    def get_trials(self) -> list[Trial]:
-        return self.trials
-
-    def add(self, trial_id: str) -> Trial:
-        trial = Trial("__fake", trial_id=trial_id, stub=True)
-        self.scheduler.on_trial_add(self, trial)
-        self.trials.append(trial)
-        trial.set_status(Trial.RUNNING)
-        return trial
-
-    def report(self, trial: Trial, rounds: int, acc: float, seconds: float = 1.0) -> str:
-        decision = self.scheduler.on_trial_result(self, trial, {"round": rounds, "val_acc": acc, "val_loss": 1 - acc,
-                                                                "epoch_seconds": seconds})
-        if decision == "PAUSE":
-            trial.set_status(Trial.PAUSED)
-        return decision
-
-    def stop_trial(self, trial: Trial) -> None:
-        if trial.status in (Trial.PAUSED, Trial.PENDING):
-            self.scheduler.on_trial_remove(self, trial)
-        trial.set_status(Trial.TERMINATED)
+def _report(tune: Controller, trial: Trial, rounds: int, acc: float, seconds: float = 1.0) -> str:
+    """A result of round `rounds` as the trainable reports it (val loss 1 - acc), through Tune's stand-in."""
+    return tune.report(trial, {"round": rounds, "val_acc": acc, "val_loss": 1 - acc, "epoch_seconds": seconds})
 
 
 def _scheduler(**kwargs: Any) -> PromotionASHA:
@@ -75,11 +46,11 @@ def test_the_first_trial_at_a_rung_pauses_instead_of_going_on_for_lack_of_rivals
     scheduler = _scheduler()
     tune = Controller(scheduler)
     first = tune.add("a")
-    assert tune.report(first, 1, 0.90) == "PAUSE"
+    assert _report(tune, first, 1, 0.90) == "PAUSE"
     # three more, all worse: the rung holds 4 results, floor(4/4) = 1 promotion, and it is the first trial's
     for i, acc in enumerate((0.5, 0.6, 0.7)):
-        assert tune.report(tune.add(f"b{i}"), 1, acc) == "PAUSE"
-    assert scheduler.promotable(1) == ["a"]
+        assert _report(tune, tune.add(f"b{i}"), 1, acc) == "PAUSE"
+    assert scheduler.rungs.promotable(1) == ["a"]
     tune.trials[-1].set_status(Trial.TERMINATED)  # a worker is free
     assert tune.scheduler.choose_trial_to_run(tune) is first
     assert scheduler.resumed == [("a", 1, 0, 4)]
@@ -90,7 +61,7 @@ def test_a_trial_below_its_rungs_cutoff_is_never_resumed_and_ends_pruned_at_the_
     scheduler = _scheduler(reduction_factor=2, max_t=4)  # rungs 1, 2
     tune = Controller(scheduler)
     trials = [tune.add(f"t{i}") for i in range(4)]
-    decisions = [tune.report(t, 1, acc) for t, acc in zip(trials, (0.1, 0.9, 0.2, 0.8))]
+    decisions = [_report(tune, t, 1, acc) for t, acc in zip(trials, (0.1, 0.9, 0.2, 0.8))]
     # t1 arrives as the 2nd result, the top 1 of 2: it goes on at once; t3 is in the top 2 of 4 with t1
     assert decisions == ["PAUSE", "CONTINUE", "PAUSE", "CONTINUE"]
     for t in (trials[1], trials[3]):  # both trained to the end
@@ -101,7 +72,7 @@ def test_a_trial_below_its_rungs_cutoff_is_never_resumed_and_ends_pruned_at_the_
         assert scheduler.choose_trial_to_run(tune) is None
     assert [t.status for t in trials] == ["TERMINATED"] * 4
     assert [r[0] for r in scheduler.resumed] == []  # t0 and t2 were never resumed
-    assert ended_outcome(1, 4, scheduler.levels) == PRUNED
+    assert ended_outcome(1, 4, scheduler.levels) == Outcome.PRUNED
 
 
 def test_without_a_time_budget_the_best_paused_trial_is_trained_to_max_t_when_nothing_else_can_run():
@@ -109,18 +80,18 @@ def test_without_a_time_budget_the_best_paused_trial_is_trained_to_max_t_when_no
     tune = Controller(scheduler)
     trials = [tune.add(f"t{i}") for i in range(3)]
     for t, acc in zip(trials, (0.3, 0.5, 0.4)):
-        tune.report(t, 1, acc)
+        _report(tune, t, 1, acc)
     # t1 is promoted as the 2nd... floor(2/3) = 0: no; as the 3rd result, t1 is the top 1 of 3
     promoted = scheduler.choose_trial_to_run(tune)
     assert promoted is trials[1] and promoted.status == Trial.PAUSED
     promoted.set_status(Trial.RUNNING)
-    assert tune.report(promoted, 2, 0.6) == "CONTINUE"
-    assert tune.report(promoted, 3, 0.7) == "PAUSE"  # alone at rung 3
+    assert _report(tune, promoted, 2, 0.6) == "CONTINUE"
+    assert _report(tune, promoted, 3, 0.7) == "PAUSE"  # alone at rung 3
     tune.search_alg.finished = True
     assert scheduler.choose_trial_to_run(tune) is None and scheduler.finishing and scheduler.finalists == ["t1"]
     assert scheduler.choose_trial_to_run(tune) is promoted  # the finalist goes on
     promoted.set_status(Trial.RUNNING)
-    assert tune.report(promoted, 4, 0.72) == "CONTINUE"
+    assert _report(tune, promoted, 4, 0.72) == "CONTINUE"
     promoted.set_status(Trial.TERMINATED)
     scheduler.on_trial_complete(tune, promoted, {"round": 9, "val_acc": 0.8})
     assert scheduler.choose_trial_to_run(tune) is None
@@ -128,23 +99,23 @@ def test_without_a_time_budget_the_best_paused_trial_is_trained_to_max_t_when_no
 
 
 def test_a_trial_tune_saved_paused_reads_as_waiting_promoted_or_ended_from_the_saved_rungs(tmp_path):
-    # Tune's saved state can say PAUSED for a trial the scheduler has since promoted (the driver died
+    # Tune's saved state can say Outcome.PAUSED for a trial the scheduler has since promoted (the driver died
     # before Tune re-saved it) or stopped at the end: the reader must not call the promoted one pruned.
     scheduler = _scheduler(reduction_factor=2, max_t=4, state_dir=tmp_path)  # rungs 1, 2
     tune = Controller(scheduler)
     trials = [tune.add(f"t{i}") for i in range(3)]
-    assert [tune.report(t, 1, acc) for t, acc in zip(trials, (0.9, 0.2, 0.5))] == ["PAUSE"] * 3
+    assert [_report(tune, t, 1, acc) for t, acc in zip(trials, (0.9, 0.2, 0.5))] == ["PAUSE"] * 3
     assert scheduler.choose_trial_to_run(tune) is trials[0]  # a free worker: t0, the top 1 of 3, is promoted
     state = load_state(tmp_path)
     outcome = {t.trial_id: paused_trial_outcome(t.trial_id, 1, 4, scheduler.levels, state) for t in trials}
-    assert outcome == {"t0": RUNNING, "t1": PAUSED, "t2": PAUSED}
+    assert outcome == {"t0": Outcome.RUNNING, "t1": Outcome.PAUSED, "t2": Outcome.PAUSED}
     end_pauses(tmp_path)  # the budget ran out: t1 and t2 ended where they waited
     state = load_state(tmp_path)
-    assert [paused_trial_outcome(t, 1, 4, scheduler.levels, state) for t in ("t0", "t1", "t2")] == [RUNNING, PRUNED, PRUNED]
+    assert [paused_trial_outcome(t, 1, 4, scheduler.levels, state) for t in ("t0", "t1", "t2")] == [Outcome.RUNNING, Outcome.PRUNED, Outcome.PRUNED]
     assert sorted(state["stopped"]) == ["t1", "t2"]
     # a state saved before the "stopped" record existed: not waiting means ended, as before
     old = {k: v for k, v in load_state(tmp_path).items() if k != "stopped"}
-    assert paused_trial_outcome("t0", 1, 4, scheduler.levels, old) == PRUNED
+    assert paused_trial_outcome("t0", 1, 4, scheduler.levels, old) == Outcome.PRUNED
 
 
 def test_with_a_time_budget_the_last_part_goes_to_finalists_first():
@@ -153,19 +124,19 @@ def test_with_a_time_budget_the_last_part_goes_to_finalists_first():
     tune = Controller(scheduler)
     a, b = tune.add("a"), tune.add("b")
     assert scheduler.admission() == "wait"  # two trials run, as many as max_concurrent
-    tune.report(a, 1, 0.5)
+    _report(tune, a, 1, 0.5)
     assert scheduler.admission() == "yes"
     for name, acc in (("x", 0.3), ("y", 0.2)):  # two weaker configurations pause at rung 1
-        assert tune.report(tune.add(name), 1, acc) == "PAUSE"
-    assert tune.report(b, 1, 0.7) == "CONTINUE"  # top 2 of 4: goes on
+        assert _report(tune, tune.add(name), 1, acc) == "PAUSE"
+    assert _report(tune, b, 1, 0.7) == "CONTINUE"  # top 2 of 4: goes on
     now[0] = 60.0  # 40 s left; b needs 5 more rounds of 1 s, a 7: 1.25 x 7 s < 40 s, not yet
-    assert tune.report(b, 3, 0.75) == "CONTINUE" and not scheduler.finishing
-    assert tune.report(b, 3, 0.8, seconds=40.0) == "CONTINUE"  # slow rounds: 1.25 x 5 x 12.7 s > 40 s left
+    assert _report(tune, b, 3, 0.75) == "CONTINUE" and not scheduler.finishing
+    assert _report(tune, b, 3, 0.8, seconds=40.0) == "CONTINUE"  # slow rounds: 1.25 x 5 x 12.7 s > 40 s left
     assert scheduler.finishing and scheduler.finalists == ["b", "a"]
     assert scheduler.admission() == "wait"  # finalist a waits for a worker: no new configuration
     c = tune.add("c")  # a trial the searcher had already queued: cut at its first report, a needs the worker
-    assert tune.report(c, 1, 0.99) == "PAUSE"
-    assert ended_outcome(0, 8, scheduler.levels) == TIMED_OUT and ended_outcome(8, 8, scheduler.levels) == COMPLETED
+    assert _report(tune, c, 1, 0.99) == "PAUSE"
+    assert ended_outcome(0, 8, scheduler.levels) == Outcome.TIMED_OUT and ended_outcome(8, 8, scheduler.levels) == Outcome.COMPLETED
     b.set_status(Trial.TERMINATED)
     scheduler.on_trial_complete(tune, b, {"round": 8, "val_acc": 0.85})
     assert scheduler.choose_trial_to_run(tune) is a  # the other finalist resumes
@@ -185,17 +156,17 @@ def test_a_further_finalist_must_rank_in_its_rungs_top_and_the_spare_worker_expl
     best, fast = tune.add("best"), tune.add("fast")
     others = [tune.add(name) for name in "abcdefg"]
     for trial, acc in zip(others, (0.8, 0.7, 0.6, 0.55, 0.45, 0.4, 0.3)):
-        assert tune.report(trial, 1, acc, seconds=0.5) == "PAUSE"
-    assert tune.report(fast, 1, 0.5, seconds=0.1) == "PAUSE"  # 5th of 8 at rung 1: outside its top quarter
+        assert _report(tune, trial, 1, acc, seconds=0.5) == "PAUSE"
+    assert _report(tune, fast, 1, 0.5, seconds=0.1) == "PAUSE"  # 5th of 8 at rung 1: outside its top quarter
     for rounds, acc in ((1, 0.9), (4, 0.91), (16, 0.95)):
-        tune.report(best, rounds, acc, seconds=1.0)
+        _report(tune, best, rounds, acc, seconds=1.0)
     now[0] = 60.0  # 40 s left < 1.25 x (48 rounds of 1 s + restart): the finish phase starts
     assert scheduler.choose_trial_to_run(tune) is best and scheduler.finishing
     # fast could finish (63 rounds x 0.1 s) but ranks 6th of 9 at rung 1 (top quarter: best, a): not a finalist
-    assert scheduler.finalists == ["best"] and not scheduler._in_rung_top("fast")
+    assert scheduler.finalists == ["best"] and not scheduler.rungs.in_rung_top("fast", up_to_round=1)
     best.set_status(Trial.RUNNING)
     assert scheduler.admission() == "yes"  # the other worker goes on with ASHA's work
-    assert scheduler.promotable(1) == ["a"] and scheduler.affordable("a", 1)  # 3 rounds of 0.5 s: in time
+    assert scheduler.rungs.promotable(1) == ["a"] and scheduler.affordable("a", 1)  # 3 rounds of 0.5 s: in time
     now[0] = 99.0  # 1 s left: a promotion of 1.5 s would be cut before its rung, a new configuration goes instead
     assert not scheduler.affordable("a", 1) and scheduler.choose_trial_to_run(tune) is None
 
@@ -203,8 +174,8 @@ def test_a_further_finalist_must_rank_in_its_rungs_top_and_the_spare_worker_expl
 def test_rungs_and_pauses_survive_a_killed_driver(tmp_path):
     scheduler = _scheduler(state_dir=tmp_path)
     tune = Controller(scheduler)
-    tune.report(tune.add("a"), 1, 0.9)
-    tune.report(tune.add("b"), 1, 0.8)
+    _report(tune, tune.add("a"), 1, 0.9)
+    _report(tune, tune.add("b"), 1, 0.8)
     saved = load_state(tmp_path)
     assert saved["paused_at"] == {"a": 1, "b": 1} and saved["levels"] == [1, 4]
     # a new driver: Tune restores the paused trial as PENDING; the scheduler keeps it paused
@@ -348,9 +319,9 @@ def test_warm_start_results_rank_in_the_rungs_and_are_never_resumed():
     tune = Controller(scheduler)
     first = tune.add("t0")
     # the first trial of this search meets a rung that already holds two results: 0.5 is not in the top 1 of 3
-    assert tune.report(first, 1, 0.5) == "PAUSE"
+    assert _report(tune, first, 1, 0.5) == "PAUSE"
     better = tune.add("t1")
-    assert tune.report(better, 1, 0.95) == "CONTINUE"  # top 2 of 4 (with warm:old/a), promoted at once
+    assert _report(tune, better, 1, 0.95) == "CONTINUE"  # top 2 of 4 (with warm:old/a), promoted at once
     tune.search_alg.finished = True
     better.set_status(Trial.TERMINATED)
     scheduler.on_trial_complete(tune, better, {"round": 4, "val_acc": 0.96})
@@ -384,8 +355,8 @@ def test_before_the_finish_phase_a_promotion_that_would_eat_the_rungs_time_waits
     scheduler = _scheduler(max_t=64, time_budget_s=100.0, clock=lambda: now[0])
     tune = Controller(scheduler)
     trials = [tune.add(name) for name in "abcd"]
-    assert [tune.report(t, 16, acc, seconds=1.0) for t, acc in zip(trials, (0.9, 0.5, 0.6, 0.7))] == ["PAUSE"] * 4
-    assert scheduler.promotable(16) == ["a"]  # in its rung's top quarter ...
+    assert [_report(tune, t, 16, acc, seconds=1.0) for t, acc in zip(trials, (0.9, 0.5, 0.6, 0.7))] == ["PAUSE"] * 4
+    assert scheduler.rungs.promotable(16) == ["a"]  # in its rung's top quarter ...
     assert not scheduler.affordable("a", 16) and scheduler.affordable("a", 4)  # ... but 48 s > 25 s; 12 s would do
     assert scheduler.choose_trial_to_run(tune) is None  # so no worker goes to it: new configurations first
     now[0] = 60.0  # 40 s left < 1.25 x (48 rounds + restart): the finish phase trains it to the end
@@ -395,7 +366,7 @@ def test_before_the_finish_phase_a_promotion_that_would_eat_the_rungs_time_waits
         other = _scheduler(max_t=64, time_budget_s=budget, clock=lambda: 0.0)
         other_tune = Controller(other)
         for t, acc in zip([other_tune.add(name) for name in "abcd"], (0.9, 0.5, 0.6, 0.7)):
-            other_tune.report(t, 16, acc, seconds=1.0)
+            _report(other_tune, t, 16, acc, seconds=1.0)
         assert other.affordable("a", 16) and other.choose_trial_to_run(other_tune).trial_id == "a"
 
 

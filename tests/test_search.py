@@ -221,7 +221,7 @@ def test_asha_breaks_accuracy_ties_by_val_loss():
     """Two trials tied on val accuracy at a rung: the one with the higher val loss is the one ASHA stops."""
     from ray.tune.experiment import Trial
 
-    from search.tuner import asha_scheduler, rank_score
+    from search.schedulers import AshaStop, rank_score
 
     assert rank_score({"val_acc": 0.99, "val_loss": 0.2}, "val_acc", "max") > rank_score({"val_acc": 0.99, "val_loss": 0.3}, "val_acc", "max")
     # the loss never outweighs one image of accuracy, even on a huge val split or a large loss
@@ -236,21 +236,22 @@ def test_asha_breaks_accuracy_ties_by_val_loss():
         return [scheduler.on_trial_result(None, t, {"round": 1, **r}) for t, r in zip(trials, results)]
 
     tied = [{"val_acc": 0.98, "val_loss": 0.05}, {"val_acc": 0.98, "val_loss": 0.30}]
-    ranked = outcomes(asha_scheduler("val_acc", "max", max_t=9, grace=1, reduction_factor=3), tied)
+    ranked = outcomes(AshaStop("val_acc", "max", max_t=9, grace=1, reduction_factor=3), tied)
     assert ranked == ["CONTINUE", "STOP"]  # same accuracy, worse loss: stopped at the rung
     # unbroken ties (plain accuracy, as Ray's ASHA sees it) let the second trial through
     from ray.tune.schedulers import ASHAScheduler
 
     plain = outcomes(ASHAScheduler(time_attr="round", metric="val_acc", mode="max", max_t=9, grace_period=1, reduction_factor=3), tied)
     assert plain == ["CONTINUE", "CONTINUE"]
-    assert asha_scheduler("val_acc", "max", max_t=9, grace=1, reduction_factor=3).metric == "val_acc"
+    assert AshaStop("val_acc", "max", max_t=9, grace=1, reduction_factor=3).metric == "val_acc"
 
 
 def test_asha_ranks_a_trial_against_its_rungs_latest_results():
     """Once the searcher proposes better trials, a rung's old weak results stop letting mediocre new ones through."""
     from ray.tune.experiment import Trial
 
-    from search.tuner import asha_scheduler, asha_window
+    from search.schedulers import AshaStop
+    from search.schedulers.asha_stop import asha_window
 
     assert asha_window(4) == 8 and asha_window(3) == 6 and asha_window(1.5) == 3
 
@@ -264,7 +265,7 @@ def test_asha_ranks_a_trial_against_its_rungs_latest_results():
 
     # 12 weak early trials, then 4 strong ones; a new trial at 0.8 is in the top quarter of all 16, not of the last 8
     history = [0.5] * 12 + [0.9] * 4 + [0.8]
-    assert last_outcome(asha_scheduler("val_acc", "max", max_t=16, grace=1, reduction_factor=4), history) == "STOP"
-    assert last_outcome(asha_scheduler("val_acc", "max", max_t=16, grace=1, reduction_factor=4, window=0), history) == "CONTINUE"
+    assert last_outcome(AshaStop("val_acc", "max", max_t=16, grace=1, reduction_factor=4), history) == "STOP"
+    assert last_outcome(AshaStop("val_acc", "max", max_t=16, grace=1, reduction_factor=4, window=0), history) == "CONTINUE"
     # it still goes on when it is in the top quarter of the recent ones
-    assert last_outcome(asha_scheduler("val_acc", "max", max_t=16, grace=1, reduction_factor=4), history[:-1] + [0.95]) == "CONTINUE"
+    assert last_outcome(AshaStop("val_acc", "max", max_t=16, grace=1, reduction_factor=4), history[:-1] + [0.95]) == "CONTINUE"
