@@ -148,7 +148,7 @@ def sample_configs(spec: Any, n: int, seed: int, *, baseline_first: bool = True)
     import numpy as np
     import optuna
 
-    from search.tuner import DefineByRun
+    from search.space import DefineByRun
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = DefineByRun(spec.space, spec.baseline)

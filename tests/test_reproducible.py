@@ -135,7 +135,7 @@ def test_a_result_that_comes_in_first_waits_for_the_one_before_it_in_virtual_tim
         assert scheduler.virtual_clock.waits == 0
     # whatever the order: the same rungs, the same promotion, the same proposal for the freed worker
     assert scheduler.rungs[1] == {"a": pytest.approx(0.5, abs=1e-5), "b": pytest.approx(0.9, abs=1e-5)}
-    assert scheduler.promoted[1] == ["b"]
+    assert scheduler.rungs.promoted[1] == ["b"]
     assert scheduler.virtual_clock.jobs == {"b": [2.0, 2], tpe.queued[0]: [2.0, 1]} and scheduler.paused_at == {"a": 1}
     assert tpe.tpe_view() == {"complete": 0, "pruned": 2}  # the sampler was told both rung results, in virtual order
 

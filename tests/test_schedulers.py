@@ -88,7 +88,7 @@ def test_without_a_time_budget_the_best_paused_trial_is_trained_to_max_t_when_no
     assert _report(tune, promoted, 2, 0.6) == "CONTINUE"
     assert _report(tune, promoted, 3, 0.7) == "PAUSE"  # alone at rung 3
     tune.search_alg.finished = True
-    assert scheduler.choose_trial_to_run(tune) is None and scheduler.finishing and scheduler.finalists == ["t1"]
+    assert scheduler.choose_trial_to_run(tune) is None and scheduler.finish.finishing and scheduler.finish.finalists == ["t1"]
     assert scheduler.choose_trial_to_run(tune) is promoted  # the finalist goes on
     promoted.set_status(Trial.RUNNING)
     assert _report(tune, promoted, 4, 0.72) == "CONTINUE"
@@ -130,9 +130,9 @@ def test_with_a_time_budget_the_last_part_goes_to_finalists_first():
         assert _report(tune, tune.add(name), 1, acc) == "PAUSE"
     assert _report(tune, b, 1, 0.7) == "CONTINUE"  # top 2 of 4: goes on
     now[0] = 60.0  # 40 s left; b needs 5 more rounds of 1 s, a 7: 1.25 x 7 s < 40 s, not yet
-    assert _report(tune, b, 3, 0.75) == "CONTINUE" and not scheduler.finishing
+    assert _report(tune, b, 3, 0.75) == "CONTINUE" and not scheduler.finish.finishing
     assert _report(tune, b, 3, 0.8, seconds=40.0) == "CONTINUE"  # slow rounds: 1.25 x 5 x 12.7 s > 40 s left
-    assert scheduler.finishing and scheduler.finalists == ["b", "a"]
+    assert scheduler.finish.finishing and scheduler.finish.finalists == ["b", "a"]
     assert scheduler.admission() == "wait"  # finalist a waits for a worker: no new configuration
     c = tune.add("c")  # a trial the searcher had already queued: cut at its first report, a needs the worker
     assert _report(tune, c, 1, 0.99) == "PAUSE"
@@ -161,9 +161,9 @@ def test_a_further_finalist_must_rank_in_its_rungs_top_and_the_spare_worker_expl
     for rounds, acc in ((1, 0.9), (4, 0.91), (16, 0.95)):
         _report(tune, best, rounds, acc, seconds=1.0)
     now[0] = 60.0  # 40 s left < 1.25 x (48 rounds of 1 s + restart): the finish phase starts
-    assert scheduler.choose_trial_to_run(tune) is best and scheduler.finishing
+    assert scheduler.choose_trial_to_run(tune) is best and scheduler.finish.finishing
     # fast could finish (63 rounds x 0.1 s) but ranks 6th of 9 at rung 1 (top quarter: best, a): not a finalist
-    assert scheduler.finalists == ["best"] and not scheduler.rungs.in_rung_top("fast", up_to_round=1)
+    assert scheduler.finish.finalists == ["best"] and not scheduler.rungs.in_rung_top("fast", up_to_round=1)
     best.set_status(Trial.RUNNING)
     assert scheduler.admission() == "yes"  # the other worker goes on with ASHA's work
     assert scheduler.rungs.promotable(1) == ["a"] and scheduler.affordable("a", 1)  # 3 rounds of 0.5 s: in time
@@ -360,7 +360,7 @@ def test_before_the_finish_phase_a_promotion_that_would_eat_the_rungs_time_waits
     assert not scheduler.affordable("a", 16) and scheduler.affordable("a", 4)  # ... but 48 s > 25 s; 12 s would do
     assert scheduler.choose_trial_to_run(tune) is None  # so no worker goes to it: new configurations first
     now[0] = 60.0  # 40 s left < 1.25 x (48 rounds + restart): the finish phase trains it to the end
-    assert scheduler.choose_trial_to_run(tune) is trials[0] and scheduler.finalists[0] == "a"
+    assert scheduler.choose_trial_to_run(tune) is trials[0] and scheduler.finish.finalists[0] == "a"
     # the same promotion is ASHA's with a budget that holds ten such trials, or with none
     for budget in (1000.0, None):
         other = _scheduler(max_t=64, time_budget_s=budget, clock=lambda: 0.0)
@@ -400,3 +400,37 @@ def test_the_sampler_records_only_val_values_measured_in_their_own_round():
     assert ours.trials["t0"]["curve"] == {1: 0.5, 3: 0.6}
     told = [dict(t.intermediate_values) for t in ours.study().get_trials()]
     assert told[-1] == {1: 0.5, 3: 0.6}  # pruned at round 3, the last one that measured val
+
+
+@pytest.mark.parametrize("metric, mode, rf", [("val_acc", "max", 3), ("val_loss", "min", 2.5)])
+def test_asha_stop_over_all_results_decides_as_rays_asha(metric, mode, rf):
+    """AshaStop with window 0 (a rung's cutoff over all its results) is Ray's ASHAScheduler on the same rungs:
+    the same decision for every result of 30 interleaved trials (ties included), without Ray's private brackets."""
+    import random
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.schedulers import AshaStop
+
+    rng = random.Random(0)
+    ours = AshaStop(metric, mode, max_t=20, grace=1, reduction_factor=rf, window=0)
+    rays = ASHAScheduler(time_attr="round", metric=metric, mode=mode, max_t=20, grace_period=1, reduction_factor=rf)
+    trials, live, decisions = [Trial("__fake", trial_id=f"t{i:02d}", stub=True) for i in range(30)], [], []
+    rounds: dict[str, int] = {}
+    while trials or live:
+        if trials and (not live or rng.random() < 0.3):
+            live.append(trials.pop(0))
+            for scheduler in (ours, rays):
+                scheduler.on_trial_add(None, live[-1])
+        trial = rng.choice(live)
+        rounds[trial.trial_id] = rounds.get(trial.trial_id, 0) + 1
+        result = {"round": rounds[trial.trial_id], metric: round(rng.uniform(0.2, 0.9), 1)}  # coarse: many ties
+        pair = [scheduler.on_trial_result(None, trial, dict(result)) for scheduler in (ours, rays)]
+        decisions.append((*pair, rounds[trial.trial_id]))
+        if "STOP" in pair:
+            live.remove(trial)
+            for scheduler in (ours, rays):
+                scheduler.on_trial_complete(None, trial, dict(result))
+    assert all(a == b for a, b, _ in decisions), [i for i, (a, b, _) in enumerate(decisions) if a != b]
+    at_rungs = sum(a == "STOP" and t < 20 for a, _, t in decisions)
+    assert 10 < at_rungs < 30, at_rungs  # the rungs stopped most trials, and some reached max_t (stopped there)

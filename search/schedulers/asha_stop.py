@@ -6,9 +6,8 @@ of the rung's results (numpy's linear percentile), so the first trial at a rung,
 yet, goes on. Unlike Ray's, the cutoff is taken over the rung's latest `asha_window(rf)` results only:
 Ray's ASHA ranks a trial against *every* result its rung has seen, and TPE proposes better
 configurations as it learns, so late trials beat most early ones; ranking against the rung's recent
-results keeps the rate closer to 1/reduction_factor (benchmarks/README.md, "2026-11-30: a wide space,
-and ASHA ranking against a rung's recent results"). The rungs are Ray's milestones: the first round
-at or past grace x rf^k.
+results keeps the rate closer to 1/reduction_factor (benchmarks/README.md#search_efficiency). The
+rungs are Ray's milestones: the first round at or past grace x rf^k.
 """
 from __future__ import annotations
 

@@ -8,13 +8,13 @@ those finalists (as many as workers) get the workers first and run to `max_t`:
 - the first finalist is the best candidate: the most advanced (highest rung), then the best score;
 - a finalist after the first must also be able to finish in the time left, and rank in the top
   1/reduction_factor of its rung (or have been promoted out of it): a weak configuration is not
-  trained to the end for being fast;
+  trained to the end for being fast (benchmarks/README.md#anytime, section 1);
 - a worker the finalists do not need goes on with promotions that can reach their next rung before
   the deadline, then new configurations, until the clock ends the search.
 Before the finish phase, a promotion that alone would take more than 1/reduction_factor of the
 rungs' worker time (the time before the finish phase) waits (`affordable`): training a
 configuration nearly to the end is the finish phase's job, and those rounds buy more configurations
-at the first rungs (benchmarks/README.md, "Anytime search quality at real scale").
+at the first rungs (benchmarks/README.md#anytime).
 A search without a time budget that has run out of new configurations trains its best trial to the
 end if none got there.
 

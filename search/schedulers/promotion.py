@@ -30,7 +30,7 @@ from ray.tune.schedulers import FIFOScheduler
 from search.schedulers.decisions import Admission, Decision
 from search.schedulers.finish import FinishPhase, Progress
 from search.schedulers.rungs import Rungs, check_mode, rank_score, rung_levels
-from search.schedulers.state import StateFile, restore
+from search.schedulers.state import StateFile
 from trainables import metrics as M
 
 if TYPE_CHECKING:
@@ -43,11 +43,11 @@ def _saving(hook: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(hook)
     def run(self: PromotionASHA, *args: Any, **kwargs: Any) -> Any:
-        self.load()
+        self.state_file.load(self)
         try:
             return hook(self, *args, **kwargs)
         finally:
-            self.save()
+            self.state_file.save(self)
 
     return run
 
@@ -81,12 +81,11 @@ class PromotionASHA(FIFOScheduler):
         self.virtual_clock: VirtualClock | None = None  # while it decides, it does (ReproducibleASHA)
         self.restored = False  # the rungs came from a killed driver's saved state (a resumed search)
         self._controller: Any = None
-        self._loaded = False
 
     # Tune pickles the scheduler into tuner.pkl before the search: plain data only.
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_controller=None, on_decision=None, clock=None, _loaded=False)
+        state.update(_controller=None, on_decision=None, clock=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -101,22 +100,6 @@ class PromotionASHA(FIFOScheduler):
     def state_dir(self) -> str | None:
         """Where the search lives (a path or a URI): its state file is there, or in the URI's local mirror."""
         return self.state_file.location
-
-    @property
-    def promoted(self) -> dict[int, list[str]]:
-        return self.rungs.promoted
-
-    @property
-    def completed(self) -> list[str]:
-        return self.progress.completed
-
-    @property
-    def finishing(self) -> bool:
-        return self.finish.finishing
-
-    @property
-    def finalists(self) -> list[str]:
-        return self.finish.finalists
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         return metric in (None, self._metric) and mode in (None, self._mode)
@@ -162,9 +145,9 @@ class PromotionASHA(FIFOScheduler):
         self._maybe_finish()
         if t in self.rungs:
             self.rungs.record(trial_id, t, self.score(result))
-        if self.finishing and trial_id not in self.finalists and self.finish.waiting(self.paused_at):
+        if self.finish.finishing and trial_id not in self.finish.finalists and self.finish.waiting(self.paused_at):
             return self.pause(trial_id, t, Decision.CUT)  # its worker goes to a finalist
-        if t not in self.rungs or (self.finishing and trial_id in self.finalists):
+        if t not in self.rungs or (self.finish.finishing and trial_id in self.finish.finalists):
             return self.CONTINUE  # between rungs, or a finalist going on to max_t
         if self.rungs.was_promoted(trial_id, t):  # promoted before a restart sent it back below this rung
             return self.CONTINUE
@@ -209,19 +192,20 @@ class PromotionASHA(FIFOScheduler):
             for trial_id in self.promotions():
                 trial = by_id.get(trial_id)
                 if trial is not None and trial.status == Trial.PAUSED:
-                    finalist = self.finishing and trial_id in self.finalists
+                    finalist = self.finish.finishing and trial_id in self.finish.finalists
                     self.progress.restart(trial_id)
                     level = self.take_from_rung(trial_id, finalist=finalist)
                     self.tell(Decision.FINALIST if finalist else Decision.PROMOTED, trial_id, level)
                     return trial
         if pending:
             return pending[0]
-        if running == 0 and self._no_new_trials(tune_controller):
-            if not self.finishing:
+        search_alg = getattr(tune_controller, "search_alg", None)
+        if running == 0 and (search_alg is None or search_alg.is_finished()):  # no new configurations
+            if not self.finish.finishing:
                 self._start_finish(why="no new configurations")
                 return None  # the next call resumes the finalist
             for trial in trials:  # the search is over: trials still waiting at a rung end there
-                if trial.status == Trial.PAUSED and trial.trial_id not in self.finalists:
+                if trial.status == Trial.PAUSED and trial.trial_id not in self.finish.finalists:
                     self.stop_at_rung(tune_controller, trial)
         return None
 
@@ -232,7 +216,7 @@ class PromotionASHA(FIFOScheduler):
         work (promotions, then new configurations) until the clock ends the search."""
         if self.virtual():
             return self.virtual_clock.admission()
-        if self.finishing and self.finish.waiting(self.paused_at):
+        if self.finish.finishing and self.finish.waiting(self.paused_at):
             return Admission.WAIT
         if self._controller is None:
             return Admission.YES
@@ -254,7 +238,7 @@ class PromotionASHA(FIFOScheduler):
 
     def promotions(self) -> list[str]:
         """Paused trials to resume, in order: finalists waiting for a worker, then ASHA's promotions."""
-        order = self.finish.waiting(self.paused_at) if self.finishing else []
+        order = self.finish.waiting(self.paused_at) if self.finish.finishing else []
         for level in reversed(self.levels):  # the highest rung first (ASHA's get_job)
             order += [t for t in self.rungs.promotable(level) if self.paused_at.get(t) == level and self.affordable(t, level)]
         return order
@@ -272,7 +256,7 @@ class PromotionASHA(FIFOScheduler):
         """End a paused trial where it waits (the search has no more work for it)."""
         self.tell(Decision.STOPPED, trial.trial_id, self.paused_at.get(trial.trial_id, 0))
         self.stopped.append(trial.trial_id)
-        self.save()
+        self.state_file.save(self)  # before Tune ends it
         tune_controller.stop_trial(trial)
 
     def forget(self, trial_id: str, result: dict[str, Any] | None) -> None:
@@ -301,28 +285,12 @@ class PromotionASHA(FIFOScheduler):
         if self.on_decision is not None:
             self.on_decision(decision, trial_id, t)
 
-    @staticmethod
-    def _no_new_trials(tune_controller: Any) -> bool:
-        search_alg = getattr(tune_controller, "search_alg", None)
-        return search_alg is None or search_alg.is_finished()
-
-    # -- warm start and the saved state -------------------------------------------------------
+    # -- a warm start, and what Tune shows ------------------------------------------------------
     def warm(self, scores: dict[str, dict[int, float]]) -> None:
         """Earlier searches' results at this search's rungs (search.warm), by a trial id no Tune trial has: they rank
         in their rungs (a new trial is promoted only by beating them) and are never resumed."""
         self.rungs.warm(scores)
-        self.save()
-
-    def save(self) -> None:
         self.state_file.save(self)
-
-    def load(self) -> None:
-        """Once, before the first hook: the rung state a killed driver saved (resume)."""
-        if not self._loaded:
-            self._loaded = True
-            state = self.state_file.read()
-            if state is not None:
-                restore(self, state)
 
     def debug_string(self) -> str:
         sizes = ", ".join(f"{lv}: {self.rungs.size(lv)}" for lv in self.levels)

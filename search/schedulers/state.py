@@ -71,14 +71,16 @@ def restore(scheduler: PromotionASHA, state: dict[str, Any]) -> bool:
 
 
 class StateFile:
-    """The state file of the search at `location` (a path or a URI; None: nothing is saved)."""
+    """The state file of the search at `location` (a path or a URI; None: nothing is saved). `load` reads it into
+    the scheduler once, before the scheduler's first hook; `save` writes it after each hook that changed it."""
 
     def __init__(self, location: str | os.PathLike | None) -> None:
         self.location = str(location) if location else None
+        self.loaded = False  # by this driver (an unpickled copy, a resumed search's, reads the file again)
         self.last: dict[str, Any] | None = None  # what this driver wrote last
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"location": self.location, "last": None}
+        return {"location": self.location, "loaded": False, "last": None}
 
     @property
     def path(self) -> Path | None:
@@ -93,6 +95,14 @@ class StateFile:
         if state != self.last:
             write_atomic(self.path, json.dumps(state, default=float))
             self.last = state
+
+    def load(self, scheduler: PromotionASHA) -> None:
+        """Once: the state a killed driver saved, into `scheduler` (resume)."""
+        if not self.loaded:
+            self.loaded = True
+            state = self.read()
+            if state is not None:
+                restore(scheduler, state)
 
     def read(self) -> dict[str, Any] | None:
         """The saved state, or None (none saved, or unreadable: the search then rebuilds its rungs)."""

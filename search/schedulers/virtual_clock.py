@@ -2,8 +2,8 @@
 
 With two workers, `PromotionASHA` decides as results arrive: which trial a rung promotes, and what
 the sampler has seen when it proposes the next configuration, depend on which worker finished
-first (benchmarks/README.md, "2026-12-01, evening: reproducible decisions, arrival order and a warm
-start"). A `VirtualClock` makes each decision on a virtual clock instead, as a simulator of the search would:
+first (benchmarks/README.md#anytime, section 2). A `VirtualClock` makes each decision on a virtual
+clock instead, as a simulator of the search would:
 
 - every piece of work is a *job*: a new configuration trained to the first rung, or a paused trial
   resumed from rung a to the next rung b (or to max_t). `max_concurrent` virtual workers run jobs;
@@ -23,7 +23,8 @@ What is not reproducible: a time budget (the clock decides when the finish phase
 on the clock is off and results are taken as they arrive), `report_every: auto` (it times the data:
 set the number it chose), a resumed search (a killed driver's state is taken as it was saved), and
 training on a GPU where cuDNN picks non-deterministic kernels. What it costs: a worker that finished
-early waits; measured in benchmarks/README.md. `budget.reproducible: false` selects `PromotionASHA`.
+early waits; measured in benchmarks/README.md#anytime. `budget.reproducible: false` selects
+`PromotionASHA`.
 """
 from __future__ import annotations
 
@@ -74,8 +75,8 @@ class VirtualClock:
     def active(self) -> bool:
         """Whether the virtual schedule decides (on the first call, it gives the virtual workers their jobs)."""
         s = self.scheduler
-        if self.deciding and (s.finishing or s.restored or self.searcher is None):
-            self.leave("the finish phase started" if s.finishing else "a resumed search" if s.restored
+        if self.deciding and (s.finish.finishing or s.restored or self.searcher is None):
+            self.leave("the finish phase started" if s.finish.finishing else "a resumed search" if s.restored
                        else "no sampler to propose configurations")
         if self.deciding and not self.started:
             self.started = True
@@ -137,7 +138,7 @@ class VirtualClock:
                 self.to_resume.remove(trial_id)
                 level = self.resume_level.pop(trial_id, 0)
                 s.progress.restart(trial_id)
-                s.tell(Decision.FINALIST if trial_id in s.finalists else Decision.PROMOTED, trial_id, level)
+                s.tell(Decision.FINALIST if trial_id in s.finish.finalists else Decision.PROMOTED, trial_id, level)
                 return trial
         pending = [t for t in trials if t.status == Trial.PENDING]
         return pending[0] if pending else None
@@ -204,7 +205,7 @@ class VirtualClock:
         if self.jobs or self.reported or self.proposals < self.samples:
             return
         candidates = [t for t in s.finish.candidates() if t in s.paused_at]
-        if not s.completed and not s.finalists and candidates:
+        if not s.progress.completed and not s.finish.finalists and candidates:
             s.finish.finalists = candidates[:1]
             self._resume(candidates[0], finalist=True)
         else:
