@@ -15,6 +15,7 @@ from typing import Any
 _EXPORTS = {
     "SearchSpec": "search.spec", "load_spec": "search.spec",
     "SearchResult": "search.tuner", "resume_search": "search.tuner", "run_search": "search.tuner",
+    "Components": "search.tuner", "run_experiment": "search.tuner", "FinalReport": "search.finalize",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -76,13 +76,16 @@ def _jsonable(test: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def print_summary(result: Any) -> None:
+    """The end of `hpsearch run` / `resume`: outcomes, the best config against the baseline, test, where to look."""
+    from search import results as R
+
     spec = result.spec
     c = result.counts
     total = len(result.records)
     print()
     state = "INTERRUPTED" if result.interrupted else "finished"
-    print(f"search {result.name} {state}: {total} trials: {c.get('completed', 0)} completed, {c.get('pruned', 0)} pruned by ASHA, "
-          f"{c.get('timed_out', 0)} timed out, {c.get('failed', 0)} failed, {c.get('diverged', 0)} diverged")
+    print(f"search {result.name} {state}: {total} trials: {c.get(R.Outcome.COMPLETED, 0)} completed, {c.get(R.Outcome.PRUNED, 0)} pruned by ASHA, "
+          f"{c.get(R.Outcome.TIMED_OUT, 0)} timed out, {c.get(R.Outcome.FAILED, 0)} failed, {c.get(R.Outcome.DIVERGED, 0)} diverged")
     if result.best is not None:
         b = result.best
         line = f"best {spec.metric} {b.best_value:.4f} (trial {b.trial_id}, epoch {b.best_epoch:g})"
@@ -91,32 +94,30 @@ def print_summary(result: Any) -> None:
             line += f"; baseline {result.baseline.best_value:.4f} ({diff:+.4f})"
         print(line)
         print(f"best config (searched values): {_config_line(b.config)}")
-    if result.final.get("error"):
-        print(f"warning: the final evaluation/model logging failed ({result.final['error']}); trial results are kept")
-    test = result.final.get("test")
-    if test:
-        print(f"test (best model, evaluated once): acc {test['acc']:.4f} loss {test['loss']:.4f}" + (f" top5 {test['top5']:.4f}" if "top5" in test else ""))
+    if result.final_error:
+        print(f"warning: the final evaluation failed ({result.final_error}); trial results are kept")
+    test = result.final.test if result.final is not None else None
+    if test is not None:
+        print(f"test (best model, evaluated once): acc {test.acc:.4f} loss {test.loss:.4f}" + (f" top5 {test.top5:.4f}" if test.top5 is not None else ""))
     import shlex
 
-    storage = shlex.quote(getattr(result, "storage", "") or str(result.experiment_dir.parent))  # a URI's ?a=b&c=d needs quotes
-    location = getattr(result, "location", "") or str(result.experiment_dir)
-    print(f"results: {location}   (hpsearch results {result.name} --storage {storage})")
-    if result.tracking:
+    storage = shlex.quote(result.storage or str(result.experiment_dir.parent))  # a URI's ?a=b&c=d needs quotes
+    print(f"results: {result.location}   (hpsearch results {result.name} --storage {storage})")
+    if result.tracking is not None:
         t = result.tracking
-        if t["tracking_uri"].startswith("sqlite:"):
+        if t.tracking_uri.startswith("sqlite:"):
             from search.storage import is_uri
             from search.tracking.writer import sqlite_file
 
-            db = sqlite_file(t["tracking_uri"])
+            db = sqlite_file(t.tracking_uri)
             ui_storage = storage if not is_uri(storage) or db is None else str(db.parent)
-            print(f"MLflow: run `hpsearch ui --storage {ui_storage}` and open {t['ui_url']}")
+            print(f"MLflow: run `hpsearch ui --storage {ui_storage}` and open {t.ui_url}")
         else:
-            print(f"MLflow: {t['ui_url']}")
-        if t.get("compare_url"):
-            print(f"        the trials side by side (parallel coordinates): {t['compare_url']}")
-        print(f"        store {t['tracking_uri']}, parent run {t['parent_run_id']}")
-    if result.final.get("model_version"):
-        print(f"registered model: {spec.name} version {result.final['model_version']}")
+            print(f"MLflow: {t.ui_url}")
+        print(f"        the trials side by side (parallel coordinates): {t.compare_url}")
+        print(f"        store {t.tracking_uri}, parent run {t.parent_run_id}")
+    if result.final is not None and result.final.model_version:
+        print(f"registered model: {spec.name} version {result.final.model_version}")
     if result.interrupted:
         print(f"resume with: hpsearch resume {result.name} --storage {storage}")
     elif result.best is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search import storage as S
-from trainables.checkpoint import FILENAME as CHECKPOINT_FILE
+from trainables.files import CHECKPOINT_FILE
 
 STATE = "hpsearch.json"
 RUNS = "mlflow_runs.json"

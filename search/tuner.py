@@ -398,6 +398,7 @@ def _fit(spec: SearchSpec, data: DataBundle, folder: L.SearchFolder, state: dict
 
     state["total_rounds"] = B.total_rounds(spec, len(data.train))
     state["rungs"] = list(B.rungs(spec, len(data.train)))
+    R.write_state(folder.location, state)  # a killed driver's search is read back with its rounds and rungs
     stop = UserErrorStop(folder.local)  # a user mistake inside a trial ends the search (retries would fail the same way)
     observers, tracker = _observers(spec, data, folder, state, stop, on_event, components.callbacks)
     hooks = SearchHooks(observers)

@@ -1,7 +1,8 @@
-"""Interrupting a search (Ctrl-C, then a SIGKILL of the driver) and resuming it, as a user would.
+"""Killing a search's driver and resuming it, as a user would: the real CLI in its own process, so the kill is real.
 
-Each step runs the real CLI in its own process with its own local Ray, so the
-kill is real. Marked slow (about 2 minutes).
+The default tier's test joins the tests' shared Ray instance (`--address`), as a driver on a cluster
+does, and SIGKILLs the driver once; the slow one (about 2 minutes) gives each step its own local Ray
+and goes through Ctrl-C, a SIGKILL of everything and a resume to the end.
 """
 from __future__ import annotations
 
@@ -16,14 +17,46 @@ from search import results as R
 from tests._cli_process import CliProcess
 from tests._search_helpers import mlflow_runs, small_spec
 
-pytestmark = pytest.mark.slow
-
 
 def _histories(storage: Path, name: str) -> dict[str, list[dict]]:
     folder = storage / name
     return {p.parent.name: R.read_history(p.parent) for p in folder.glob("trial_*/result.json")}
 
 
+def test_a_killed_driver_is_resumed_to_the_end_with_every_trial_once(ray_local, tmp_path):
+    """SIGKILL the driver while a trial waits at a rung; `hpsearch resume` finishes the search: every trial
+    accounted for once, finished trials not trained again, each round logged once, nothing RUNNING in MLflow."""
+    spec = small_spec(tmp_path, name="kill-test", samples=5, max_epochs=4, grace_period=1, max_concurrent=2)
+    storage = tmp_path / "runs"
+    address = ray_local.get_runtime_context().gcs_address
+    env = {**os.environ, "HPSEARCH_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    run = CliProcess(["run", str(spec), "--name", "k", "--storage", str(storage), "--address", address], env)
+    run.wait_for(1, paused=1)
+    run.kill()  # the driver only: the cluster it joined stays up, its trials die with it
+    state = R.read_state(storage / "k")
+    before = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"], rungs=state["rungs"])
+    done_before = {r.trial_id: r.history for r in before if r.status in (R.Outcome.COMPLETED, R.Outcome.PRUNED)}
+
+    resumed = CliProcess(["resume", "k", "--storage", str(storage), "--address", address], env)
+    assert resumed.finish() == 0, resumed.tail()
+    records = R.trial_records(storage / "k", metric="val_acc", mode="max", total_rounds=state["total_rounds"], rungs=state["rungs"])
+    assert len(records) == 5 and len({r.trial_id for r in records}) == 5, [(r.trial_id, r.status) for r in records]
+    assert all(r.status in (R.Outcome.COMPLETED, R.Outcome.PRUNED) for r in records), [(r.trial_id, r.status) for r in records]
+    for trial_id, history in done_before.items():  # finished trials were not trained again
+        now = next(r for r in records if r.trial_id == trial_id)
+        assert [h["time_total_s"] for h in now.history] == [h["time_total_s"] for h in history]
+    for record in records:  # each round reported once, in order
+        rounds = [json.loads(line)["round"] for line in (record.path / "result.json").read_text().splitlines() if line.strip()]
+        assert rounds == list(range(1, len(rounds) + 1)), (record.trial_id, rounds)
+    assert (storage / "k" / "best" / "checkpoint.pt").is_file() and R.read_state(storage / "k")["final"]["test"]["acc"] > 0.5
+    runs = [r for r in mlflow_runs(f"sqlite:///{storage / 'mlflow.db'}", "kill-test") if r.info.lifecycle_stage == "active"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert len([r for r in runs if r.data.tags.get("hpsearch.kind") == "search"]) == 1  # the parent run reused
+    assert sorted(r.data.tags["trial_id"] for r in runs if r.data.tags.get("hpsearch.kind") == "trial") == sorted(
+        r.trial_id for r in records)
+
+
+@pytest.mark.slow
 def test_ctrl_c_then_sigkill_then_resume_finishes_without_duplicates(tmp_path):
     spec = small_spec(tmp_path, name="resume-test", samples=8, max_epochs=10, grace_period=2, max_concurrent=2)
     storage = tmp_path / "runs"

@@ -179,6 +179,7 @@ def test_bad_resources_fail_before_the_search(ray_local, tmp_path, capsys):
     assert not storage.exists() or not any(storage.iterdir())
 
 
+@pytest.mark.slow
 def test_seeded_search_reproduces_its_first_configs(ray_local, tmp_path):
     """Optuna's seeded sampler decides the configs: same seed → same configs, other seed → others."""
     def configs(seed: int, name: str) -> list[dict]:
@@ -192,6 +193,7 @@ def test_seeded_search_reproduces_its_first_configs(ray_local, tmp_path):
     assert a[1:] != c[1:]
 
 
+@pytest.mark.slow
 def test_a_trial_restarted_from_its_checkpoint_keeps_every_round(ray_local, tmp_path, monkeypatch):
     """Tune's own JSON logger replaces result.json with the (minutes old) storage copy when a trial restarts,
     dropping the rounds reported since; hpsearch's result logger keeps them (a node loss on a cluster did this)."""

@@ -19,9 +19,10 @@ import pytest
 from _processes import alive
 from _search_helpers import mlflow_runs, small_spec
 
+from search.layout import RUNS as RUNS_FILE
 from search.spec import load_spec
 from search.tracking.callback import MlflowTracker
-from search.tracking.writer import RUNS_FILE, on_network_filesystem
+from search.tracking.writer import on_network_filesystem
 from trainables.errors import UserError
 
 

@@ -99,6 +99,7 @@ def user_files(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_user_model_file_outside_the_project_is_searched_exported_to_onnx_and_predicts(user_files, tmp_path, ray_local):
     spec = _spec(tmp_path, "user-net", model=f"{user_files}/nets.py:ConvNet", baseline={"width": 8, "p": 0.0},
                  space={"lr": {"loguniform": [1e-3, 1e-2]}, "width": {"choice": [4, 8, 16]}, "p": {"uniform": [0.0, 0.3]}})
@@ -119,6 +120,7 @@ def test_a_user_model_file_outside_the_project_is_searched_exported_to_onnx_and_
     assert len(table) == 40 and accuracy > 0.3  # trained (chance is 0.1)
 
 
+@pytest.mark.slow
 def test_python_objects_from_a_script_or_notebook_are_searched_without_any_file(tmp_path, ray_local):
     import torch
     from torch import nn
@@ -147,6 +149,7 @@ def test_python_objects_from_a_script_or_notebook_are_searched_without_any_file(
     assert result.final.test.acc > 0.3, result.final
 
 
+@pytest.mark.slow
 def test_a_user_data_factory_returning_datasets_is_searched_end_to_end(user_files, tmp_path, ray_local):
     spec = _spec(tmp_path, "user-data", model="cnn", dataset={"name": f"{user_files}/data.py:load", "val_every": 4},
                  baseline={k: v for k, v in yaml.safe_load(QUICKSTART.read_text())["baseline"].items() if k not in TRAIN_HPARAMS})
@@ -160,6 +163,7 @@ def test_a_user_data_factory_returning_datasets_is_searched_end_to_end(user_file
     assert result.final.test.acc > 0.5, result.final
 
 
+@pytest.mark.slow
 def test_torchvision_mobilenet_v3_small_is_searched_on_an_image_folder_exported_and_predicted(tmp_path, ray_local):
     folder = image_folder(tmp_path / "colours")
     spec = _spec(tmp_path, "mnv3", model="torchvision.mobilenet_v3_small", samples=2, max_epochs=2,

@@ -46,6 +46,7 @@ def earlier(tmp_path_factory, ray_local):
     return tmp, result
 
 
+@pytest.mark.slow
 def test_a_warm_started_search_tells_the_sampler_and_rungs_and_links_the_earlier_search_in_mlflow(earlier, tmp_path):
     tmp, first = earlier
     spec = small_spec(tmp_path, name="warm-b", samples=3, max_epochs=4, reduction_factor=2)
@@ -65,6 +66,7 @@ def test_a_warm_started_search_tells_the_sampler_and_rungs_and_links_the_earlier
     assert parent.data.tags["warm_start_from"] == f"first (MLflow run {first.tracking.parent_run_id})"
 
 
+@pytest.mark.slow
 def test_warm_starting_from_an_unknown_search_fails_before_anything_is_written(earlier, tmp_path):
     tmp, _ = earlier
     spec = small_spec(tmp_path, name="warm-c", samples=2, max_epochs=2)

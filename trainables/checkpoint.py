@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 from trainables.errors import UserError
-from trainables.files import write_atomic
+from trainables.files import CHECKPOINT_FILE, write_atomic
 
 FORMAT = "hpsearch-checkpoint/1"
-FILENAME = "checkpoint.pt"
+FILENAME = CHECKPOINT_FILE
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:

@@ -6,6 +6,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+CHECKPOINT_FILE = "checkpoint.pt"  # a checkpoint folder's file (trainables.checkpoint; search.layout's best/ too)
+
 
 def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[Path], None]) -> Path:
     """Write `content` (bytes, text, or a function that writes a given path) to a temporary sibling of

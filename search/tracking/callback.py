@@ -35,10 +35,10 @@ from typing import Any
 
 from search import results as R
 from search.spec import SearchSpec
-from search.tracking.writer import RUNS_FILE, SYNC, RunWriter, check_tracking_uri, sqlite_file, writer_main
+from search.tracking.writer import SYNC, RunWriter, check_tracking_uri, sqlite_file, writer_main
 from trainables import metrics as M
 
-__all__ = ["RUNS_FILE", "MlflowTracker", "TrackingInfo", "artifact_root", "default_tracking_uri", "resolve_tracking_uri", "ui_url"]
+__all__ = ["MlflowTracker", "TrackingInfo", "artifact_root", "default_tracking_uri", "resolve_tracking_uri", "ui_url"]
 
 
 def default_tracking_uri(storage_root: str | Path) -> str:

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from search import layout as L
 from trainables import metrics as M
 from trainables.errors import UserError
 from trainables.files import write_atomic
 
-RUNS_FILE = "mlflow_runs.json"
 PARAM_VALUE_MAX = 500
 SYNC = "__sync__"  # command: write everything pending, reply with the run map (and exit if asked)
 COMMANDS = frozenset({"open_parent", "child", "queue_metrics", "tag", "end"})  # what the driver may ask the writer process to run
@@ -41,7 +41,7 @@ def empty_runs() -> dict[str, Any]:
 
 def load_runs(experiment_dir: Path) -> dict[str, Any]:
     """The saved run map of a search, or an empty one."""
-    path = Path(experiment_dir) / RUNS_FILE
+    path = Path(experiment_dir) / L.RUNS
     return json.loads(path.read_text()) if path.is_file() else empty_runs()
 
 
@@ -119,7 +119,7 @@ class RunWriter:
     def save_runs(self) -> None:
         with self.lock:
             text = json.dumps(self.runs, separators=(",", ":"))
-        write_atomic(self.experiment_dir / RUNS_FILE, text)
+        write_atomic(self.experiment_dir / L.RUNS, text)
 
     # -- operations (the driver's commands) ---------------------------------------------------
     def open_parent(self) -> None:
@@ -246,7 +246,7 @@ class RunWriter:
             self.last_flush = time.monotonic()
         if written or self.dirty or only is None:
             # Rounds in MLflow are saved as logged at once (a restart must not log them twice); run ends
-            # wait for the next periodic save (`finish_search` re-derives a lost end from Tune's records).
+            # wait for the next periodic save (`end_search` re-derives a lost end from Tune's records).
             self.dirty = False
             self.save_runs()
 
