@@ -8,6 +8,7 @@ End-to-end searches on real Ray are in tests/test_promotions.py.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytest
@@ -191,6 +192,33 @@ def test_rungs_and_pauses_survive_a_killed_driver(tmp_path):
     other = Trial("__fake", trial_id="new", stub=True)
     restored.on_trial_add(None, other)
     assert other.status == Trial.PENDING
+
+
+def test_the_scheduler_tune_unpickles_on_resume_reads_the_saved_state_and_decides_in_arrival_order(tmp_path):
+    """Tune pickles the scheduler into tuner.pkl and a resumed search unpickles it: plain data (no searcher, no
+    controller), the wall clock, and the killed driver's state file read at its first hook, whatever the copy held."""
+    import pickle
+
+    from search.schedulers import ReproducibleASHA
+
+    scheduler = ReproducibleASHA("val_acc", "max", max_t=16, grace=1, reduction_factor=4, max_concurrent=2, samples=4,
+                                 state_dir=tmp_path, clock=lambda: 0.0)
+    scheduler.attach(RungAwareTPE(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), metric="val_acc",
+                                  mode="max", seed=0, max_t=16, rungs=scheduler.levels))
+    scheduler.warm({"warm:old/a": {1: 0.5}})  # saved before the search: no trial's progress in it
+    pickled = pickle.dumps(scheduler)
+    tune = Controller(scheduler)
+    assert scheduler.admission() == "yes" and scheduler.virtual_clock.deciding  # the virtual clock proposed 2 jobs
+    _report(tune, tune.add("t0"), 1, 0.9)  # the job's end at rung 1: it waits there (virtual time)
+    assert load_state(tmp_path)["paused_at"] == {"t0": 1}
+    copy = pickle.loads(pickled)  # a new driver
+    assert copy.virtual_clock.searcher is None and copy.clock is time.monotonic and copy.rungs[1] == {"warm:old/a": 0.5}
+    trial = Trial("__fake", trial_id="t0", stub=True)
+    trial.update_last_result({"round": 1, "val_acc": 0.9})
+    copy.on_trial_add(None, trial)
+    assert copy.restored and trial.status == Trial.PAUSED and "t0" in copy.rungs[1]
+    assert not copy.virtual_clock.deciding  # a resumed search decides in arrival order
+    assert not load_state(tmp_path)["virtual"]
 
 
 def test_the_sampler_tells_optuna_a_trial_stopped_at_a_rung_as_pruned_not_complete():

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ray.tune.schedulers import FIFOScheduler
+
 from search.schedulers.asha_stop import AshaStop
 from search.schedulers.decisions import Admission, Decision
 from search.schedulers.finish import FINISH_EARLIEST
@@ -33,9 +35,7 @@ def build_scheduler(spec: SearchSpec, n_train: int, *, state_dir: Path | str | N
     """The spec's trial scheduler: ASHA with promotions (asha; reproducible unless `budget.reproducible: false`),
     the stopping ASHA (asha-stop) or FIFO (fifo, or a spec with nothing to search). `state_dir`: the search's
     location (a folder or a URI), where ASHA with promotions saves its state."""
-    from ray.tune.schedulers import FIFOScheduler
-
-    from search import rounds as B  # search.rounds plans with this package's rungs: imported when used
+    from search import rounds as B  # search.rounds plans with this package's rungs: imported when used, not in a cycle
 
     rounds = B.plan(spec, n_train)
     kind = spec.budget.scheduler

@@ -22,14 +22,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# what the file holds (and a resumed search reads back), then the virtual clock's own (search.schedulers.virtual_clock)
-FIELDS = ("rungs", "promoted", "paused_at", "progress", "round_seconds", "completed", "stopped", "resumed", "finishing",
-          "finalists", "levels")
-VIRTUAL_FIELDS = ("virtual", "vnow", "jobs", "waits", "wait_seconds", "virtual_until_s")
-
-
 def snapshot(scheduler: PromotionASHA) -> dict[str, Any]:
-    """The scheduler's state as the file holds it (JSON-ready copies)."""
+    """The scheduler's state as the file holds it (JSON-ready copies): what `restore` reads back, then what the
+    virtual clock reports of itself (search.schedulers.virtual_clock; read by the benchmarks and tests only)."""
     rungs, progress, finish = scheduler.rungs, scheduler.progress, scheduler.finish
     state: dict[str, Any] = {
         "rungs": {str(k): dict(v) for k, v in rungs.scores.items()},
