@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import platform
 import shlex
@@ -228,7 +229,8 @@ class Stopwatch:
 
 
 def quiet_ray_env() -> None:
-    """The environment `search.tuner._fit` sets (Tune's console tables off, experiment state every 5 s)."""
+    """Part of the environment a search runs Tune in (`search.tuner.TUNE_ENVIRONMENT`: Tune's console tables off,
+    experiment state every 5 s), for the peers that run Tune without hpsearch."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -240,6 +242,79 @@ def quickstart_raw() -> dict[str, Any]:
     import yaml
 
     return yaml.safe_load(QUICKSTART.read_text())
+
+
+# ----------------------------------------------------------------------------------------------
+# Tune's loop, timed; the model a method hands over, tested as a search tests it
+
+
+@functools.cache
+def tune_clock_class() -> type:
+    """A Tune callback that notes when Tune's loop starts (`setup`) and ends (`on_experiment_end`).
+
+    It serves as a `search.tuner.Components` observer (hooks called with keyword arguments) and in a
+    `RunConfig`'s callbacks (a bare Tune run); benchmark recorders subclass it. Built on first use: importing
+    this module does not import Ray."""
+    from ray.tune import Callback
+
+    class TuneClock(Callback):
+        def __init__(self) -> None:
+            self.t0 = time.monotonic()
+            self.t_end: float | None = None
+
+        def setup(self, **info: Any) -> None:
+            self.t0 = time.monotonic()
+            self.t_end = None
+
+        def on_experiment_end(self, **info: Any) -> None:
+            self.t_end = time.monotonic()
+
+        def seconds(self) -> float:
+            """From Tune's start to the end of its experiment (now, if it has not ended)."""
+            return (self.t_end or time.monotonic()) - self.t0
+
+    return TuneClock
+
+
+def final_test_acc(result: Any) -> float:
+    """The test accuracy of the model a search handed over (`result.final`, search.finalize); nan without one."""
+    final = getattr(result, "final", None)
+    return float(final.test.acc) if final is not None and final.test is not None else float("nan")
+
+
+def finalize_peer(spec: Any, data: Any, experiment_dir: str | Path) -> Any:
+    """A peer's Tune experiment folder ended as a search ends: its trials read back (search.results), the one whose
+    best round is best handed over and tested once by `search.finalize.finalize` (its best round's checkpoint,
+    best/ written). Returns a `search.tuner.SearchResult` whose `final` is that report (None: no trial reported)."""
+    from search import layout as L
+    from search import results as R
+    from search import rounds as B
+    from search.finalize import finalize
+    from search.tuner import SearchResult, find_baseline
+
+    folder = L.SearchFolder.at(str(experiment_dir))
+    records = R.trial_records(folder.location, metric=spec.metric, mode=spec.mode, total_rounds=B.total_rounds(spec, len(data.train)))
+    result = SearchResult(name=folder.name, folder=folder, spec=spec, records=records, best=R.best_record(records, spec.mode),
+                          baseline=find_baseline(records, spec), interrupted=False,
+                          counts={s: sum(r.status == s for r in records) for s in R.Outcome}, storage=str(folder.local.parent))
+    if result.best is not None:
+        result.final = finalize(result, data)
+    return result
+
+
+def checkpoint_test_acc(state: dict[str, Any] | None, data: Any, settings: Any) -> float:
+    """Test accuracy of a checkpoint state evaluated as `search.finalize.finalize` evaluates the model it hands over
+    (`trainer_from_checkpoint`, `Trainer.evaluate` on the test split), for a peer with no search folder to finalize
+    (Optuna alone keeps its best checkpoint in memory); nan without a state or a labelled test split."""
+    from search.finalize import trainer_from_checkpoint
+
+    if state is None or data.test is None or not data.test.labelled:
+        return float("nan")
+    trainer = trainer_from_checkpoint(state, data, settings)
+    try:
+        return float(trainer.evaluate(data.test)["acc"])
+    finally:
+        trainer.close()
 
 
 def kill_own_ray() -> None:

@@ -10,8 +10,9 @@ For each tutorial spec that runs here without a download:
 the image folders at image_size 32 (A) and 24 (D) with a smaller budget (`--set`-style
 overrides, listed in the report).
 
-Each search runs `run_search` (TPE + ASHA, no MLflow); its model is the best
-trial's best-val checkpoint, evaluated once on test. The baseline (the spec's
+Each search runs `run_search` (TPE + ASHA, no MLflow); its model is the one the
+search hands over, the best trial's best-val checkpoint, tested once by the search's
+own ending (`search.finalize`, `result.final.test`), as a user's is. The baseline (the spec's
 `baseline` config) is trained with `trainables.train.fit`, keeping its best-val
 epoch, twice: for the spec's `max_epochs` (its recipe), and for as many epochs
 as the whole search trained in total (equal compute in epochs).
@@ -147,19 +148,6 @@ def specs(data_root: Path, smoke: bool) -> list[tuple[str, dict, str]]:
     return out
 
 
-def search_test_accuracy(result, data) -> float:
-    """Test accuracy of the best trial's best-val checkpoint (what `hpsearch export` ships)."""
-    from search import finalize as report
-    from search import results as R
-    from trainables.checkpoint import load_checkpoint
-
-    state = load_checkpoint(R.best_checkpoint_dir(result.best))
-    trainer = report.trainer_from_checkpoint(state, data, result.spec.settings())
-    acc = trainer.evaluate(data.test)["acc"]
-    trainer.close()
-    return acc
-
-
 def baseline(spec, data, epochs: int) -> dict:
     from trainables.train import fit
 
@@ -175,8 +163,10 @@ def main() -> None:
     C.quiet_ray_env()
     work = Path(tempfile.mkdtemp(prefix="hpsearch-bench-acc-"))
     os.environ["HPSEARCH_CACHE"] = str(work / "cache")  # decoded folders and statistics stay in the temporary folder
+    from search import results as R
+    from search.cluster import connect
     from search.spec import parse_spec
-    from search.tuner import connect, run_search
+    from search.tuner import run_search
     from trainables.data import create_dataset
 
     scale = 0.1 if args.smoke else 1.0
@@ -199,13 +189,15 @@ def main() -> None:
                         result = run_search(spec, name=f"acc-{len(changes_list)}-s{seed}", storage=str(work / "runs"), track=False, on_event=None)
                     trial_epochs = sum(r.rounds for r in result.records)  # a round is an epoch in these specs
                     train_seconds = sum(h.get("epoch_seconds", 0.0) for r in result.records for h in r.history)
-                    test = search_test_accuracy(result, data)
+                    if result.final is None:
+                        raise SystemExit(f"accuracy.py: {label} seed {seed}: the search handed over no model ({result.final_error or 'interrupted'})")
+                    test = C.final_test_acc(result)  # the handed-over model, tested once by the search's ending
                     base = baseline(spec, data, spec.budget.max_epochs)
                     equal = baseline(spec, data, max(trial_epochs, spec.budget.max_epochs))
                     gains.append(test - base["test"])
                     gains_eq.append(test - equal["test"])
                     rows.append([
-                        label, str(seed), f"{len(result.records)} ({result.counts.get('pruned', 0)} pruned)", trial_epochs, train_seconds, wall.seconds,
+                        label, str(seed), f"{len(result.records)} ({result.counts.get(R.Outcome.PRUNED, 0)} pruned)", trial_epochs, train_seconds, wall.seconds,
                         f"{result.best.best_value:.3f}", f"**{test:.3f}**",
                         f"{base['epochs']} / {base['seconds']:.0f} s", f"{base['val']:.3f}", f"{base['test']:.3f}",
                         f"{equal['epochs']} / {equal['seconds']:.0f} s", f"{equal['test']:.3f}",

@@ -7,7 +7,8 @@ from the same baseline (evaluated first) with the same seed, the same `max_epoch
 at a time (one CPU each) and the same wall time (`--minutes`, 10 by default), one method after
 the other with Ray stopped in between, so each has the machine's 2 cores alone:
 
-- `hpsearch`: `search.tuner.run_search` as users run it (`budget.scheduler: asha`, ASHA with
+- `hpsearch`: `search.tuner.run_search`'s path as users run it (through `run_experiment`, which adds
+  only the benchmark's recording observer; `budget.scheduler: asha`, ASHA with
   promotions: a trial pauses at a rung and resumes once it ranks in the rung's top quarter;
   `budget.report_every: auto`), MLflow tracking on, in a temporary folder;
 - `hpsearch-asha-stop`: the same with `budget.scheduler: asha-stop` (Ray's stopping ASHA);
@@ -20,8 +21,10 @@ the other with Ray stopped in between, so each has the machine's 2 cores alone:
   reduction_factor=4)`, `max_concurrent_trials=2`, `time_budget_s`: what Ray's docs show.
 
 The model each method hands over is the best-val trial's checkpoint at its best round (pruned
-trials included): for hpsearch the one `run_search` tests in its final report (`result.final`),
-for the others that checkpoint evaluated here on the same 10,000 test images. Per method the
+trials included), tested once on the same 10,000 test images by the step that ends a user's search
+(`search.finalize`): for hpsearch `run_search`'s own (`result.final`), for `ray-tune` `finalize` on its
+Tune folder (`_common.finalize_peer`); Optuna alone has no search folder, so its best checkpoint
+(kept in memory) is evaluated as `finalize` evaluates one (`_common.checkpoint_test_acc`). Per method the
 report gives configurations tried (distinct configurations that finished at least one round),
 the best val accuracy over wall time (a table and a PNG plot), the test accuracy of the model
 handed over, and the share of trial-time (the sum of the rounds' seconds) spent on
@@ -172,27 +175,15 @@ def make_spec(method: str, seed: int, *, data_root: str, n_train: int, seconds: 
 
 
 def _recorder_class():
-    from ray.tune import Callback
+    class Recorder(C.tune_clock_class()):
+        """(seconds since the Tuner started, trial id, round, epoch, val_acc, round seconds) of every result, and each trial's config.
 
-    class Recorder(Callback):
-        """(seconds since the Tuner started, trial id, round, epoch, val_acc, round seconds) of every result, and each trial's config."""
+        A search observer (`search.tuner.Components.callbacks`) for hpsearch's methods, a Tune callback for `ray-tune`."""
 
         def __init__(self) -> None:
-            self.t0 = time.monotonic()
-            self.t_end: float | None = None
+            super().__init__()
             self.events: list[tuple[float, str, int, float, float, float]] = []
             self.configs: dict[str, dict[str, Any]] = {}
-
-        def setup(self, **info: Any) -> None:
-            self.t0 = time.monotonic()
-            self.t_end: float | None = None
-
-        def on_experiment_end(self, trials: list, **info: Any) -> None:
-            self.t_end = time.monotonic()
-
-        def seconds(self) -> float:
-            """From the Tuner's start to the end of its experiment (now, if it has not ended)."""
-            return (self.t_end or time.monotonic()) - self.t0
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             self.configs.setdefault(trial.trial_id, dict(trial.config))
@@ -240,19 +231,6 @@ def method_outcome(events: list, configs: dict[str, dict[str, Any]], *, test_acc
     }
 
 
-def _test_of(state: dict[str, Any] | None, spec, data) -> float:
-    """Test accuracy of a checkpoint state on the data set's test split."""
-    from search.finalize import trainer_from_checkpoint
-
-    if state is None:
-        return float("nan")
-    trainer = trainer_from_checkpoint(state, data, spec.settings())
-    try:
-        return float(trainer.evaluate(data.test)["acc"])
-    finally:
-        trainer.close()
-
-
 def _chosen(config: dict[str, Any], trial: Any, best_val: float, epoch: Any) -> dict[str, Any]:
     return {"trial": str(trial), "config": config, "best_val": best_val, "epoch": epoch}
 
@@ -262,23 +240,26 @@ def _chosen(config: dict[str, Any], trial: Any, best_val: float, epoch: Any) -> 
 
 
 def run_hpsearch(method: str, spec, data, storage: Path, name: str) -> dict[str, Any]:
-    """`run_search` as a user runs it (MLflow on); a Recorder callback is added beside hpsearch's own ones."""
+    """`run_search`'s path as a user runs it (MLflow on): `run_experiment` with a Recorder observing beside hpsearch's own observers."""
     import search.tuner as T
-    from search import results as R
-    from trainables.checkpoint import load_checkpoint
+    from search.finalize import finalize
 
     recorder = _recorder_class()()
     started = time.monotonic()
-    result = T.run_search(spec, name=name, storage=str(storage), track=True, on_event=lambda m: print(f"[{method}] {m}", flush=True), callbacks=[recorder])  # the recorder observes only
+    result = T.run_experiment(spec, T.Components(callbacks=(recorder,)), name=name, storage=str(storage), track=True,
+                              on_event=lambda m: print(f"[{method}] {m}", flush=True))
     search_seconds = recorder.seconds()
-    test = (result.final.get("test") or {}).get("acc")
-    source = "run_search's final report (result.final)"
-    if test is None and result.best is not None:  # the final report did not run (e.g. a search counted as interrupted)
-        test, source = _test_of(load_checkpoint(R.best_checkpoint_dir(result.best)), spec, data), "best checkpoint evaluated here"
+    source = "the search's own ending (result.final)"
+    if result.final is None and result.best is not None:
+        if result.final_error:
+            source = f"none: the search's finalize failed ({result.final_error})"
+        else:  # the search counted as interrupted, so it did not end itself: the same step, called here
+            result.final, source = finalize(result, data), "search.finalize called here (the search counted as interrupted)"
+    test = C.final_test_acc(result)
     best = result.best
     chosen = _chosen(best.config, best.trial_id, best.best_value, best.best_epoch) if best else {}
     configs = {**{r.trial_id: dict(r.config) for r in result.records}, **recorder.configs}
-    outcome = method_outcome(recorder.events, configs, test_acc=float("nan") if test is None else float(test), test_source=source,
+    outcome = method_outcome(recorder.events, configs, test_acc=test, test_source=source,
                              chosen=chosen, search_seconds=search_seconds, wall_seconds=time.monotonic() - started,
                              budget_seconds=spec.budget.time_budget_s)
     every = result.spec.budget.report_every  # as run_search resolved `auto`
@@ -295,7 +276,7 @@ def run_optuna(spec, data, seed: int) -> dict[str, Any]:
     """Optuna alone: TPE + MedianPruner, two trials at a time in threads, each trained by hpsearch's Trainer."""
     import optuna
 
-    from search.tuner import DefineByRun
+    from search.space import DefineByRun
     from trainables.train import Trainer
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -343,7 +324,8 @@ def run_optuna(spec, data, seed: int) -> dict[str, Any]:
     study.optimize(objective, n_trials=None, timeout=budget, n_jobs=2, catch=(Exception,))
     search_seconds = time.monotonic() - started
     chosen = _chosen(configs.get(str(best["trial"]), {}), best["trial"], best["val"], best["epoch"]) if best["state"] else {}
-    return method_outcome(events, configs, test_acc=_test_of(best["state"], spec, data), test_source="best checkpoint evaluated here",
+    test = C.checkpoint_test_acc(best["state"], data, settings)  # no search folder: the checkpoint evaluated as finalize evaluates one
+    return method_outcome(events, configs, test_acc=test, test_source="best checkpoint, evaluated as search.finalize evaluates one",
                           chosen=chosen, search_seconds=search_seconds, wall_seconds=time.monotonic() - started, budget_seconds=budget)
 
 
@@ -372,8 +354,8 @@ def run_ray_tune(spec, data, storage: Path, name: str, seed: int) -> dict[str, A
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.tuner import DefineByRun, total_rounds
-    from trainables.checkpoint import load_checkpoint
+    from search.rounds import total_rounds
+    from search.space import DefineByRun
 
     started = time.monotonic()
     ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
@@ -391,20 +373,13 @@ def run_ray_tune(spec, data, storage: Path, name: str, seed: int) -> dict[str, A
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_acc",
                                                                           checkpoint_score_order="max")),
     )
-    grid = tuner.fit()
+    tuner.fit()
     search_seconds = recorder.seconds()
-    test, chosen = float("nan"), {}
-    try:
-        best = grid.get_best_result(metric="val_acc", mode="max", scope="all")
-        checkpoint = best.get_best_checkpoint("val_acc", "max")
-    except RuntimeError:  # no trial reported anything
-        best, checkpoint = None, None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = load_checkpoint(folder)
-        test = _test_of(state, spec, data)
-        chosen = _chosen(dict(best.config), best.metrics.get("trial_id"), state["metrics"].get("val_acc"), state["metrics"].get("epoch"))
-    return method_outcome(recorder.events, recorder.configs, test_acc=test, test_source="best checkpoint evaluated here", chosen=chosen,
+    result = C.finalize_peer(spec, data, storage / name)  # the best trial's best round handed over as a search hands it over
+    best = result.best
+    chosen = _chosen(dict(best.config), best.trial_id, best.best_value, best.best_epoch) if best else {}
+    return method_outcome(recorder.events, recorder.configs, test_acc=C.final_test_acc(result),
+                          test_source="search.finalize on its Tune folder", chosen=chosen,
                           search_seconds=search_seconds, wall_seconds=time.monotonic() - started, budget_seconds=spec.budget.time_budget_s)
 
 

@@ -3,10 +3,11 @@
 (a) bare loop: what a user writes by hand, in this process: the model (tutorial E's
     net), Adam, cross-entropy over shuffled index batches of the same uint8 tensors,
     normalised per batch, and a validation pass per epoch (to know which epoch was best).
-(b) hpsearch: `run_search` on the same data with `space: {}` and the baseline = the
+(b) hpsearch: `run_search`'s path (`run_experiment` with one observer that notes when
+    Tune's loop starts and ends) on the same data with `space: {}` and the baseline = the
     same model and optimiser: Ray Tune trials with a report and a checkpoint per
-    epoch, MLflow tracking, then the final report (test evaluation, registered
-    TorchScript model, plots). The spec runs 2 identical trials one after the other
+    epoch, MLflow tracking, then the search's ending (`search.finalize`: test evaluation,
+    best/, plots; MLflow: the registered TorchScript model). The spec runs 2 identical trials one after the other
     (`samples: 2`, `max_concurrent: 1`): trial 1 starts a fresh worker process (its
     first Adam imports torch._dynamo, seconds on this machine), trial 2 reuses that
     worker (`reuse_actors`), which is what every later trial of a search sees. The
@@ -17,8 +18,9 @@
     it as a trial (Ray worker, Tune, checkpoints, MLflow, Ray's daemons on the cores).
 
 Measured: each trial's own time (`time_total_s` of its last result, and the sum of its
-epochs' `epoch_seconds`) against the bare loop's time; Ray start-up, the Tuner's wall
-time, the final report and Ray shutdown separately. (a) and (b) run interleaved (order
+epochs' `epoch_seconds`) against the bare loop's time; Ray start-up, the wall time of Tune's
+loop (its callback `setup` to `on_experiment_end`), the search's ending after it and Ray
+shutdown separately. (a) and (b) run interleaved (order
 alternating) for `--reps` repetitions; medians are reported. Both train with one thread
 (a trial's `resources.cpu: 1`). Other processes on the machine make the epochs' own
 time vary by ±10 % between runs; the in-trial overhead (trial time − its epochs' time)
@@ -113,65 +115,25 @@ def trainer_loop(spec, data) -> dict:
     return {"seconds": seconds, "epoch_seconds": epoch_seconds}
 
 
-class Timed:
-    """Wraps hpsearch functions for timing only (the code that runs is unchanged)."""
-
-    def __init__(self, data) -> None:
-        import search.finalize
-        import search.tuner
-
-        self.data = data
-        self.times: dict[str, float] = {}
-        self._orig = (search.tuner.build_tuner, search.finalize.final_report)
-        timings = self.times
-
-        def build_tuner(*args, **kwargs):
-            tuner = self._orig[0](*args, **kwargs)
-            fit = tuner.fit
-
-            def timed_fit():
-                t0 = time.perf_counter()
-                try:
-                    return fit()
-                finally:
-                    timings["fit"] = time.perf_counter() - t0
-
-            tuner.fit = timed_fit
-            return tuner
-
-        def final_report(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return self._orig[1](*args, **kwargs)
-            finally:
-                timings["final_report"] = time.perf_counter() - t0
-
-        search.tuner.build_tuner, search.finalize.final_report = build_tuner, final_report
-
-    def restore(self) -> None:
-        import search.finalize
-        import search.tuner
-
-        search.tuner.build_tuner, search.finalize.final_report = self._orig
-
-
 def hpsearch_trial(spec, data, storage: Path, name: str) -> dict:
     import ray
 
-    from search.tuner import connect, run_search
+    from search.cluster import connect
+    from search.tuner import Components, run_experiment
 
-    timed = Timed(data)
+    clock = C.tune_clock_class()()  # observes only: when Tune's loop starts and ends
     out: dict = {}
     try:
         with C.Stopwatch() as start:
             connect(None)
         with C.Stopwatch() as run:
             # the bundle already built (and used by the bare loop), handed over as a data loader
-            result = run_search(spec, name=name, storage=str(storage), on_event=None, track=True, dataset=lambda: data)
+            result = run_experiment(spec, Components(callbacks=(clock,)), name=name, storage=str(storage), on_event=None, track=True,
+                                    dataset=lambda: data)
+        ending = time.monotonic() - clock.t_end if clock.t_end is not None else float("nan")  # the search's ending after Tune's loop
         with C.Stopwatch() as stop:
             ray.shutdown()
     finally:
-        timed.restore()
         C.kill_own_ray()
     assert len(result.records) == 2, result.records
     for i, record in enumerate(result.records, start=1):
@@ -182,10 +144,10 @@ def hpsearch_trial(spec, data, storage: Path, name: str) -> dict:
         out[f"rounds{i}"] = len(rows)
     ckpts = sorted(result.records[-1].path.glob("checkpoint_*/checkpoint.pt"))
     out.update({
-        "ray_start": start.seconds, "run_search": run.seconds, "fit": timed.times.get("fit", float("nan")),
-        "final_report": timed.times.get("final_report", float("nan")), "ray_stop": stop.seconds,
+        "ray_start": start.seconds, "run_search": run.seconds, "fit": clock.seconds(),
+        "ending": ending, "ray_stop": stop.seconds,
         "checkpoint_mb": ckpts[-1].stat().st_size / 1e6 if ckpts else float("nan"),
-        "test_acc": (result.final.get("test") or {}).get("acc"),
+        "test_acc": C.final_test_acc(result),
     })
     return out
 
@@ -229,7 +191,7 @@ def main() -> None:
                 hp_all.append(h)
                 rows.append([
                     str(rep + 1), " → ".join(order), b["seconds"], h["trainer"], h["trial1"], h["trial2"], h["epochs2"], h["overhead2"],
-                    f"{h['ratio']:.3f}", f"{h['ratio_overhead']:.3f}", h["ray_start"], h["fit"], h["final_report"], h["ray_stop"],
+                    f"{h['ratio']:.3f}", f"{h['ratio_overhead']:.3f}", h["ray_start"], h["fit"], h["ending"], h["ray_stop"],
                     h["run_search"] + h["ray_start"] + h["ray_stop"],
                 ])
     finally:
@@ -240,11 +202,11 @@ def main() -> None:
     rows.append([
         "**median**", "", med("seconds", bare_all), med("trainer", hp_all), med("trial1", hp_all), med("trial2", hp_all), med("epochs2", hp_all),
         med("overhead2", hp_all), f"{ratio:.3f}", f"{ratio_overhead:.3f}", med("ray_start", hp_all), med("fit", hp_all),
-        med("final_report", hp_all), med("ray_stop", hp_all), C.median(h["run_search"] + h["ray_start"] + h["ray_stop"] for h in hp_all),
+        med("ending", hp_all), med("ray_stop", hp_all), C.median(h["run_search"] + h["ray_start"] + h["ray_stop"] for h in hp_all),
     ])
     headers = ["rep", "order", "(a) bare loop s", "(c) Trainer, no Ray s", "(b) trial 1 (new worker) time_total_s", "(b) trial 2 (reused worker) time_total_s",
                "trial 2: its epochs' epoch_seconds", "trial 2: in-trial overhead s", "(b) trial 2 / (a)", "(a + overhead) / (a)",
-               "Ray start s", "Tuner.fit wall s (2 trials)", "final report s", "Ray shutdown s", "(b) end to end s"]
+               "Ray start s", "Tune's loop wall s (2 trials)", "the search's ending s (finalize, MLflow)", "Ray shutdown s", "(b) end to end s"]
     table = C.md_table(headers, rows)
     verdict = lambda r: "met" if r <= TARGET else "**missed**"  # noqa: E731
     summary = C.md_table(["what", "value", "target"], [
@@ -259,10 +221,10 @@ def main() -> None:
          f"{med('overhead2', hp_all):.2f} s = {med('overhead2', hp_all) / args.epochs:.2f} s per epoch", "-"],
         ["extra time of a trial on a new worker (trial 1 − trial 2; median): once per worker process",
          f"{C.median(h['trial1'] - h['trial2'] for h in hp_all):.1f} s", "-"],
-        ["Tuner.fit wall − both trials' time (actor start, data fetch, Tune bookkeeping; median)",
+        ["Tune's loop wall − both trials' time (actor start, data fetch, Tune bookkeeping; median)",
          f"{C.median(h['fit'] - h['trial1'] - h['trial2'] for h in hp_all):.1f} s", "-"],
-        ["one-off per search: Ray start + final report + Ray shutdown (median)",
-         f"{med('ray_start', hp_all) + med('final_report', hp_all) + med('ray_stop', hp_all):.1f} s", "-"],
+        ["one-off per search: Ray start + the search's ending + Ray shutdown (median)",
+         f"{med('ray_start', hp_all) + med('ending', hp_all) + med('ray_stop', hp_all):.1f} s", "-"],
         ["checkpoint size per epoch", f"{med('checkpoint_mb', hp_all):.1f} MB", "-"],
         ["last-epoch val accuracy, bare / hpsearch trial 2 (median; random labels: chance is 0.1)",
          f"{C.median(b['val_acc'][-1] for b in bare_all):.3f} / {med('val_acc2', hp_all):.3f}", "-"],
@@ -271,14 +233,15 @@ def main() -> None:
         f"Data: `fake` (torchvision FakeData) at CIFAR shape, {len(data.train)} train / {len(data.val)} val / "
         f"{len(data.test)} test images 3x32x32 with random labels, in memory as uint8. Model: tutorial E's net (conv 32 → conv 64 → "
         f"FC 512 → FC 10, {bare_all[0]['params']:,} parameters), Adam lr 1e-3, batch 64, {args.epochs} epochs, one torch thread. "
-        "(a) trains and evaluates val once per epoch in this process with Ray not running. (b) is `run_search` on the "
+        "(a) trains and evaluates val once per epoch in this process with Ray not running. (b) is `run_search`'s path on the "
         "quickstart spec with dataset/model/baseline changed to the same, `samples: 2`, `max_concurrent: 1`, `space: {}`, MLflow tracking on "
         "(SQLite store in a temporary folder), a checkpoint per epoch. `(b) trial time_total_s` is Tune's time of the "
         "trial (from the trainable's start to its last report: model build, epochs, per-epoch checkpoint and report); "
         "`epoch_seconds` is the trainer's own time of its epochs (train + val); `(a + overhead) / (a)` adds trial 2's in-trial "
         "overhead (minus the bare loop's own set-up time) to the bare loop's time. `(b) end to end` adds Ray start, "
-        "Tune's actor start and bookkeeping, the final report (test evaluation, TorchScript model registered in MLflow, "
-        "plots) and Ray shutdown: one-off costs of a search, not of a trial."
+        "Tune's actor start and bookkeeping, the search's ending after Tune's loop (the results read back, `search.finalize`: "
+        "test evaluation, best/, plots; MLflow: the TorchScript model registered, runs closed) and Ray shutdown: one-off "
+        "costs of a search, not of a trial."
     )
     C.write_report("overhead", "Per-trial overhead: bare PyTorch loop vs one hpsearch trial",
                    [setup, table, summary], args.out, smoke=args.smoke, load=load)

@@ -1,18 +1,21 @@
 """Scale: 1,000 trials of a trivial trainable through hpsearch's full path vs bare Tune + Optuna + ASHA.
 
-All runs use `search.tuner.build_tuner` on the quickstart spec (Optuna TPE behind a
-ConcurrencyLimiter, ASHA on `round`, 2 trials in flight, Tune's experiment state
+All runs compose their Tuner with `search.tuner.build_tuner` on the quickstart spec (hpsearch's
+rung-aware TPE, the spec's ASHA on `round`, 2 trials in flight, Tune's experiment state
 saved every 5 s as `run_search` sets it), with `trainable=trivial`: three reports of
 a value computed from the config, no training, no checkpoint. They differ only in
 the callbacks:
 
 - bare: none (what Tune + Optuna + ASHA cost by themselves);
-- hpsearch: what `run_search` installs (`search.callbacks.search_callbacks`): ProgressCallback
-  and MlflowTracker (parent run, one nested run per trial with its params and tags,
-  metrics per round, end status), SQLite store, then `finish_search` (summary,
-  closing runs).
+- hpsearch: `run_search`'s whole path, `search.tuner.run_experiment` with
+  `Components(trainable=trivial)`: its observers (user-error stop, ProgressCallback,
+  MlflowTracker: parent run, one nested run per trial with its params and tags, metrics
+  per round, end status; SQLite store) and its ending after Tune's loop (the results
+  read back, `search.finalize`, which finds no checkpoint to hand over and leaves
+  `result.final_error`, and MLflow's summary and closing runs).
 
-Throughput = trials / `Tuner.fit` wall time. `--profile` runs the hpsearch path
+Throughput = trials / the wall time of Tune's loop (from Tune's callback `setup` to its
+`on_experiment_end`, noted by the same observer in every run). `--profile` runs the hpsearch path
 once more under py-spy (driver and its subprocesses, 100 Hz, idle samples included) and
 reports where the driver's main thread spends its time.
 
@@ -31,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import _common as C
@@ -140,15 +144,15 @@ def make_spec(trials: int):
 def one_run(which: str, spec, data, storage: Path) -> dict:
     """One search of `spec.budget.samples` trivial trials; returns timings and counts."""
     from search import results as R
+    from search import rounds as B
     from search import tuner as T
 
     name = f"scale-{which}"
     experiment_dir = storage / name
-    state = {"name": name, "storage": str(storage), "tracking_uri": None, "track": which == "hpsearch", "spec": spec.raw}
     lines: list[str] = []
-    if which == "hpsearch":  # exactly what run_search installs (its JSON logger included)
-        callbacks = T.search_callbacks(spec, data, experiment_dir, state, lines.append)
-    elif which == "bare":
+    clock = C.tune_clock_class()()
+    callbacks: list = []
+    if which == "bare":
         from ray.tune.logger import JsonLoggerCallback
 
         callbacks = [JsonLoggerCallback()]
@@ -157,44 +161,38 @@ def one_run(which: str, spec, data, storage: Path) -> dict:
 
         async_logger = AsyncMlflowLogger(f"sqlite:///{storage / 'async-mlflow.db'}", f"bench-scale-async-{os.getpid()}")
         callbacks = [JsonLoggerCallback(), async_logger]
-    else:
-        callbacks = []  # Tune adds its default CSV, JSON and tensorboardX loggers
+    # bare-default: no callbacks, Tune adds its default CSV, JSON and tensorboardX loggers
     if which == "bare-default":
         os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
     else:
-        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # as search.tuner._fit sets it
-    tuner = T.build_tuner(spec, data, name=name, storage=str(storage), callbacks=callbacks, trainable=trivial)
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # as a search sets it (search.tuner.TUNE_ENVIRONMENT)
+    result, ended = None, float("nan")
     try:
-        with C.LoadWatch(interval=1.0) as load, C.Stopwatch() as fit:
-            tuner.fit()
+        with C.LoadWatch(interval=1.0) as load:
+            if which == "hpsearch":  # exactly run_search's path (its JSON logger included), the trainable replaced
+                result = T.run_experiment(spec, T.Components(trainable=trivial, callbacks=(clock,)), name=name, storage=str(storage),
+                                          tracking_uri=f"sqlite:///{storage / 'mlflow.db'}", track=True, on_event=lines.append)
+                ended = time.monotonic()
+            else:
+                T.build_tuner(spec, data, name=name, storage=str(storage), callbacks=[*callbacks, clock], trainable=trivial).fit()
     finally:
         os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
-    out = {"fit": fit.seconds, "trials": spec.budget.samples, "finish": float("nan"), "mlflow_runs": float("nan"),
+    out = {"fit": clock.seconds(), "trials": spec.budget.samples, "finish": float("nan"), "mlflow_runs": float("nan"),
            "other_cores": load.other_cores()}
     with C.Stopwatch() as read:
-        records = R.trial_records(experiment_dir, metric=spec.metric, mode=spec.mode, total_rounds=T.total_rounds(spec, len(data.train)))
+        records = R.trial_records(experiment_dir, metric=spec.metric, mode=spec.mode, total_rounds=B.total_rounds(spec, len(data.train)))
     out["read_results"] = read.seconds
     out["trials"] = len(records)
-    out["pruned"] = sum(r.status == R.PRUNED for r in records)
-    tracker = next((c for c in callbacks if hasattr(c, "finish_search")), None)
-    if tracker is not None:
-        counts = {s: sum(r.status == s for r in records) for s in (R.COMPLETED, R.PRUNED, R.FAILED, R.DIVERGED, R.RUNNING, R.PENDING)}
-        result = T.SearchResult(name=name, experiment_dir=experiment_dir, spec=spec, records=records,
-                                best=R.best_record(records, spec.mode), baseline=None, interrupted=False, counts=counts)
-        import search.finalize
-
-        original = search.finalize.final_report
-        search.finalize.final_report = lambda *a, **k: {}  # trivial trials have no checkpoint: no model to report
-        try:
-            with C.Stopwatch() as finish:
-                tracker.finish_search(result, data)
-        finally:
-            search.finalize.final_report = original
-        out["finish"] = finish.seconds
+    out["pruned"] = sum(r.status == R.Outcome.PRUNED for r in records)
+    if result is not None:
+        # the search's ending after Tune's loop: trivial trials have no checkpoint, so finalize sets result.final_error
+        out["finish"] = ended - clock.t_end if clock.t_end is not None else float("nan")
+        out["final_error"] = result.final_error
         from mlflow.entities import ViewType
+        from mlflow.tracking import MlflowClient
 
-        exp = tracker.client.get_experiment_by_name(spec.name)
-        runs = tracker.client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=5000)
+        client = MlflowClient(tracking_uri=result.tracking.tracking_uri)
+        runs = client.search_runs([result.tracking.experiment_id], run_view_type=ViewType.ALL, max_results=5000)
         out["mlflow_runs"] = len(runs)
         out["mlflow_running"] = sum(r.info.status == "RUNNING" for r in runs)
         out["mlflow_killed"] = sum(r.info.status == "KILLED" for r in runs)
@@ -229,7 +227,7 @@ def profile(args, storage: Path) -> str:
 
 
 CATEGORIES = (  # first match wins, checked on every frame of a stack
-    ("hpsearch MLflow tracking on the Tune loop (search/tracking.py)", ("search/tracking.py",)),
+    ("hpsearch MLflow tracking on the Tune loop (search/tracking/)", ("search/tracking/",)),
     ("hpsearch progress (search/progress.py)", ("search/progress.py",)),
     ("Optuna TPE sampling (optuna/)", ("optuna/",)),
     ("ASHA scheduler", ("async_hyperband.py",)),
@@ -310,7 +308,7 @@ def main() -> None:
         args.trials = 20
         args.profile_trials = 20
     C.quiet_ray_env()
-    from search.tuner import connect
+    from search.cluster import connect
     from trainables.data import create_dataset
 
     spec = make_spec(args.trials)
@@ -349,8 +347,8 @@ def main() -> None:
         rows.append([label, r["trials"], r["pruned"], r["fit"], per_hour[key], ms[key],
                      ms[key] - ms["bare"] if key in ("hpsearch", "mlflow-async") else "-", r["read_results"],
                      r["finish"] if key == "hpsearch" else "-", f"{r['other_cores']:.2f}"])
-    table = C.md_table(["run", "trials", "pruned by ASHA", "Tuner.fit s", "trials/hour", "ms per trial", "hpsearch bookkeeping ms/trial",
-                        "reading results s", "finish_search s", "other processes' CPU during the run (cores)"], rows)
+    table = C.md_table(["run", "trials", "pruned by ASHA", "Tune's loop s", "trials/hour", "ms per trial", "hpsearch bookkeeping ms/trial",
+                        "reading results s", "the search's ending s (after Tune's loop)", "other processes' CPU during the run (cores)"], rows)
     ratio = per_hour["hpsearch"] / per_hour["bare"]
     ratio_default = per_hour["hpsearch"] / per_hour["bare-default"]
     target = C.md_table(["check", "measured", "target"], [
@@ -372,7 +370,9 @@ def main() -> None:
         "max_t 3); the quickstart space (8 parameters, one conditional) sampled by Optuna TPE (seeded); 2 trials in flight "
         "(2 cores); `reuse_actors=True`; MLflow in an SQLite file (a new file: its schema is created during the run). Ray "
         f"started once for all runs (start-up {start.seconds:.1f} s, not counted); the runs go in the table's order. Other "
-        "processes' CPU differs between runs (last column): compare rows with that in mind."
+        "processes' CPU differs between runs (last column): compare rows with that in mind. The hpsearch run ends as a "
+        "search ends (`the search's ending`: results read back, `search.finalize`, MLflow's summary): trivial trials save no "
+        f"checkpoint, so there is no model to hand over (its final error: {hp.get('final_error') or 'none'})."
     )
     C.write_report("scale", "Scale: 1,000 trivial trials, hpsearch's full path vs bare Tune + Optuna + ASHA",
                    [setup, table, target, profile_text], args.out, smoke=args.smoke, load=load)

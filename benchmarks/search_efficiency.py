@@ -1,14 +1,21 @@
 """Search efficiency: hpsearch (Optuna TPE + ASHA) vs random search with full training vs TPE without pruning.
 
-Same spec, same trials, same trainable (hpsearch's, `search.tuner._trainable`), same
+Same spec, same trials, same trainable (hpsearch's, `search.tuner.tune_trainable_for`), same
 concurrency (2), same checkpointing, no MLflow (`track=False`) so only the search
 strategy differs:
 
-- hpsearch: `run_search` as users run it (OptunaSearch TPE behind a ConcurrencyLimiter, ASHA);
+- hpsearch: `run_search`'s path as users run it (the rung-aware TPE, the spec's ASHA), through
+  `search.tuner.run_experiment` with only a recording observer added;
 - random + FIFO: Tune's default searcher (BasicVariantGenerator, seeded) over
   `tune.loguniform / uniform / lograndint / choice` built from the spec's params,
-  every trial trained to `max_epochs` (FIFOScheduler);
-- TPE + FIFO: the same OptunaSearch as hpsearch, every trial trained to the end.
+  every trial trained to `max_epochs` (FIFOScheduler): its own `tune.Tuner` (Tune's random
+  search takes its space as the Tuner's `param_space`), assembled as `build_tuner` assembles one;
+- TPE + FIFO: Ray's OptunaSearch (TPE, seeded) behind a ConcurrencyLimiter and a FIFOScheduler,
+  every trial trained to the end: `run_experiment` with those two components.
+
+Every method's model is handed over and tested by the step that ends a user's search
+(`search.finalize`): hpsearch's and TPE + FIFO's by their search's own ending (`result.final`),
+random + FIFO's by `finalize` on its Tune folder (`_common.finalize_peer`); `wall s` includes it.
 
 All three evaluate the spec's baseline first (it is the first point of each). For
 each seed the bar is the best validation accuracy any method found, minus 0.5
@@ -135,17 +142,14 @@ def make_spec(setting: str, seed: int, smoke: bool, method: str = HPSEARCH):
 
 
 def _recorder_class():
-    from ray.tune import Callback
+    class Recorder(C.tune_clock_class()):
+        """(seconds since the Tuner started, trial id, round, val_acc) of every result, in arrival order.
 
-    class Recorder(Callback):
-        """(seconds since the Tuner started, trial id, round, val_acc) of every result, in arrival order."""
+        A search observer (`search.tuner.Components.callbacks`), and a Tune callback for random + FIFO's own Tuner."""
 
         def __init__(self) -> None:
-            self.t0 = time.monotonic()
+            super().__init__()
             self.events: list[tuple[float, str, int, float]] = []
-
-        def setup(self, **info) -> None:
-            self.t0 = time.monotonic()
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             self.events.append((time.monotonic() - self.t0, trial.trial_id, int(result.get("round", 0)), float(result.get("val_acc", 0.0))))
@@ -170,79 +174,76 @@ def tune_space(spec):
     return space
 
 
-def alternative_tuner(method: str, spec, data, name: str, storage: Path, callbacks: list):
-    """random + FIFO or TPE + FIFO, assembled like `search.tuner.build_tuner` except the searcher / scheduler."""
+def random_tuner(spec, data, name: str, storage: Path, callbacks: list):
+    """random + FIFO, assembled like `search.tuner.build_tuner` except the searcher and scheduler, and the
+    `param_space` Tune's random search samples from (which `build_tuner` does not take)."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search import BasicVariantGenerator
 
-    from search.tuner import CHECKPOINTS_PER_TRIAL, MAX_FAILURES, DefineByRun, _trainable, result_logger, trial_dirname
+    from search.callbacks import ResultLogger
+    from search.tuner import CHECKPOINTS_PER_TRIAL, MAX_FAILURES, trial_dirname, tune_trainable_for
 
     concurrent = spec.budget.max_concurrent
-    param_space = None
-    if method == "random + FIFO":
-        search_alg = BasicVariantGenerator(points_to_evaluate=[spec.baseline_point()], random_state=spec.seed, max_concurrent=concurrent)
-        param_space = tune_space(spec)
-    else:
-        search_alg = ConcurrencyLimiter(OptunaSearch(space=DefineByRun(spec.space, spec.baseline), metric=spec.metric, mode=spec.mode,
-                                                     seed=spec.seed, points_to_evaluate=[spec.baseline_point()]), max_concurrent=concurrent)
+    search_alg = BasicVariantGenerator(points_to_evaluate=[spec.baseline_point()], random_state=spec.seed, max_concurrent=concurrent)
     tune_config = tune.TuneConfig(
         search_alg=search_alg, scheduler=FIFOScheduler(), num_samples=spec.budget.samples,
-        trial_dirname_creator=trial_dirname, reuse_actors=True,
-        max_concurrent_trials=concurrent if method == "random + FIFO" else None,
+        trial_dirname_creator=trial_dirname, reuse_actors=True, max_concurrent_trials=concurrent,
     )
     run_config = tune.RunConfig(
-        name=name, storage_path=str(storage), callbacks=[result_logger(), *callbacks], verbose=0,  # Tune logging as hpsearch sets it
+        name=name, storage_path=str(storage), callbacks=[ResultLogger(), *callbacks], verbose=0,  # Tune logging as hpsearch sets it
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_PER_TRIAL, checkpoint_score_attribute=spec.metric,
                                                 checkpoint_score_order=spec.mode),
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
     )
-    return tune.Tuner(_trainable(spec, data), param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(tune_trainable_for(spec, data), param_space=tune_space(spec), tune_config=tune_config, run_config=run_config)
+
+
+def tpe_fifo(spec, recorder):
+    """TPE + FIFO as `run_experiment`'s components: Ray's OptunaSearch over the spec's space (conditions included,
+    seeded, the baseline first), which `build_tuner` puts behind a ConcurrencyLimiter, and a FIFOScheduler."""
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.space import DefineByRun
+    from search.tuner import Components
+
+    searcher = OptunaSearch(space=DefineByRun(spec.space, spec.baseline), metric=spec.metric, mode=spec.mode, seed=spec.seed,
+                            points_to_evaluate=[spec.baseline_point()])
+    return Components(searcher=searcher, scheduler=FIFOScheduler(), callbacks=(recorder,))
 
 
 def run_method(method: str, spec, data, storage: Path, name: str, retrain_seeds: list[int]) -> dict:
     import search.tuner as T
     from search import results as R
-    from trainables.checkpoint import load_checkpoint
 
-    recorder = _recorder_class()()
+    recorder = _recorder_class()()  # it observes only
     started = time.monotonic()
-    if method.startswith("hpsearch"):
-        result = T.run_search(spec, name=name, storage=str(storage), track=False, on_event=None, callbacks=[recorder])  # the recorder observes only
-        records = result.records
+    if method == RANDOM:
+        random_tuner(spec, data, name, storage, [recorder]).fit()
+        result = C.finalize_peer(spec, data, storage / name)
     else:
-        alternative_tuner(method, spec, data, name, storage, [recorder]).fit()
-        records = R.trial_records(storage / name, metric=spec.metric, mode=spec.mode, total_rounds=T.total_rounds(spec, len(data.train)))
+        components = T.Components(callbacks=(recorder,)) if method.startswith("hpsearch") else tpe_fifo(spec, recorder)
+        result = T.run_experiment(spec, components, name=name, storage=str(storage), track=False, on_event=None)
     wall = time.monotonic() - started
-    best = R.best_record(records, spec.mode)
-    chosen = load_checkpoint(R.best_checkpoint_dir(best)) if best is not None else None  # the model it hands over
-    retrained = retrain(chosen, spec, data, retrain_seeds)
+    records, best = result.records, result.best
+    # The test split, never seen during any search, scores the model each method hands over (its best trial's checkpoint at
+    # its best val round) without the bias of the max of many noisy val accuracies, which favours whoever trained more
+    # trials to the end (random + FIFO trains all 48).
+    retrained = retrain(result.final.meta if result.final is not None else None, spec, data, retrain_seeds)
     return {
         "trials": len(records), "trial_epochs": sum(r.rounds for r in records), "best": best.best_value if best else float("nan"),
-        "final": max((r.last_value for r in records if r.status == R.COMPLETED and r.last_value is not None), default=float("nan")),
-        "test": test_accuracy(chosen, spec, data),
-        "events": recorder.events, "wall": wall, "completed": sum(r.status == R.COMPLETED for r in records),
+        "final": max((r.last_value for r in records if r.status == R.Outcome.COMPLETED and r.last_value is not None), default=float("nan")),
+        "test": C.final_test_acc(result),
+        "events": recorder.events, "wall": wall, "completed": sum(r.status == R.Outcome.COMPLETED for r in records),
         "configs": [r.config for r in records],
         "retrain_val": [v for v, _ in retrained], "retrain_test": [t for _, t in retrained],
     }
 
 
-def test_accuracy(state, spec, data) -> float:
-    """Test accuracy of the model a method hands the user (`state`: its best trial's checkpoint at its best val round).
-
-    The max of many noisy val accuracies favours whoever trained more trials to the end (random + FIFO trains
-    all 48); the test split, never seen during any search, scores the chosen models without that bias.
-    """
-    from search.finalize import trainer_from_checkpoint
-
-    if state is None or data.test is None:
-        return float("nan")
-    return float(trainer_from_checkpoint(state, data, spec.settings()).evaluate(data.test)["acc"])
-
-
-def retrain(state, spec, data, seeds: list[int]) -> list[tuple[float, float]]:
-    """(val acc, test acc) of the checkpoint `state`'s config trained from scratch once per seed, as a trial trains it.
+def retrain(chosen, spec, data, seeds: list[int]) -> list[tuple[float, float]]:
+    """(val acc, test acc) of the handed-over model's config (`chosen`: its `FinalReport.meta`, or a checkpoint state:
+    `model_name`, `hparams`) trained from scratch once per seed, as a trial trains it.
 
     Each run keeps its best-val round (as hpsearch's trials and export do) and tests it; no Tune, no checkpoint.
     """
@@ -250,12 +251,12 @@ def retrain(state, spec, data, seeds: list[int]) -> list[tuple[float, float]]:
 
     from trainables.train import fit
 
-    if state is None or data.test is None:
+    if chosen is None or data.test is None:
         return []
     scores = []
     for seed in seeds:
-        settings = replace(spec.settings(), model=state["model_name"], seed=seed, threads=os.cpu_count() or 1)
-        outcome = fit(dict(state["hparams"]), data, settings)
+        settings = replace(spec.settings(), model=chosen["model_name"], seed=seed, threads=os.cpu_count() or 1)
+        outcome = fit(dict(chosen["hparams"]), data, settings)
         scores.append((float(outcome.best_metrics[spec.metric]), float(outcome.test["acc"]) if outcome.test else float("nan")))
     return scores
 
@@ -378,7 +379,7 @@ def main() -> None:
         args.seeds, args.settings, args.retrain = [0], ["many-trials"], 2  # the setting with an hpsearch variant
     C.quiet_ray_env()
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # as run_search sets it: every method logs result.json only
-    from search.tuner import connect
+    from search.cluster import connect
     from trainables.data import create_dataset
 
     intro = (
@@ -391,7 +392,8 @@ def main() -> None:
         "trial to max_epochs whatever they are. hpsearch's ASHA (with promotions, the default since issue 13) pauses a trial at a rung and resumes "
         "the top 1/reduction_factor; the variant `asha-stop` is Ray's stopping ASHA (hpsearch's scheduler before), which ranks a "
         "trial against the rung's latest 2 x reduction_factor results. `its test acc`: the accuracy on the test split (never seen by any search) of "
-        "the model the method hands over, its best trial's checkpoint at its best val round; unlike the best val acc, a max "
+        "the model the method hands over, its best trial's checkpoint at its best val round, tested once by `search.finalize` as a "
+        "user's search tests it; unlike the best val acc, a max "
         "over every round of every trial, it does not favour the method that trains more trials to the end. `best final val acc`: "
         "the best val accuracy a trial ends with (after its last epoch), over the trials trained to max_epochs."
     )
