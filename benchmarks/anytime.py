@@ -571,7 +571,7 @@ def seed_report(record: dict[str, Any], out: Path, name: str, load: Any) -> None
               C.fmt(reached / cold["search_seconds"]) if reached is not None and cold and cold["search_seconds"] else "-",
               C.fmt(warm["best_val"], 4)]]))
     waits = {m: o["reproducible"] for m, o in methods.items() if o.get("reproducible")}
-    if waits:  # what deciding on a virtual clock cost (search.reproducible)
+    if waits:  # what deciding on a virtual clock cost (search.schedulers.virtual_clock)
         sections.append(C.md_table(
             ["method", "results that waited for an earlier one", "worker-seconds waiting", "share of 2 workers x search s",
              "virtual clock decided until (s into the search)"],

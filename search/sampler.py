@@ -217,7 +217,7 @@ class RungAwareTPE(Searcher):
             state = pickle.load(f)
         self.trials, self.told, self.points = state["trials"], state["told"], state["points"]
         self.seed, self.max_t, self.rungs = state["seed"], state["max_t"], tuple(state["rungs"])
-        for key in state.get("queued", []):  # a resumed search decides in arrival order (search.reproducible)
+        for key in state.get("queued", []):  # a resumed search decides in arrival order (search.schedulers.virtual_clock)
             self.trials.pop(key, None)
         self.deferred, self.queued = False, []
         self._study = None
