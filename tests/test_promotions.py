@@ -95,6 +95,7 @@ def budgeted(tmp_path_factory, ray_local):
     return run_search(spec, name="b", storage=str(tmp / "runs"), on_event=None)
 
 
+@pytest.mark.slow
 def test_a_time_budget_ends_with_a_fully_trained_model_and_no_trial_left_running(budgeted):
     statuses = [r.status for r in budgeted.records]
     assert set(statuses) <= {R.Outcome.COMPLETED, R.Outcome.PRUNED, R.Outcome.TIMED_OUT}, statuses
@@ -115,6 +116,7 @@ def test_a_time_budget_ends_with_a_fully_trained_model_and_no_trial_left_running
             assert tags["timed_out"] == "true" and tags["pruned"] == "false"
 
 
+@pytest.mark.slow
 def test_rounds_shorter_than_an_epoch_evaluate_val_at_rungs_and_epoch_ends_only(tmp_path, ray_local):
     from mlflow.tracking import MlflowClient
 

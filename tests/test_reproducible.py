@@ -79,6 +79,7 @@ def twice(tmp_path_factory, ray_local):
     return first, second
 
 
+@pytest.mark.slow  # two full searches on real Ray (about a minute)
 def test_the_same_seed_gives_the_same_search_when_some_trials_run_slower(twice):
     first, second = twice
     assert _outcome(first) == _outcome(second)

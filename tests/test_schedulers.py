@@ -290,6 +290,7 @@ def test_the_searcher_waits_while_max_concurrent_trials_run_or_a_finalist_needs_
     assert "admission" not in searcher.get_state()  # the experiment checkpoint holds no copy of the scheduler
 
 
+@pytest.mark.slow
 def test_auto_rounds_measure_the_baseline_on_the_workers_as_many_at_a_time_as_trials_run(ray_local):
     """Trials beside each other and Ray's processes can train slower than one alone: the pace that sizes a round is
     measured by `max_concurrent` Ray tasks at once (real Ray, a 12,570-image data set)."""

@@ -149,7 +149,8 @@ def test_storage_helpers_on_s3(s3, tmp_path):
 
 @pytest.mark.parametrize("storage, expected", [
     ("s3://no-such-bucket/runs?{q}", "bucket 'no-such-bucket' does not exist"),
-    ("s3://hps/runs?endpoint_override=127.0.0.1:1&scheme=http", "cannot reach or write to it"),
+    pytest.param("s3://hps/runs?endpoint_override=127.0.0.1:1&scheme=http", "cannot reach or write to it",
+                 marks=pytest.mark.slow),  # the AWS SDK's retries: ~6 s
     ("nosuchfs://x/runs", "pyarrow cannot open this URI"),
     ("s3://hps/runs?{q}&no_such_option=1", "pyarrow cannot open this URI"),
 ])

@@ -99,6 +99,7 @@ def _resumed_driver(tmp_path: Path, first: MlflowTracker, trial: SimpleNamespace
     return resumed
 
 
+@pytest.mark.slow
 def test_resumed_search_fills_a_gap_a_killed_driver_left_below_later_rounds(tmp_path):
     """A killed driver logged rounds 1-3 of a trial and died with round 4 queued; the resumed
     driver restored the trial from its round-4 checkpoint and logged 5-6 live. At the end of the
@@ -118,6 +119,7 @@ def test_resumed_search_fills_a_gap_a_killed_driver_left_below_later_rounds(tmp_
     assert resumed.client.get_run(run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_resumed_search_does_not_log_twice_a_round_the_killed_driver_wrote_but_never_saved(tmp_path):
     """The killed driver wrote rounds 1-3 to MLflow but its run map still says 1 (killed between
     the write and the save); the trial, restored from its round-1 checkpoint, replays 2 and 3."""
