@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warnings() -> None:
+def one_line_warnings() -> None:
     """Warnings about the user's data print as one `hpsearch: warning:` line (no Python source line)."""
     import warnings
 
@@ -391,7 +391,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hpsearch` console script."""
-    _one_line_warnings()
+    one_line_warnings()
     _quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)

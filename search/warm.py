@@ -51,7 +51,7 @@ class WarmStart:
         return line + (f"; changed since: {'; '.join(self.changes)}" if self.changes else "")
 
 
-def _row_at(history: list[dict[str, Any]], metric: str, epoch: float) -> dict[str, Any] | None:
+def row_at_epoch(history: list[dict[str, Any]], metric: str, epoch: float) -> dict[str, Any] | None:
     """The last row trained up to `epoch` (within the tolerance), if the trial got that far."""
     reached = [row for row in history if isinstance(row.get(metric), (int, float)) and isinstance(row.get("epoch"), (int, float))
                and M.val_is_fresh(row)]
@@ -61,7 +61,7 @@ def _row_at(history: list[dict[str, Any]], metric: str, epoch: float) -> dict[st
     return upto[-1] if upto else None
 
 
-def _point(spec: SearchSpec, old_spec: SearchSpec, config: dict[str, Any]) -> dict[str, Any] | None:
+def point_in_space(spec: SearchSpec, old_spec: SearchSpec, config: dict[str, Any]) -> dict[str, Any] | None:
     """The earlier trial's searched values in the new space, or None when it is not a point of it."""
     old_full = {**old_spec.baseline, **config}
     new_point = {**spec.baseline}
@@ -114,12 +114,12 @@ def load_warm_start(spec: SearchSpec, names: list[str] | tuple[str, ...], storag
         parent = json.loads(runs_file.read_text()).get("parent_run_id") if runs_file is not None else None
         kept = 0
         for record in records:
-            params = _point(spec, old_spec, record.config) if old_spec.metric == spec.metric else None
+            params = point_in_space(spec, old_spec, record.config) if old_spec.metric == spec.metric else None
             if params is None or not record.history:
                 warm.dropped += params is None
                 continue
             rows = {level: row for level in sorted({*rungs, max_t})
-                    if (row := _row_at(record.history, spec.metric, level / rounds_per_epoch)) is not None}
+                    if (row := row_at_epoch(record.history, spec.metric, level / rounds_per_epoch)) is not None}
             if not rows:
                 continue
             warm.trials.append(WarmTrial(

@@ -108,7 +108,7 @@ def test_a_data_warning_prints_as_one_hpsearch_line_without_pythons_source_line(
 
     from PIL import Image
 
-    from search.cli import _one_line_warnings
+    from search.cli import one_line_warnings
     from trainables.data import create_dataset
     from trainables.errors import DataWarning
 
@@ -117,7 +117,7 @@ def test_a_data_warning_prints_as_one_hpsearch_line_without_pythons_source_line(
         for i in range(6):
             Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / c / f"{i}.png")
     (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
-    _one_line_warnings()
+    one_line_warnings()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         create_dataset("imagefolder", root=str(tmp_path), image_size=8, val_fraction=0.25, test_fraction=0.0)

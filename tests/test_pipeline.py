@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainables.data import Split
-from trainables.pipeline import Augmentation, BatchStream, Normalizer, SplitLoader, _collate, augment
+from trainables.pipeline import Augmentation, BatchStream, Normalizer, SplitLoader, augment, collate_files
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -116,9 +116,9 @@ def test_split_loader_batches_by_index():
 
 def test_collate_drops_unreadable_items():
     good = (np.zeros((1, 2, 2), np.uint8), 4)
-    x, y = _collate([None, good, None])
+    x, y = collate_files([None, good, None])
     assert x.shape == (1, 1, 2, 2) and y.tolist() == [4]
-    x, y = _collate([None])
+    x, y = collate_files([None])
     assert len(y) == 0
 
 

@@ -11,7 +11,7 @@ from search import results as R
 from search.schedulers import load_state
 from search.spec import load_spec
 from search.tuner import run_search
-from search.warm import _point, _row_at
+from search.warm import point_in_space, row_at_epoch
 from tests._search_helpers import QUICKSTART, mlflow_runs, own_cache, small_spec
 from trainables.errors import UserError
 
@@ -25,16 +25,16 @@ def test_an_earlier_configuration_is_kept_only_when_it_is_a_point_of_the_new_spa
     new_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     new = load_spec(new_path)
     inside = {**old.baseline_point(), "lr": 0.003, "hidden": 64}
-    assert _point(new, old, inside) == {k: v for k, v in inside.items() if k != "hidden"}
-    assert _point(new, old, {**inside, "lr": 0.02}) is None  # outside the narrower lr range
-    assert _point(new, old, {**inside, "hidden": 128}) is None  # trained with another value of a fixed hyperparameter
+    assert point_in_space(new, old, inside) == {k: v for k, v in inside.items() if k != "hidden"}
+    assert point_in_space(new, old, {**inside, "lr": 0.02}) is None  # outside the narrower lr range
+    assert point_in_space(new, old, {**inside, "hidden": 128}) is None  # trained with another value of a fixed hyperparameter
 
 
 def test_a_learning_curve_is_read_at_the_new_searchs_epochs():
     history = [{"round": i, "epoch": i / 2, "val_acc": 0.1 * i} for i in range(1, 7)]  # 2 rounds per epoch, 3 epochs
-    assert _row_at(history, "val_acc", 1.0)["round"] == 2
-    assert _row_at(history, "val_acc", 3.0)["round"] == 6
-    assert _row_at(history, "val_acc", 4.0) is None  # it never trained that far
+    assert row_at_epoch(history, "val_acc", 1.0)["round"] == 2
+    assert row_at_epoch(history, "val_acc", 3.0)["round"] == 6
+    assert row_at_epoch(history, "val_acc", 4.0) is None  # it never trained that far
 
 
 @pytest.fixture(scope="module")

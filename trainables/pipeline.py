@@ -83,7 +83,7 @@ class Normalizer:
 
 
 class _FileDataset(torch.utils.data.Dataset):
-    """Decodes one file per item; unreadable files yield None and are dropped by `_collate`."""
+    """Decodes one file per item; unreadable files yield None and are dropped by `collate_files`."""
 
     def __init__(self, split: Split, size: tuple[int, int], channels: int) -> None:
         assert split.files is not None
@@ -97,7 +97,8 @@ class _FileDataset(torch.utils.data.Dataset):
         return None if image is None else (image, int(self.labels[i]))
 
 
-def _collate(items: list[tuple[np.ndarray, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_files(items: list[tuple[np.ndarray, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of decoded files as tensors; the unreadable ones (None) are left out (an empty batch if all were)."""
     good = [it for it in items if it is not None]
     if not good:
         return torch.zeros((0,), dtype=torch.uint8), torch.zeros((0,), dtype=torch.int64)
@@ -140,7 +141,7 @@ class SplitLoader:
             _FileDataset(self.split, self.size, self.channels),
             batch_sampler=[idx.tolist() for idx in index_batches],
             num_workers=self.workers,
-            collate_fn=_collate,
+            collate_fn=collate_files,
             pin_memory=self.device.type == "cuda",
         )
         yielded = 0
