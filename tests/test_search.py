@@ -169,6 +169,27 @@ def test_export_and_predict_from_a_search(search, tmp_path, fmt, capsys):
     assert acc >= 0.9, table.head()
 
 
+def test_the_ending_is_the_same_with_tracking_off(search, ray_local, tmp_path):
+    """The search owns its ending: without MLflow it still hands over a model tested once and writes best/."""
+    from search.finalize import FinalReport
+    from trainables.checkpoint import load_checkpoint
+
+    untracked = run_search(small_spec(tmp_path, name="untracked", samples=2, max_epochs=2), name="u", storage=str(tmp_path / "runs"),
+                           track=False, on_event=None)
+    assert untracked.tracking is None and not (tmp_path / "runs" / "mlflow.db").exists()
+    report = untracked.final
+    assert isinstance(report, FinalReport) and report.trial_id == untracked.best.trial_id and report.model_version is None
+    best = untracked.experiment_dir / "best"
+    assert sorted(p.name for p in best.iterdir()) == ["checkpoint.pt", "plots", "results.csv", "test_metrics.json"]
+    assert json.loads((best / "test_metrics.json").read_text())["acc"] == pytest.approx(report.test.acc)
+    assert load_checkpoint(best)["round"] == untracked.best.best_round  # the best round's checkpoint, not the last
+    assert load_checkpoint(best)["metrics"][untracked.spec.metric] == pytest.approx(untracked.best.best_value)
+    state = json.loads((untracked.experiment_dir / "hpsearch.json").read_text())
+    assert state["final"]["test"]["acc"] == pytest.approx(report.test.acc) and state["tracking"] == {}
+    # the tracked search's report is the same kind of object, with its model registered
+    assert isinstance(search.final, FinalReport) and search.final.model_version is not None
+
+
 def test_bad_resources_fail_before_the_search(ray_local, tmp_path, capsys):
     spec_path = small_spec(tmp_path, name="gpu-test")
     storage = tmp_path / "runs"
