@@ -1,7 +1,9 @@
 """Shared plumbing of the benchmark scripts: arguments, machine facts, CPU-load watch, markdown output.
 
 Every script is `python benchmarks/NAME.py [--smoke] [--out DIR]`. It prints one
-markdown report and writes it to `DIR/NAME.md` (default `benchmarks/results/`).
+markdown report and writes it to `DIR/NAME.md` (default `benchmarks/results/`), the
+script's one current result; the raw files it links (per-seed reports, JSON, plots,
+recorded curves) go to `DIR/runs/NAME/` (`run_dir`).
 The report states the machine (cores, CPU model, RAM), the versions that
 matter, the date, the command, and how busy the machine was with *other*
 processes during the run (the benchmarks share a 2-core machine with other
@@ -30,10 +32,15 @@ if str(REPO) not in sys.path:  # `python benchmarks/NAME.py` from anywhere, inst
     sys.path.insert(0, str(REPO))
 
 
+def run_dir(out: str | Path, script: str) -> Path:
+    """Where a script's raw files go: `OUT/runs/SCRIPT/`, beside its report `OUT/SCRIPT.md` (not created here)."""
+    return Path(out) / "runs" / script
+
+
 def parse_args(description: str, extra: Any = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true", help="a tiny version (< 60 s) that checks the script runs (CI)")
-    parser.add_argument("--out", default=str(RESULTS), help="folder for NAME.md (default: benchmarks/results)")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for NAME.md, raw files (if any) under runs/NAME/ (default: benchmarks/results)")
     if extra is not None:
         extra(parser)
     return parser.parse_args()

@@ -33,14 +33,17 @@ configurations. `--retrain N` trains hpsearch's chosen configuration N more time
 with fresh torch seeds (2 at a time): the seed-to-seed SD of one configuration, the noise floor
 of a comparison of test accuracies.
 
-One result per seed (`anytime_seed0.md` + `.json` + `.png`; with `--minutes M` other than 10,
-`anytime_Mm_seed0...`), so seeds can be run in separate sittings; after each run (or with
-`--summarize FILES...`) the per-seed JSON files of that prefix in `--out` are merged into
-`PREFIX_summary.md` (mean and SD over seeds, hpsearch minus each peer, configurations ratio).
+One result per seed (`OUT/runs/anytime/anytime_seed0.md` + `.json` + `.png`; with `--minutes M`
+other than 10, `anytime_Mm_seed0...`; with `--prefix P`, `P_seed0...`), so seeds can be run in
+separate sittings; after each run (or with `--summarize FILES...`) the per-seed JSON files of that
+prefix in `OUT/runs/anytime/` are merged into a summary (mean and SD over seeds, hpsearch minus
+each peer, configurations ratio): `OUT/anytime.md`, the script's current result, for the default
+prefix (`anytime` or `anytime_Mm`), else `OUT/runs/anytime/P_summary.md`; its plot is
+`OUT/runs/anytime/PREFIX_summary.png`. OUT is `--out` (default benchmarks/results).
 
     python benchmarks/anytime.py [--seeds 0 1 2] [--minutes 10] [--only hpsearch optuna ...] [--max-epochs 20]
-        [--retrain 3] [--data-root DIR] [--smoke] [--out DIR]
-    python benchmarks/anytime.py --summarize benchmarks/results/anytime_seed*.json
+        [--retrain 3] [--data-root DIR] [--smoke] [--out DIR] [--prefix P]
+    python benchmarks/anytime.py --summarize benchmarks/results/runs/anytime/anytime_seed*.json
 """
 from __future__ import annotations
 
@@ -123,9 +126,11 @@ def add_args(parser) -> None:
     parser.add_argument("--retrain", type=int, default=0, metavar="N",
                         help="retrain hpsearch's chosen config N times with fresh torch seeds: the noise floor (default 0: off)")
     parser.add_argument("--data-root", default=None, help="where the glyphs data set is generated / cached (default ~/.cache/hpsearch/glyphs)")
-    parser.add_argument("--prefix", default=None, help="result file prefix (default anytime, or anytime_<M>m when --minutes M is not 10)")
+    parser.add_argument("--prefix", default=None,
+                        help="result file prefix (default anytime, or anytime_<M>m when --minutes M is not 10); the default "
+                             "prefix's summary is OUT/anytime.md, another prefix's OUT/runs/anytime/PREFIX_summary.md")
     parser.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
-                        help="only merge these per-seed result files into PREFIX_summary.md (no search is run)")
+                        help="only merge these per-seed result files into the prefix's summary (no search is run)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -606,8 +611,21 @@ def paired(records: list[dict[str, Any]], a: str, b: str, key: str) -> tuple[flo
     return mean(diffs), se
 
 
+def is_default_prefix(prefix: str) -> bool:
+    """Whether `prefix` is one the script picks without `--prefix` (anytime, anytime_<M>m): its summary is OUT/anytime.md."""
+    return re.fullmatch(r"anytime(_[0-9.]+m)?", prefix) is not None
+
+
+def _link(path: Path, folder: Path, text: str | None = None) -> str:
+    """A markdown link to `path` relative to `folder` (where the .md that links it is written)."""
+    return f"[{text or path.name}]({Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()})"
+
+
 def summarize(paths: list[Path], out: Path, prefix: str) -> Path | None:
-    """Merge per-seed JSON results into PREFIX_summary.md (+ .png): means over seeds, hpsearch vs each peer, the targets."""
+    """Merge per-seed JSON results into the prefix's summary (+ a plot): means over seeds, hpsearch vs each peer, the targets.
+
+    The summary is OUT/anytime.md for a default prefix (`is_default_prefix`), else OUT/runs/anytime/PREFIX_summary.md;
+    the plot is OUT/runs/anytime/PREFIX_summary.png."""
     loaded = [(json.loads(Path(p).read_text()), Path(p)) for p in paths]
     loaded = sorted(((r, p) for r, p in loaded if r.get("benchmark") == "anytime"), key=lambda rp: (rp[0]["seed"], rp[0]["date"]))
     if not loaded:
@@ -619,8 +637,10 @@ def summarize(paths: list[Path], out: Path, prefix: str) -> Path | None:
     records, paths = [_numbers(r) for r, _ in loaded], [p for _, p in loaded]
     methods = [m for m in METHODS if all(m in r["methods"] for r in records)]
     budget = records[0]["seconds"]
+    runs = C.run_dir(out, "anytime")
+    name, folder = ("anytime", out) if is_default_prefix(prefix) else (f"{prefix}_summary", runs)
     files = C.md_table(["seed", "file", "date", "code", "minutes", "max epochs", "mode"],
-                       [[r["seed"], p.name, r["date"], r["code"], f"{minutes(r['seconds'])}", r["max_epochs"], "smoke" if r["smoke"] else "full"]
+                       [[r["seed"], _link(p, folder), r["date"], r["code"], f"{minutes(r['seconds'])}", r["max_epochs"], "smoke" if r["smoke"] else "full"]
                         for r, p in zip(records, paths)])
     per_seed = C.md_table(["seed", "method", "configurations tried", "test acc of the model handed over", "best val acc",
                            "share of trial-time outside the top quarter"],
@@ -669,11 +689,10 @@ def summarize(paths: list[Path], out: Path, prefix: str) -> Path | None:
     for m in methods:
         curve = [mean_all(best_at(r["methods"][m]["trace"], t) for r in records) for t in grid]
         mean_traces[m] = [[t, v] for t, v in zip(grid, curve) if v == v]
-    name = f"{prefix}_summary"
-    out.mkdir(parents=True, exist_ok=True)
-    plot_traces(mean_traces, budget, out / f"{name}.png", f"mean over {len(records)} seed(s): best val acc over wall time")
-    sections.insert(1, f"[Mean best val acc over wall time]({name}.png).")
-    return C.write_report(name, "Anytime search quality at real scale (glyphs): summary over seeds", sections, out,
+    runs.mkdir(parents=True, exist_ok=True)
+    plot = plot_traces(mean_traces, budget, runs / f"{prefix}_summary.png", f"mean over {len(records)} seed(s): best val acc over wall time")
+    sections.insert(1, f"{_link(plot, folder, 'Mean best val acc over wall time')}.")
+    return C.write_report(name, "Anytime search quality at real scale (glyphs): summary over seeds", sections, folder,
                           smoke=any(r["smoke"] for r in records), load=None)
 
 
@@ -705,7 +724,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def run_seed(seed: int, args: Any, manifest: dict[str, Any], out: Path, prefix: str, load: Any) -> Path:
-    """All methods on one seed; writes PREFIX_seedS.{json,md,png} and returns the JSON path."""
+    """All methods on one seed; writes OUT/runs/anytime/PREFIX_seedS.{json,md,png} and returns the JSON path."""
     from trainables.data import create_dataset
 
     n_train = manifest["params"]["train"]
@@ -760,10 +779,11 @@ def run_seed(seed: int, args: Any, manifest: dict[str, Any], out: Path, prefix: 
         "labels": {m: LABELS[m] for m in outcomes},
     }
     name = f"{prefix}_seed{seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.json"
+    runs = C.run_dir(out, "anytime")
+    runs.mkdir(parents=True, exist_ok=True)
+    path = runs / f"{name}.json"
     path.write_text(json.dumps(_json_safe(record), indent=1, default=str))
-    seed_report(record, out, name, load)
+    seed_report(record, runs, name, load)
     return path
 
 
@@ -793,7 +813,7 @@ def main() -> None:
     with C.LoadWatch() as load:
         for seed in args.seeds:
             written.append(run_seed(seed, args, manifest, out, prefix, load))
-    everything = sorted(out.glob(f"{prefix}_seed*.json"))  # earlier sittings' seeds too
+    everything = sorted(C.run_dir(out, "anytime").glob(f"{prefix}_seed*.json"))  # earlier sittings' seeds too
     with contextlib.redirect_stdout(io.StringIO()):
         summary = summarize(everything, out, prefix)
     print(f"wrote {', '.join(str(p) for p in written)}; summary of {len(everything)} file(s): {summary}")

@@ -23,7 +23,9 @@ Adam, one thread) on the train split a search sees (145,000 images: 5,000 are he
 and writes `benchmarks/results/glyphs.md` with its wall and CPU time. The data set must take
 >= 20 s per epoch per core: on this project's 2-core AMD EPYC that net trains 55,000 28x28 images
 in about 11 s, hence 2.5x MNIST's training images (more images rather than larger ones: the
-shape stays MNIST's): 145,000 take 26-27 s (benchmarks/results/glyphs.md).
+shape stays MNIST's): 145,000 take 26-27 s (benchmarks/results/glyphs.md). `--show FILE.png` writes
+a sheet of the first train images of each class; the committed one is
+`benchmarks/results/runs/glyphs/glyphs_examples.png`.
 """
 from __future__ import annotations
 
@@ -452,6 +454,7 @@ def save_grid(root: str | Path, path: str | Path, rows: int = 10, cols: int = 16
         idx = np.flatnonzero(labels == r % 10)[:cols]
         for c, i in enumerate(idx):
             sheet[r * SIZE : (r + 1) * SIZE, c * SIZE : (c + 1) * SIZE] = images[i]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sheet).resize((cols * SIZE * 2, rows * SIZE * 2), Image.NEAREST).save(path)
     return Path(path)
 
@@ -489,7 +492,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=TEST)
     parser.add_argument("--force", action="store_true", help="regenerate even if a matching set exists")
     parser.add_argument("--workers", type=int, default=None, help="processes that render the images (default: 2, or 1 on one core)")
-    parser.add_argument("--show", default=None, metavar="FILE.png", help="write a sheet of train images per class")
+    parser.add_argument("--show", default=None, metavar="FILE.png",
+                        help="write a sheet of train images per class (the committed one: benchmarks/results/runs/glyphs/glyphs_examples.png)")
     parser.add_argument("--time-epoch", action="store_true", help="time one epoch of the two-block cnn and write OUT/glyphs.md")
     parser.add_argument("--out", default=str(C.RESULTS), help="folder for glyphs.md (with --time-epoch)")
     args = parser.parse_args()

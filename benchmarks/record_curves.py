@@ -5,11 +5,11 @@ random, seeded) are each trained to `max_epochs` with hpsearch's own `trainables
 one torch thread per configuration, `--workers` processes in parallel. Every round (an epoch, or
 `--report-every` training samples) records val_acc, val_loss, the round's wall seconds (training
 + val evaluation, what a trial's round costs) and the epoch reached. The curves go to one compact
-JSON file (`benchmarks/results/curves_NAME.json`: the spec-style space, baseline and data set,
-the configurations, the curves rounded to 4 digits, the machine), rewritten after every finished
-configuration: stop it at any time and run the same command again, it skips the configurations
-already in the file (a second sitting must use the same space, data and rounds; it refuses
-otherwise).
+JSON file (`OUT/runs/record_curves/curves_NAME.json`, OUT `--out`, default benchmarks/results:
+the spec-style space, baseline and data set, the configurations, the curves rounded to 4 digits,
+the machine), rewritten after every finished configuration: stop it at any time and run the
+same command again, it skips the configurations already in the file (a second sitting must use
+the same space, data and rounds; it refuses otherwise).
 
     python benchmarks/record_curves.py                      # 64 configs on the glyph data (see below)
     python benchmarks/record_curves.py --configs 96         # 32 more, the first 64 kept
@@ -70,7 +70,7 @@ SMOKE = {"configs": 4, "max_epochs": 3, "report_every": None, "train_subset": No
 EPILOG = """commands:
   python benchmarks/record_curves.py                 # 64 configs, glyphs (20,000 train images), 8 epochs, 16 rounds: ~1 hour on 2 cores
   python benchmarks/record_curves.py --configs 128   # extends the same file (the first 64 are kept)
-  python benchmarks/simulate.py benchmarks/results/curves_glyphs.json   # replay them
+  python benchmarks/simulate.py benchmarks/results/runs/record_curves/curves_glyphs.json   # replay them
 """
 
 
@@ -308,8 +308,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EPILOG + "\n" + __doc__.split("\n\n")[-1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="digits, 4 configs, 3 epochs (seconds): checks the script runs")
-    p.add_argument("--name", default=None, help="the curves file is OUT/curves_NAME.json (default: the data set's name; smoke: smoke)")
-    p.add_argument("--out", default=str(C.RESULTS), help="folder of curves_NAME.json (default benchmarks/results)")
+    p.add_argument("--name", default=None,
+                   help="the curves file is OUT/runs/record_curves/curves_NAME.json (default: the data set's name; smoke: smoke)")
+    p.add_argument("--out", default=str(C.RESULTS), help="results folder: the curves go to OUT/runs/record_curves/ (default benchmarks/results)")
     p.add_argument("--configs", type=int, default=64, help="configurations in all, the baseline first (default 64)")
     p.add_argument("--no-baseline", action="store_true", help="config 0 random too, not the space's baseline")
     p.add_argument("--seed", type=int, default=0, help="configurations, subsets, data split and torch seed (default 0)")
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     header = _header(spec, args, data, source, dataset_name)
     del data
     configs = sample_configs(spec, args.configs, args.seed, baseline_first=not args.no_baseline)
-    path = Path(args.out) / f"curves_{args.name}.json"
+    path = C.run_dir(args.out, "record_curves") / f"curves_{args.name}.json"
     old = load_existing(path, header, configs)
     records = {rec["index"]: rec for rec in (old or {}).get("configs", [])}
     repeats = {rec["torch_seed"]: rec for rec in (old or {}).get("repeats", [])}

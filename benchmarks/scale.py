@@ -1,4 +1,4 @@
-"""Scale: 1,000 trials of a trivial trainable through hpsearch's full path vs bare Tune + Optuna + ASHA.
+"""Scale: trials of a trivial trainable (`--trials`, default 1,000) through hpsearch's full path vs bare Tune + Optuna + ASHA.
 
 All runs compose their Tuner with `search.tuner.build_tuner` on the quickstart spec (hpsearch's
 rung-aware TPE, the spec's ASHA on `round`, 2 trials in flight, Tune's experiment state
@@ -374,7 +374,7 @@ def main() -> None:
         "search ends (`the search's ending`: results read back, `search.finalize`, MLflow's summary): trivial trials save no "
         f"checkpoint, so there is no model to hand over (its final error: {hp.get('final_error') or 'none'})."
     )
-    C.write_report("scale", "Scale: 1,000 trivial trials, hpsearch's full path vs bare Tune + Optuna + ASHA",
+    C.write_report("scale", f"Scale: {args.trials:,} trivial trials, hpsearch's full path vs bare Tune + Optuna + ASHA",
                    [setup, table, target, profile_text], args.out, smoke=args.smoke, load=load)
 
 

@@ -70,8 +70,9 @@ SETTINGS = {
         {"dataset": {"name": "digits", "val_fraction": 0.2, "test_fraction": 0.6}},
     ),
     # A search where early stopping is meant to pay: many trials, and hpsearch's ASHA defaults, grace 1 epoch and
-    # reduction factor 4 (rungs at 1 and 4 of 12 epochs; results/search_efficiency*.md before 2026-11-30 ran reduction
-    # factor 3 here, rungs at 1, 3, 9, with 4 as a variant: 0.40x vs 0.33x of random's trial-epochs over 15 seed-runs).
+    # reduction factor 4 (rungs at 1 and 4 of 12 epochs; earlier runs of this benchmark, now in git history only, ran
+    # reduction factor 3 here, rungs at 1, 3, 9, with 4 as a variant: 0.40x vs 0.33x of random's trial-epochs over 15
+    # seed-runs; benchmarks/README.md, section "search_efficiency").
     # quickstart.yaml's 12 trials with grace 2 give ASHA two rungs (2, 6) and few results per rung, so its
     # asynchronous promotions (a trial goes on when it is in the top 1/3 of the results seen *so far* at its
     # rung) let most early trials through; with 4x the trials most of them meet a full rung.

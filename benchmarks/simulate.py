@@ -51,9 +51,11 @@ trial has ended), or with `--time-budget S` also S virtual seconds (PromotionASH
         [--samples 256] [--time-budget S] [--grace 1] [--reduction-factor 4] [--max-t R] [--target ACC]
         [--jobs 1] [--smoke] [--out DIR]
 
-Writes OUT/simulation_NAME.md (NAME from curves_NAME.json) and OUT/simulation_NAME.json (every
-replay). `--smoke` replays synthetic curves (or the given file) at W 1 and 8, 2 seeds, 40 samples.
-A replay of 256 configurations took 3.5-28 s of real time on synthetic curves (nearly all of it in
+Writes OUT/simulate.md (the script's current result) and OUT/runs/simulate/simulation_NAME.json
+(every replay; NAME from curves_NAME.json); OUT is `--out` (default benchmarks/results),
+CURVES.json defaults to benchmarks/results/runs/record_curves/curves_glyphs.json. `--smoke`
+replays synthetic curves (or the given file) at W 1 and 8, 2 seeds, 40 samples. A replay of 256
+configurations took 3.5-28 s of real time on synthetic curves (nearly all of it in
 RungAwareTPE.suggest, which rebuilds its Optuna study from every trial each time: 15 ms per
 suggestion at 64 trials, 70-100 ms at 256), so the default 20 seeds x 5 worker counts x 2
 schedulers take roughly half an hour; `--jobs 2` runs replays in two processes, `--samples 128`
@@ -686,10 +688,13 @@ def report_sections(rows: list[dict[str, Any]], args: argparse.Namespace, curves
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n\n".join(__doc__.split("\n\n")[5:]))
-    p.add_argument("curves", nargs="?", default=None, help="a curves_NAME.json of record_curves.py (default benchmarks/results/curves_glyphs.json)")
+    p.add_argument("curves", nargs="?", default=None,
+                   help="a curves_NAME.json of record_curves.py (default benchmarks/results/runs/record_curves/curves_glyphs.json)")
     p.add_argument("--smoke", action="store_true", help="synthetic curves (unless a file is given), W 1 and 8, 2 seeds, 40 samples")
-    p.add_argument("--out", default=str(C.RESULTS), help="folder for simulation_NAME.md / .json (default benchmarks/results)")
-    p.add_argument("--name", default=None, help="report name (default: NAME of curves_NAME.json)")
+    p.add_argument("--out", default=str(C.RESULTS),
+                   help="results folder: the report is OUT/simulate.md, every replay OUT/runs/simulate/simulation_NAME.json "
+                        "(default benchmarks/results)")
+    p.add_argument("--name", default=None, help="the replays' file name (default: simulation_NAME, NAME of curves_NAME.json)")
     p.add_argument("--workers", type=int, nargs="+", default=None, help=f"worker counts (default {' '.join(map(str, DEFAULT_WORKERS))})")
     p.add_argument("--schedulers", nargs="+", choices=list(SCHEDULERS), default=["asha", "asha-stop"])
     p.add_argument("--seeds", type=int, default=20, help="replays per (scheduler, workers): seeds 0..N-1 (default 20)")
@@ -721,7 +726,7 @@ def main(argv: list[str] | None = None) -> None:
 
             args.curves = str(synthetic_curves(Path(tempfile.mkdtemp(prefix="hpsearch-sim-")) / "curves_synthetic.json"))
         else:
-            args.curves = str(C.RESULTS / "curves_glyphs.json")
+            args.curves = str(C.run_dir(C.RESULTS, "record_curves") / "curves_glyphs.json")
     if args.smoke:
         args.workers = args.workers or [1, 8]
         args.seeds = min(args.seeds, 2)
@@ -753,12 +758,15 @@ def main(argv: list[str] | None = None) -> None:
     with C.LoadWatch() as load:
         runs = run_all(curves, settings, args.jobs, progress)
     rows = summarize(runs)
-    path = C.write_report(name, "Scale by simulation: recorded curves replayed through hpsearch's schedulers and sampler",
-                          report_sections(rows, args, curves, target, surrogate_info), args.out, smoke=args.smoke, load=load)
+    json_path = C.run_dir(args.out, "simulate") / f"{name}.json"
+    sections = [*report_sections(rows, args, curves, target, surrogate_info),
+                f"Every replay: [{json_path.name}]({json_path.relative_to(args.out).as_posix()})."]
+    C.write_report("simulate", "Scale by simulation: recorded curves replayed through hpsearch's schedulers and sampler",
+                   sections, args.out, smoke=args.smoke, load=load)
     payload = {"curves": {"path": curves.path, "sha256": curves.sha, "configs": len(curves.configs), "rounds": curves.total_rounds},
                "target": target, "surrogate": surrogate_info, "args": {k: v for k, v in vars(args).items()}, "command": C.command_line(),
                "code": C.CODE_REVISION, "rows": [{k: (None if v == INF else v) for k, v in r.items()} for r in rows], "runs": runs}
-    json_path = path.with_suffix(".json")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(payload, default=str) + "\n")
     print(f"wrote {json_path}")
 

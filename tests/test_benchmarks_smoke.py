@@ -2,8 +2,8 @@
 
 No timing is asserted: the numbers of a smoke run mean nothing. What is checked is that
 each script (`python benchmarks/NAME.py --smoke --out DIR`) exits 0 and writes DIR/NAME.md
-with the machine/version header and the rows its table must have; the committed results
-in benchmarks/results/ are left alone.
+with the machine/version header and the rows its table must have (raw files under
+DIR/runs/NAME/); the committed results in benchmarks/results/ are left alone.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ EXPECTED_ROWS = {
                           "| seeds where its chosen config, retrained 2x from scratch (fresh seeds), tests ≥ random's",
                           "| test acc of the chosen config retrained 2x (mean) |", "| noise floor: SD of one config's accuracy",
                           "| it − random, mean over seeds ± standard error, in points"],
-    "scale": ["| bare Tune + Optuna + ASHA, Tune's default result loggers", "| bare Tune + Optuna + ASHA, JSON result logger only",
+    "scale": ["# Scale: 20 trivial trials,", "| bare Tune + Optuna + ASHA, Tune's default result loggers", "| bare Tune + Optuna + ASHA, JSON result logger only",
               "| hpsearch (+ ProgressCallback + MlflowTracker) |", "| hpsearch throughput / bare throughput (same Tune setup"],
     "eval_batch": ["| 8-16 | alone |", "| 32-64 | 2 at once |"],
     "accuracy": ["| quickstart (digits) | 0 |", "| tutorial A (image folder, 3 classes) | 0 |",
@@ -63,13 +63,14 @@ ANYTIME_METHODS = ("hpsearch", "hpsearch-arrival", "hpsearch-warm", "hpsearch-as
 def test_anytime_smoke(tmp_path):
     """benchmarks/anytime.py --smoke (tiny generated glyphs, 25 s of search per method; about 2 minutes in all):
     every method tried configurations and handed over a model with a test accuracy; the per-seed report, plot and
-    summary are written."""
+    summary are written (per seed under runs/anytime/, the summary as anytime.md, linking them there)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HPSEARCH_CACHE": str(tmp_path / "cache")}  # the smoke data set goes there
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "anytime.py"), "--smoke", "--out", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    record = json.loads((tmp_path / "anytime_seed0.json").read_text())
+    runs = tmp_path / "runs" / "anytime"
+    record = json.loads((runs / "anytime_seed0.json").read_text())
     assert record["smoke"] and record["seed"] == 0
     assert sorted(record["methods"]) == sorted(ANYTIME_METHODS), record.get("skipped")
     for method, outcome in record["methods"].items():
@@ -82,13 +83,16 @@ def test_anytime_smoke(tmp_path):
     assert waits["waits"] >= 0 and waits["wait_seconds"] >= 0 and "reproducible" not in record["methods"]["hpsearch-arrival"]
     first = record["methods"]["hpsearch-warm"]["warm_start"]  # the warm search started from a search on 20% of train
     assert first["train_subset"] == 0.2 and first["first_trials"] >= 1
-    report = (tmp_path / "anytime_seed0.md").read_text()
+    report = (runs / "anytime_seed0.md").read_text()
     for line in ("- machine:", "- code: commit", "- mode: **smoke**", "| best val acc so far at |", "| noise floor: the config hpsearch handed over",
                  "| warm start |", *(f"| `{m}` |" for m in ANYTIME_METHODS)):
         assert line in report, line
-    assert (tmp_path / "anytime_seed0.png").stat().st_size > 0
-    summary = (tmp_path / "anytime_summary.md").read_text()
+    assert "(anytime_seed0.png)" in report and (runs / "anytime_seed0.png").stat().st_size > 0
+    summary = (tmp_path / "anytime.md").read_text()
     assert "| hpsearch vs |" in summary and "| `ray-tune` |" in summary
+    assert "(runs/anytime/anytime_summary.png)" in summary and (runs / "anytime_summary.png").stat().st_size > 0
+    assert "[anytime_seed0.json](runs/anytime/anytime_seed0.json)" in summary
+    assert not list(tmp_path.glob("anytime_*"))  # nothing else at the top level
 
 
 def _fake_curves(path, n=20, rounds=16, seed=0):
@@ -132,11 +136,12 @@ def test_simulate_replays_curves_through_both_schedulers(tmp_path):
                            "--reduction-factor", str(rf), "--out", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = (tmp_path / "simulation_fake.md").read_text()
+    report = (tmp_path / "simulate.md").read_text()
     for row in ("| 1 | asha | 2 |", "| 1 | asha-stop | 2 |", "| 8 | asha | 2 |", "| 8 | asha-stop | 2 |", "## The curves replayed",
                 "## The surrogate", "- machine:", "- command:"):
-        assert row in report, f"{row!r} missing from simulation_fake.md:\n{report}"
-    runs = json.loads((tmp_path / "simulation_fake.json").read_text())["runs"]
+        assert row in report, f"{row!r} missing from simulate.md:\n{report}"
+    assert "[simulation_fake.json](runs/simulate/simulation_fake.json)" in report
+    runs = json.loads((tmp_path / "runs" / "simulate" / "simulation_fake.json").read_text())["runs"]
     assert len(runs) == 8
     for run in runs:
         assert run["ended"] and not run["stuck"], run
@@ -166,7 +171,8 @@ def test_record_curves_smoke_resumes(tmp_path):
     cmd = [sys.executable, str(REPO / "benchmarks" / "record_curves.py"), "--smoke", "--workers", "1", "--out", str(tmp_path)]
     first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    data = json.loads((tmp_path / "curves_smoke.json").read_text())
+    curves = tmp_path / "runs" / "record_curves" / "curves_smoke.json"
+    data = json.loads(curves.read_text())
     assert [c["index"] for c in data["configs"]] == [0, 1, 2, 3]
     assert all(len(c["val_acc"]) == c["rounds"] == data["total_rounds"] == 3 for c in data["configs"] if c["status"] == "ok")
     [repeat] = data["repeats"]  # the baseline once more with torch seed 1: the seed-to-seed spread
@@ -174,5 +180,5 @@ def test_record_curves_smoke_resumes(tmp_path):
     second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "5 in " in second.stdout and "0 to train" in second.stdout
-    again = json.loads((tmp_path / "curves_smoke.json").read_text())
+    again = json.loads(curves.read_text())
     assert again["configs"] == data["configs"] and again["repeats"] == data["repeats"] and len(again["sittings"]) == 2
