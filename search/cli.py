@@ -36,6 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainables import metrics as M
     from trainables.checkpoint import save_checkpoint
     from trainables.errors import DivergedError
+    from trainables.files import CHECKPOINT_FILE
     from trainables.train import fit
 
     spec = load_spec(args.spec, args.set or [])
@@ -53,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = fit(spec.baseline, data, settings, on_round=show)
     if result.status == M.STATUS_DIVERGED:
         raise DivergedError(f"training diverged (non-finite loss) at epoch {result.history[-1][M.EPOCH]:g} with lr={spec.baseline['lr']}; lower baseline.lr (--set baseline.lr=...)")
-    out = Path(args.out) if args.out else Path(DEFAULT_STORAGE) / f"{spec.name}-train" / "checkpoint.pt"
+    out = Path(args.out) if args.out else Path(DEFAULT_STORAGE) / f"{spec.name}-train" / CHECKPOINT_FILE
     path = save_checkpoint({**result.best_state, "test": _jsonable(result.test)}, out)
     best = result.best_metrics
     print(f"best {spec.metric} {best[spec.metric]:.4f} at epoch {best[M.EPOCH]:g}; checkpoint: {path}")

@@ -19,7 +19,7 @@ from search import layout as L
 from search import storage as S
 from trainables import metrics as M
 from trainables.errors import UserError
-from trainables.files import write_atomic
+from trainables.files import CHECKPOINT_FILE, write_atomic
 
 
 class Outcome(str, enum.Enum):
@@ -320,8 +320,8 @@ def checkpoint_names(record: TrialRecord) -> list[str]:
     """The trial's checkpoint folders that hold a checkpoint, oldest first (listed on the URI for a URI search)."""
     if record.remote:
         files = S.list_files(record.remote)
-        return sorted({rel.split("/", 1)[0] for rel in files if rel.startswith("checkpoint_") and rel.endswith("/checkpoint.pt")})
-    return sorted(c.parent.name for c in record.path.glob("checkpoint_*/checkpoint.pt"))
+        return sorted({rel.split("/", 1)[0] for rel in files if rel.startswith("checkpoint_") and rel.endswith("/" + CHECKPOINT_FILE)})
+    return sorted(c.parent.name for c in record.path.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
 
 
 def best_checkpoint_name(record: TrialRecord, names: list[str]) -> str:
@@ -346,7 +346,7 @@ def best_checkpoint_dir(record: TrialRecord) -> Path:
     """The checkpoint folder of a trial's best round (kept by the scored CheckpointConfig), local
     (downloaded into the mirror when the search lives on a URI)."""
     folder = record.path / f"checkpoint_{record.best_round - 1:06d}"
-    if not record.remote and (folder / "checkpoint.pt").is_file():
+    if not record.remote and (folder / CHECKPOINT_FILE).is_file():
         return folder
     name = best_checkpoint_name(record, checkpoint_names(record))
     if record.remote:
