@@ -194,6 +194,25 @@ def test_rungs_and_pauses_survive_a_killed_driver(tmp_path):
     assert other.status == Trial.PENDING
 
 
+def test_a_trial_the_killed_driver_ended_at_its_rung_stays_ended_after_resume(tmp_path):
+    """The driver stopped a paused trial at its rung (saved in the rungs' state) and died before Tune saved that:
+    Tune restores it as PENDING; the resumed scheduler ends it again instead of training it past its rung."""
+    scheduler = _scheduler(state_dir=tmp_path)
+    tune = Controller(scheduler)
+    paused = tune.add("a")
+    _report(tune, paused, 1, 0.5)
+    scheduler.stop_at_rung(tune, paused)
+    assert load_state(tmp_path)["stopped"] == ["a"]
+    restored = _scheduler(state_dir=tmp_path)
+    again = Controller(restored)
+    trial = Trial("__fake", trial_id="a", stub=True)
+    trial.update_last_result({"round": 1, "val_acc": 0.5})
+    again.trials.append(trial)
+    restored.on_trial_add(again, trial)
+    assert trial.status == Trial.PAUSED and "a" not in restored.paused_at
+    assert restored.choose_trial_to_run(again) is None and trial.status == Trial.TERMINATED
+
+
 def test_the_scheduler_tune_unpickles_on_resume_reads_the_saved_state_and_decides_in_arrival_order(tmp_path):
     """Tune pickles the scheduler into tuner.pkl and a resumed search unpickles it: plain data (no searcher, no
     controller), the wall clock, and the killed driver's state file read at its first hook, whatever the copy held."""

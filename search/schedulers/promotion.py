@@ -75,6 +75,7 @@ class PromotionASHA(FIFOScheduler):
         self.clock = clock
         self.paused_at: dict[str, int] = {}  # trial -> the round it waits at (a rung, or where a finalist cut it)
         self.stopped: list[str] = []  # paused trials ended at their rung when the search ran out of work
+        self.to_end: list[str] = []  # restored trials a killed driver had ended at their rung, for Tune to end again
         self.resumed: list[tuple[str, int, int, int]] = []  # (trial, rung, its rank there, rung size) of each resume
         self.started_at: float | None = None
         self.on_decision: Callable[[Decision, str, int], None] | None = None
@@ -114,7 +115,12 @@ class PromotionASHA(FIFOScheduler):
         # Tune restores paused trials as PENDING; a trial still waiting at its rung stays paused (add_trial
         # files the trial under the status it has after this hook). One whose pause Tune's saved state
         # missed (the driver died in between) goes back to its last saved round and meets the rung again.
-        if trial.trial_id in self.paused_at and trial.status == Trial.PENDING:
+        if trial.trial_id in self.stopped and trial.status == Trial.PENDING:
+            # the killed driver ended it at its rung after Tune last saved it: it stays ended (choose_trial_to_run)
+            trial.set_status(Trial.PAUSED)
+            self.paused_at.pop(trial.trial_id, None)
+            self.to_end.append(trial.trial_id)
+        elif trial.trial_id in self.paused_at and trial.status == Trial.PENDING:
             restored = int((trial.last_result or {}).get(self.time_attr, 0))
             if restored >= self.paused_at[trial.trial_id]:
                 trial.set_status(Trial.PAUSED)
@@ -179,6 +185,9 @@ class PromotionASHA(FIFOScheduler):
     def choose_trial_to_run(self, tune_controller: Any) -> Any:
         """A paused trial to resume (promotable, or a finalist), else the next pending trial, else None."""
         self._controller = tune_controller
+        for trial in [t for t in tune_controller.get_trials() if t.trial_id in self.to_end and t.status == Trial.PAUSED]:
+            self.to_end.remove(trial.trial_id)
+            tune_controller.stop_trial(trial)
         if self.virtual():
             self._maybe_finish()
             if self.virtual():
