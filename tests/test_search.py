@@ -169,6 +169,7 @@ def test_export_and_predict_from_a_search(search, tmp_path, fmt, capsys):
     assert acc >= 0.9, table.head()
 
 
+@pytest.mark.slow
 def test_the_ending_is_the_same_with_tracking_off(search, ray_local, tmp_path):
     """The search owns its ending: without MLflow it still hands over a model tested once and writes best/."""
     from search.finalize import FinalReport
