@@ -243,18 +243,14 @@ def run_search(
                           refit=refit, warm_start=warm_start, model=model, dataset=dataset, on_event=on_event)
 
 
-def run_experiment(spec: str | Path | SearchSpec, components: Components, **options: Any) -> SearchResult:
-    """`run_search` (same keyword options) with `components` replacing hpsearch's sampler, scheduler, trainable,
-    or adding observers: how benchmarks compare methods on the same data, budget and ending."""
-    return _start(spec, components, **options)
-
-
-def _start(
+def run_experiment(
     spec: str | Path | SearchSpec, components: Components, *, name: str | None = None, storage: str | None = None,
     address: str | None = None, tracking_uri: str | None = None, samples: int | None = None, max_epochs: int | None = None,
     time_budget: str | float | None = None, overrides: Iterable[str] = (), track: bool = True, refit: bool = False,
     warm_start: Iterable[str] = (), model: Any = None, dataset: Any = None, on_event: Callable[[str], None] | None = print,
 ) -> SearchResult:
+    """`run_search` (same keyword options) with `components` replacing hpsearch's sampler, scheduler, trainable,
+    or adding observers: how benchmarks compare methods on the same data, budget and ending."""
     if not isinstance(spec, SearchSpec):
         spec = load_spec(spec, model=model, dataset=dataset)
     elif model is not None or dataset is not None:
