@@ -1,68 +1,46 @@
-"""Anytime search quality at real scale: hpsearch vs Optuna alone vs Ray Tune as a user writes it, same wall time.
+"""Search quality per wall-clock budget: hpsearch against the tools a user would pick instead, at matched fidelity.
 
-The data set is `benchmarks/glyphs.py`'s (150,000 generated 28x28 digit images, 5,000 of them
-held out for val, 10,000 test; one epoch of the two-block CNN takes 20 s or more per core
-here), loaded through hpsearch's `mnist` loader. Every method searches the same space (SPACE)
-from the same baseline (evaluated first) with the same seed, the same `max_epochs`, 2 trials
-at a time (one CPU each) and the same wall time (`--minutes`, 10 by default), one method after
-the other with Ray stopped in between, so each has the machine's 2 cores alone:
+The protocol (benchmarks/README.md, "anytime", says why each rule is there):
+- one workload of real scale per run (WORKLOADS: generated 28x28 digit images, 55,000 train /
+  5,000 val / 10,000 test, `benchmarks/glyphs.py` with a generation seed no fix was tuned on),
+  the two-block cnn, the space SPACE, the baseline BASELINE evaluated first by every method;
+- every method gets the same wall time (`budget_s`, counted from the method's start: Ray's start,
+  the data, hpsearch's pace measurement are inside it), 2 workers of one CPU each, the same
+  `max_epochs`, and the same rounds: hpsearch runs first on each seed with `report_every: auto`,
+  and every other method trains and reports on rounds of the number of samples it chose, with its
+  first rung at one round and a reduction factor of 4, so rung levels are equal in training samples;
+- the methods (METHODS): hpsearch as a user runs it; Ray Tune + OptunaSearch + ASHA and Optuna +
+  HyperbandPruner (benchmarks/peers.py); Syne Tune's ASHA and BOHB through its local backend
+  (benchmarks/peer_syne.py); random search on hpsearch's scheduler; and the ablations of hpsearch
+  (ABLATIONS), one component changed each;
+- all methods of one seed run back to back on one machine from one commit, Ray stopped between them;
+  the seeds are declared here (SEEDS, ABLATION_SEEDS) before any of them ran: none of them, nor the
+  data's generation seed, is one a fix was developed on;
+- each method's handed-over model is tested once on the test split: hpsearch's own ending
+  (`result.final`), the peers' best-val trial at its best round.
 
-- `hpsearch`: `search.tuner.run_search`'s path as users run it (through `run_experiment`, which adds
-  only the benchmark's recording observer; `budget.scheduler: asha`, ASHA with
-  promotions: a trial pauses at a rung and resumes once it ranks in the rung's top quarter;
-  `budget.report_every: auto`), MLflow tracking on, in a temporary folder;
-- `hpsearch-asha-stop`: the same with `budget.scheduler: asha-stop` (Ray's stopping ASHA);
-- `optuna`: Optuna alone, `TPESampler(seed)` + `MedianPruner()`, `study.optimize(n_jobs=2,
-  timeout=...)`, each trial trained by hpsearch's own `trainables.train.Trainer` (the same model,
-  data pipeline and val split), `trial.report` / `trial.should_prune` after every epoch; a trial
-  still running at the deadline stops there (a round that would end after it is not counted);
-- `ray-tune`: `tune.Tuner` over a plain function trainable (the same `Trainer`, a checkpoint per
-  epoch), `OptunaSearch(seed)` + `ASHAScheduler(max_t=max_epochs, grace_period=1,
-  reduction_factor=4)`, `max_concurrent_trials=2`, `time_budget_s`: what Ray's docs show.
+Raw results: one JSON per (workload, seed, method) in OUT/runs/anytime/, written as soon as the
+method ends. `--summarize` (also run after every method) rebuilds OUT/anytime_summary.json and
+OUT/anytime.md from every raw file: per method the median and IQR of test accuracy, the paired
+median difference to hpsearch with its bootstrap 95% CI and Wilcoxon p (benchmarks/paired.py),
+trial-epochs, trials per fidelity level, train share, completed hand-overs, and a plot of the
+median best val over wall time.
 
-The model each method hands over is the best-val trial's checkpoint at its best round (pruned
-trials included), tested once on the same 10,000 test images by the step that ends a user's search
-(`search.finalize`): for hpsearch `run_search`'s own (`result.final`), for `ray-tune` `finalize` on its
-Tune folder (`_common.finalize_peer`); Optuna alone has no search folder, so its best checkpoint
-(kept in memory) is evaluated as `finalize` evaluates one (`_common.checkpoint_test_acc`). Per method the
-report gives configurations tried (distinct configurations that finished at least one round),
-the best val accuracy over wall time (a table and a PNG plot), the test accuracy of the model
-handed over, and the share of trial-time (the sum of the rounds' seconds) spent on
-configurations whose best val accuracy ends outside the top quarter of that method's
-configurations. `--retrain N` trains hpsearch's chosen configuration N more times from scratch
-with fresh torch seeds (2 at a time): the seed-to-seed SD of one configuration, the noise floor
-of a comparison of test accuracies.
-
-One result per seed (`OUT/runs/anytime/anytime_seed0.md` + `.json` + `.png`; with `--minutes M`
-other than 10, `anytime_Mm_seed0...`; with `--prefix P`, `P_seed0...`), so seeds can be run in
-separate sittings; after each run (or with `--summarize FILES...`) the per-seed JSON files of that
-prefix in `OUT/runs/anytime/` are merged into a summary (mean and SD over seeds, hpsearch minus
-each peer, configurations ratio): `OUT/anytime.md`, the script's current result, for the default
-prefix (`anytime` or `anytime_Mm`), else `OUT/runs/anytime/P_summary.md`; its plot is
-`OUT/runs/anytime/PREFIX_summary.png`. OUT is `--out` (default benchmarks/results).
-
-    python benchmarks/anytime.py [--seeds 0 1 2] [--minutes 10] [--only hpsearch optuna ...] [--max-epochs 20]
-        [--retrain 3] [--data-root DIR] [--smoke] [--out DIR] [--prefix P]
-    python benchmarks/anytime.py --summarize benchmarks/results/runs/anytime/anytime_seed*.json
+    python benchmarks/anytime.py --seeds 11 12 [--methods main|ablations|all|NAME...] [--workload glyphs]
+    python benchmarks/anytime.py --summarize
+    python benchmarks/anytime.py --smoke --out /tmp/x      # tiny: checks the script runs
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
-import io
 import json
-import logging
 import math
 import os
-import re
 import shutil
-import statistics
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -70,27 +48,43 @@ from typing import Any
 import _common as C
 import glyphs
 
-METHODS = ("hpsearch", "hpsearch-arrival", "hpsearch-warm", "hpsearch-asha-stop", "optuna", "ray-tune")
-HPSEARCH = METHODS[0]
+# ----------------------------------------------------------------------------------------------
+# The protocol, fixed before any of these seeds ran
+
+SEEDS = tuple(range(11, 21))  # every method
+ABLATION_SEEDS = tuple(range(11, 16))  # the ablations, and the second workload
+MAIN = ("hpsearch", "ray-tune", "optuna-hyperband", "syne-tune-asha", "syne-tune-bohb", "random-promotion")
+ABLATIONS = ("hpsearch-asha-stop", "hpsearch-optunasearch", "hpsearch-no-finish", "hpsearch-dense-val", "hpsearch-epoch-rounds")
+METHODS = MAIN + ABLATIONS
+HPSEARCH = "hpsearch"
 LABELS = {
-    "hpsearch": "hpsearch: ASHA with promotions (budget.scheduler asha, reproducible)",
-    "hpsearch-arrival": "hpsearch: ASHA with promotions deciding in arrival order (budget.reproducible false)",
-    "hpsearch-warm": "hpsearch warm-started from a search on a subset of the training data (--warm-start)",
-    "hpsearch-asha-stop": "hpsearch: Ray's stopping ASHA (budget.scheduler asha-stop)",
-    "optuna": "Optuna alone: TPE + MedianPruner, n_jobs=2",
-    "ray-tune": "Ray Tune + OptunaSearch + ASHAScheduler, as a user writes it",
+    "hpsearch": "hpsearch as a user runs it: ASHA with promotions on a virtual clock, rung-aware TPE, finish phase, sparse val, auto rounds",
+    "ray-tune": "Ray Tune + OptunaSearch + ASHAScheduler, reuse_actors=True",
+    "optuna-hyperband": "Optuna alone: TPE + HyperbandPruner, n_jobs=2",
+    "syne-tune-asha": "Syne Tune ASHA (local backend, a process per trial)",
+    "syne-tune-bohb": "Syne Tune BOHB (local backend, a process per trial)",
+    "random-promotion": "random search on hpsearch's scheduler (the sampler's ablation)",
+    "hpsearch-asha-stop": "hpsearch with the stopping ASHA (budget.scheduler asha-stop) instead of promotions",
+    "hpsearch-optunasearch": "hpsearch with Ray's OptunaSearch instead of the rung-aware TPE",
+    "hpsearch-no-finish": "hpsearch without the finish phase (the scheduler ignores the deadline)",
+    "hpsearch-dense-val": "hpsearch evaluating val every round (sparse val off)",
+    "hpsearch-epoch-rounds": "hpsearch with rounds of one epoch (report_every: epoch) instead of auto",
 }
-SCHEDULERS = {"hpsearch": "asha", "hpsearch-arrival": "asha", "hpsearch-warm": "asha", "hpsearch-asha-stop": "asha-stop"}
-COLOURS = {"hpsearch": "black", "hpsearch-arrival": "tab:grey", "hpsearch-warm": "tab:red", "hpsearch-asha-stop": "tab:blue", "optuna": "tab:orange", "ray-tune": "tab:green"}
-# The baseline (trial 1 of every method): the two-block cnn the issue's user starts from.
+COLOURS = {"hpsearch": "black", "ray-tune": "tab:green", "optuna-hyperband": "tab:orange", "syne-tune-asha": "tab:purple",
+           "syne-tune-bohb": "tab:pink", "random-promotion": "tab:grey", "hpsearch-asha-stop": "tab:blue",
+           "hpsearch-optunasearch": "tab:cyan", "hpsearch-no-finish": "tab:red", "hpsearch-dense-val": "tab:olive",
+           "hpsearch-epoch-rounds": "tab:brown"}
+WORKLOADS: dict[str, dict[str, Any]] = {
+    # 55,000 train / 5,000 val / 10,000 test: the scale of the held-out data set the issues describe
+    "glyphs": {"generation_seed": 23, "train": 60_000, "test": 10_000, "max_epochs": 6, "budget_s": 300.0, "workers": 2},
+}
+SMOKE = {"generation_seed": 23, "train": 1500, "test": 300, "max_epochs": 2, "budget_s": 25.0, "workers": 2}
 BASELINE = {
     "optimizer": "adam", "lr": 0.003, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "batch_size": 64,
     "label_smoothing": 0.0, "schedule": "none", "step_size": 5, "gamma": 0.1,
-    "hflip": False, "rotation": 0.0, "translate": 0.0, "crop_padding": 0,  # train-time augmentation: off
+    "hflip": False, "rotation": 0.0, "translate": 0.0, "crop_padding": 0,
     "channels": "16-32", "width_mult": 1.0, "kernel_size": 3, "pool": True, "batch_norm": False, "hidden": 64, "dropout": 0.0,
 }
-# What is searched: the cnn's widths, hidden layer, dropout and batch norm (trainables/models.py), the optimizer,
-# lr, momentum, batch size, weight decay, schedule and a horizontal flip (wrong for digits: a choice that costs points).
 SPACE = {
     "optimizer": {"choice": ["adam", "sgd"]},
     "lr": {"loguniform": [1.0e-4, 1.0e-1]},
@@ -104,613 +98,292 @@ SPACE = {
     "schedule": {"choice": ["none", "cosine"]},
     "hflip": {"choice": [False, True]},
 }
-SAMPLES = 100_000  # hpsearch's budget.samples: the time budget ends every search first
-CHECKPOINTS = (0.1, 0.25, 0.5, 0.75, 1.0)  # fractions of the budget where the anytime table reads the best val so far
-TOP_SHARE = 0.25  # "top quarter" of a method's configurations by best val acc
-RETRAIN_SEED = 10_000  # torch seeds of the retrains: RETRAIN_SEED + 100 x seed + k
-SMOKE = {"train": 1500, "test": 300, "seconds": 25.0, "max_epochs": 2, "retrain": 2}  # a Ray trial starts in 5-15 s (under load)
-
-
-def add_args(parser) -> None:
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one result file per seed (default 0 1 2)")
-    parser.add_argument("--minutes", type=float, default=10.0, help="wall time of each method's search (default 10)")
-    parser.add_argument("--only", nargs="+", choices=METHODS, default=None, help="run only these methods")
-    parser.add_argument("--max-epochs", type=int, default=20, help="epochs a trial may run, every method (default 20)")
-    parser.add_argument("--report-every", default="auto",
-                        help="hpsearch's budget.report_every: auto, epoch or a number of samples (the peers report per epoch, "
-                             "or every that many samples when a number is given)")
-    parser.add_argument("--warm-subset", type=float, default=0.2,
-                        help="hpsearch-warm: the share of the training images its first search trains on (default 0.2)")
-    parser.add_argument("--warm-minutes", type=float, default=None,
-                        help="hpsearch-warm: wall time of that first search (default half of --minutes)")
-    parser.add_argument("--retrain", type=int, default=0, metavar="N",
-                        help="retrain hpsearch's chosen config N times with fresh torch seeds: the noise floor (default 0: off)")
-    parser.add_argument("--data-root", default=None, help="where the glyphs data set is generated / cached (default ~/.cache/hpsearch/glyphs)")
-    parser.add_argument("--prefix", default=None,
-                        help="result file prefix (default anytime, or anytime_<M>m when --minutes M is not 10); the default "
-                             "prefix's summary is OUT/anytime.md, another prefix's OUT/runs/anytime/PREFIX_summary.md")
-    parser.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
-                        help="only merge these per-seed result files into the prefix's summary (no search is run)")
+SAMPLES = 100_000  # budget.samples: the wall time ends every search first
+DEADLINE_SLACK_S = 2.0  # a result this late after the budget is Tune's reaction time; later ones do not count
+RAW = "anytime"  # OUT/runs/anytime/
 
 
 # ----------------------------------------------------------------------------------------------
 # Specs
 
 
-def scheduler_supported() -> bool:
-    """Whether this checkout's search/ knows `budget.scheduler` (asha | asha-stop) and `report_every: auto`."""
-    from search.spec import BUDGET_DEFAULTS
-
-    return "scheduler" in BUDGET_DEFAULTS
-
-
-def _report_every(text: str) -> Any:
-    return int(text) if str(text).isdigit() else str(text)
-
-
-def make_spec(method: str, seed: int, *, data_root: str, n_train: int, seconds: float, max_epochs: int, report_every: Any,
-              train_subset: float = 1.0, warm_start: str | None = None):
-    """The validated spec of one method's search: hpsearch methods get their scheduler and report_every, the peers
-    read only the data set, model, space, baseline, seed and settings from it (rounds of an epoch, or `report_every`
-    samples when that is a number)."""
+def make_spec(method: str, seed: int, workload: dict[str, Any], root: str, *, round_samples: int | None):
+    """The validated spec of one method: hpsearch and its variants with their changed component, every other
+    method on `round_samples`-sample rounds (first rung one round) read from hpsearch's run of the seed."""
     from search.spec import parse_spec
 
-    budget: dict[str, Any] = {"samples": SAMPLES, "max_epochs": max_epochs, "grace_period": 1, "reduction_factor": 4,
-                              "max_concurrent": 2, "time_budget": seconds}
-    if method in SCHEDULERS and scheduler_supported():
-        budget.update(scheduler=SCHEDULERS[method], report_every=report_every)
-        if method == "hpsearch-arrival":
-            budget["reproducible"] = False
-    else:  # the peers (and an older search/): rounds of an epoch, or of the samples given
-        budget["report_every"] = report_every if isinstance(report_every, int) else "epoch"
+    budget: dict[str, Any] = {"samples": SAMPLES, "max_epochs": workload["max_epochs"], "grace_period": 1, "reduction_factor": 4,
+                              "max_concurrent": workload["workers"], "time_budget": workload["budget_s"]}
+    if method == "hpsearch-epoch-rounds":
+        budget["report_every"] = "epoch"
+    elif method in (HPSEARCH, *ABLATIONS, "random-promotion"):
+        budget["report_every"] = "auto"
+    else:
+        if round_samples is None:
+            raise SystemExit(f"anytime.py: {method} needs hpsearch's rounds of this seed: run hpsearch on it first")
+        if round_samples == "epoch":  # a small data set: `auto` kept one epoch per round
+            budget["report_every"] = "epoch"
+        else:
+            budget.update(report_every=int(round_samples), auto_rounds=True)
+    if method == "hpsearch-asha-stop":
+        budget["scheduler"] = "asha-stop"
     raw = {
-        "name": f"anytime-{method}", "description": "benchmarks/anytime.py: glyphs, two-block cnn",
-        "dataset": glyphs.spec_dataset(data_root, n_train), "model": "cnn", "metric": "val_acc", "mode": "max", "seed": seed,
-        "device": "cpu", "budget": budget, "resources": {"cpu": 1, "gpu": 0}, "baseline": dict(BASELINE), "space": copy.deepcopy(SPACE),
+        "name": f"anytime-{method}", "description": "benchmarks/anytime.py", "seed": seed,
+        "dataset": glyphs.spec_dataset(root, workload["train"]), "model": "cnn", "metric": "val_acc", "mode": "max",
+        "device": "cpu", "budget": budget, "resources": {"cpu": 1, "gpu": 0}, "baseline": dict(BASELINE),
+        "space": copy.deepcopy(SPACE),
     }
-    if train_subset < 1:
-        raw["dataset"]["train_subset"] = train_subset
-    if warm_start:
-        raw["warm_start"] = [warm_start]
     return parse_spec(raw, f"benchmarks/anytime.py:{method}")
 
 
 # ----------------------------------------------------------------------------------------------
-# What every method records: one event per round, in arrival order
+# Recording: one event per round, on the method's clock
 
 
-def _recorder_class():
-    class Recorder(C.tune_clock_class()):
-        """(seconds since the Tuner started, trial id, round, epoch, val_acc, round seconds) of every result, and each trial's config.
+def recorder_class() -> type:
+    from peers import event_of
+    from ray.tune import Callback
 
-        A search observer (`search.tuner.Components.callbacks`) for hpsearch's methods, a Tune callback for `ray-tune`."""
+    class Recorder(Callback):
+        """Every result as `peers.event_of` writes it, on the method's clock."""
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.events: list[tuple[float, str, int, float, float, float]] = []
+        def __init__(self, t0: float) -> None:
+            self.t0 = t0
+            self.events: list[tuple] = []
             self.configs: dict[str, dict[str, Any]] = {}
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            self.configs.setdefault(trial.trial_id, dict(trial.config))
-            self.events.append((time.monotonic() - self.t0, trial.trial_id, int(result.get("round", 0)), float(result.get("epoch", 0.0)),
-                                float(result.get("val_acc", 0.0)), float(result.get("epoch_seconds", 0.0))))
+        def on_trial_result(self, iteration: int = 0, trials: Any = None, trial: Any = None, result: Any = None, **info: Any) -> None:
+            self.configs.setdefault(str(trial.trial_id), dict(trial.config))
+            self.events.append(event_of(time.monotonic() - self.t0, str(trial.trial_id), result))
 
     return Recorder
 
 
-def method_outcome(events: list, configs: dict[str, dict[str, Any]], *, test_acc: float, test_source: str, chosen: dict[str, Any],
-                   search_seconds: float, wall_seconds: float, budget_seconds: float) -> dict[str, Any]:
-    """The per-method numbers of the report from its events (a round replayed after a restore counts once)."""
+# ----------------------------------------------------------------------------------------------
+# hpsearch and its variants
+
+
+class RandomRungAware:
+    """Built on first use (imports Ray): the rung-aware sampler with Optuna's RandomSampler instead of TPE."""
+
+    @staticmethod
+    def make(spec: Any, n_train: int) -> Any:
+        import optuna
+
+        from search import rounds as B
+        from search.sampler import RungAwareTPE
+        from search.space import DefineByRun
+
+        class RandomSearch(RungAwareTPE):
+            def sampler(self) -> Any:
+                return optuna.samplers.RandomSampler(seed=self.seed)
+
+        return RandomSearch(DefineByRun(spec.space, spec.baseline), metric=spec.metric, mode=spec.mode, seed=spec.seed,
+                            max_t=B.total_rounds(spec, n_train), rungs=B.rungs(spec, n_train),
+                            points_to_evaluate=[spec.baseline_point()])
+
+
+def variant_components(method: str) -> Any:
+    """The `Components.build` of a variant: what it changes, built once hpsearch has resolved its rounds."""
+    from search.tuner import Components
+
+    def build(spec: Any, data: Any, location: str) -> Any:
+        from ray import tune
+
+        from search.schedulers import build_scheduler
+        from trainables.tune_trainable import tune_trainable
+
+        n_train = len(data.train)
+        if method == "random-promotion":
+            return Components(searcher=RandomRungAware.make(spec, n_train))
+        if method == "hpsearch-optunasearch":
+            from ray.tune.search.optuna import OptunaSearch
+
+            from search.space import DefineByRun
+
+            return Components(searcher=OptunaSearch(space=DefineByRun(spec.space, spec.baseline), metric=spec.metric, mode=spec.mode,
+                                                    seed=spec.seed, points_to_evaluate=[spec.baseline_point()]))
+        if method == "hpsearch-no-finish":
+            scheduler = build_scheduler(spec, n_train, state_dir=location)
+            scheduler.finish.time_budget_s = None  # no finish phase, promotions never held back for the deadline
+            return Components(scheduler=scheduler)
+        if method == "hpsearch-dense-val":
+            settings = replace(spec.settings(), val_rounds=None)
+            with_data = tune.with_parameters(tune_trainable, data=data, settings=settings, baseline=spec.baseline)
+            return Components(trainable=tune.with_resources(with_data, {"cpu": spec.resources.cpu, "gpu": 0}))
+        return Components()
+
+    return Components(build=build) if method in ("random-promotion", "hpsearch-optunasearch", "hpsearch-no-finish",
+                                                 "hpsearch-dense-val") else Components()
+
+
+def run_hpsearch(method: str, spec: Any, *, t0: float, storage: Path, name: str) -> dict[str, Any]:
+    """`run_experiment` as `run_search` runs it (MLflow on), with a Recorder beside hpsearch's observers."""
+    import search.tuner as T
+
+    recorder = recorder_class()(t0)
+    components = replace(variant_components(method), callbacks=(recorder,))
+    result = T.run_experiment(spec, components, name=name, storage=str(storage), track=True,
+                              on_event=lambda m: print(f"[{method}] {m}", flush=True))
+    search_end = time.monotonic()
+    final = result.final
+    handed = {}
+    if final is not None:
+        record = next((r for r in result.records if r.trial_id == final.trial_id), None)
+        handed = {"trial": final.trial_id, "config": dict(record.config) if record else {},
+                  "val": record.best_value if record else None, "epoch": record.best_epoch if record else None,
+                  "status": str(record.status) if record else None}
+    every = result.spec.budget.report_every
+    return {
+        "events": recorder.events, "configs": {**{r.trial_id: dict(r.config) for r in result.records}, **recorder.configs},
+        "test_acc": C.final_test_acc(result), "test_source": "the search's own ending (result.final)",
+        "handed_over": handed, "search_end": search_end, "final_error": result.final_error,
+        "round_samples": None if every in (None, "epoch") else int(every),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# One method, one seed
+
+
+def run_method(method: str, spec: Any, data: Any, *, seed: int, budget_s: float, storage: Path) -> dict[str, Any]:
+    """Run one method on a machine with no Ray instance of ours; its raw outcome (events on its own clock)."""
+    C.kill_own_ray()
+    gc.collect()
+    name = f"anytime-s{seed}-{method}"
+    t0 = time.monotonic()
+    try:
+        if method == HPSEARCH or method in ABLATIONS or method == "random-promotion":
+            out = run_hpsearch(method, spec, t0=t0, storage=storage, name=name)
+        elif method == "ray-tune":
+            import peers
+
+            recorder = recorder_class()(t0)
+            out = peers.run_ray_tune(spec, data, seed=seed, t0=t0, budget_s=budget_s, storage=storage, name=name, recorder=recorder)
+            out.update(events=recorder.events, configs=recorder.configs)
+        elif method == "optuna-hyperband":
+            import peers
+
+            out = peers.run_optuna_hyperband(spec, data, seed=seed, t0=t0, budget_s=budget_s)
+        elif method.startswith("syne-tune-"):
+            import peer_syne
+
+            out = peer_syne.run_syne_tune(method, spec, seed=seed, budget_s=budget_s, t0=t0, workdir=storage / name)
+            out["search_end"] = t0 + out.get("startup_seconds", 0.0) + out.get("search_seconds", 0.0)
+            if "test_acc" not in out:
+                out["test_acc"] = C.checkpoint_test_acc(out.get("best_state"), data, spec.settings())
+                out["test_source"] = "best round's state, evaluated as search.finalize evaluates a checkpoint"
+            out["handed_over"] = {k: out.get("best", {}).get(k) for k in ("trial", "config", "val", "epoch")} if out.get("best") else {}
+            out.pop("best_state", None)
+        else:
+            raise SystemExit(f"anytime.py: unknown method {method!r}; known: {', '.join(METHODS)}")
+    finally:
+        C.kill_own_ray()
+        gc.collect()
+    out["wall_s"] = time.monotonic() - t0
+    out["search_s"] = out.pop("search_end", time.monotonic()) - t0
+    return out
+
+
+def measures(out: dict[str, Any], *, budget_s: float, workers: int, n_train: int, max_epochs: int,
+             first_rung_epochs: float) -> dict[str, Any]:
+    """The numbers the unit of a round cannot inflate, from a method's events (a round seen twice counts once)."""
     seen: set[tuple[str, int]] = set()
     kept = []
-    for event in sorted(events, key=lambda e: e[0]):
-        key = (str(event[1]), event[2])
-        if key in seen or event[0] > budget_seconds * 1.02 + 5:  # Tune stops trials at the budget; allow its reaction time
+    for event in sorted(out["events"], key=lambda e: e[0]):
+        key = (str(event[1]), int(event[2]))
+        if key in seen or event[0] > budget_s + DEADLINE_SLACK_S:
             continue
         seen.add(key)
         kept.append(event)
     trials: dict[str, dict[str, Any]] = {}
-    for t, trial, rnd, epoch, val, seconds in kept:
-        row = trials.setdefault(str(trial), {"trial": str(trial), "config": configs.get(trial, {}), "rounds": 0, "epochs": 0.0,
-                                              "best_val": -math.inf, "seconds": 0.0, "first_result_s": t})
+    for t, trial, rnd, epoch, val, seconds, train_s, *_ in kept:
+        row = trials.setdefault(str(trial), {"rounds": 0, "epochs": 0.0, "best_val": -math.inf, "seconds": 0.0, "train_seconds": 0.0})
         row["rounds"] += 1
-        row["epochs"] = max(row["epochs"], epoch)
-        row["best_val"] = max(row["best_val"], val)
-        row["seconds"] += seconds
-    rows = list(trials.values())
-    distinct = {json.dumps(r["config"], sort_keys=True, default=str) for r in rows}
-    ranked = sorted(rows, key=lambda r: r["best_val"], reverse=True)
-    top = ranked[: max(1, math.ceil(TOP_SHARE * len(ranked)))] if ranked else []
-    total = sum(r["seconds"] for r in rows)
-    outside = (total - sum(r["seconds"] for r in top)) / total if total > 0 else float("nan")
+        row["epochs"] = max(row["epochs"], float(epoch))
+        row["best_val"] = max(row["best_val"], float(val))
+        row["seconds"] += float(seconds)
+        row["train_seconds"] += float(train_s)
+    epochs = [r["epochs"] for r in trials.values()]
+    eps = 1e-3
+    levels = {"first_rung": first_rung_epochs, "one_epoch": 1.0, "quarter_max_t": max_epochs / 4, "max_t": float(max_epochs)}
     best, trace = -math.inf, []
-    for t, trial, _rnd, _epoch, val, _s in kept:
+    for t, _trial, _rnd, _epoch, val, *_ in kept:
         if val > best:
             best = val
             trace.append([round(t, 2), val])
+    handed = out.get("handed_over") or {}
+    handed_epochs = trials.get(str(handed.get("trial")), {}).get("epochs", 0.0)
+    train_seconds = sum(r["train_seconds"] for r in trials.values())
+    configs = {json.dumps(out["configs"].get(t, {}), sort_keys=True, default=str) for t in trials}
     return {
-        "configurations": len(distinct), "trials": len(rows), "trial_epochs": round(sum(r["epochs"] for r in rows), 2),
-        "rounds": len(kept), "best_val": best if rows else float("nan"), "test_acc": test_acc, "test_source": test_source,
-        "share_outside_top_quarter": outside, "trial_seconds": total, "search_seconds": search_seconds, "wall_seconds": wall_seconds,
-        "trace": trace, "chosen": chosen, "per_trial": rows,
+        "test_acc": out.get("test_acc"), "best_val": best if kept else None,
+        "trial_epochs": round(sum(epochs), 3), "train_seconds": round(train_seconds, 1),
+        "train_share": round(train_seconds / (workers * budget_s), 4),
+        "completed": bool(handed) and handed_epochs >= max_epochs - eps,
+        "handed_over_epochs": handed_epochs,
+        "trials": len(trials), "configurations": len(configs),
+        "levels": {name: sum(e >= level - eps for e in epochs) for name, level in levels.items()},
+        "level_epochs": levels,
+        "trace": trace,
     }
 
 
-def _chosen(config: dict[str, Any], trial: Any, best_val: float, epoch: Any) -> dict[str, Any]:
-    return {"trial": str(trial), "config": config, "best_val": best_val, "epoch": epoch}
+def raw_path(out: Path, workload: str, seed: int, method: str) -> Path:
+    return C.run_dir(out, RAW) / f"{workload}_seed{seed}_{method}.json"
 
 
-# ----------------------------------------------------------------------------------------------
-# The methods
+def run_seed(workload_name: str, workload: dict[str, Any], seed: int, methods: list[str], root: str, out: Path, *, smoke: bool) -> list[Path]:
+    """Every method of `methods` on one seed, hpsearch first (its rounds are every other method's), the rest in a
+    seed-rotated order; one raw JSON per method, written as it ends."""
+    from trainables.data import create_dataset
 
-
-def run_hpsearch(method: str, spec, data, storage: Path, name: str) -> dict[str, Any]:
-    """`run_search`'s path as a user runs it (MLflow on): `run_experiment` with a Recorder observing beside hpsearch's own observers."""
-    import search.tuner as T
-    from search.finalize import finalize
-
-    recorder = _recorder_class()()
-    started = time.monotonic()
-    result = T.run_experiment(spec, T.Components(callbacks=(recorder,)), name=name, storage=str(storage), track=True,
-                              on_event=lambda m: print(f"[{method}] {m}", flush=True))
-    search_seconds = recorder.seconds()
-    source = "the search's own ending (result.final)"
-    if result.final is None and result.best is not None:
-        if result.final_error:
-            source = f"none: the search's finalize failed ({result.final_error})"
-        else:  # the search counted as interrupted, so it did not end itself: the same step, called here
-            result.final, source = finalize(result, data), "search.finalize called here (the search counted as interrupted)"
-    test = C.final_test_acc(result)
-    best = result.best
-    chosen = _chosen(best.config, best.trial_id, best.best_value, best.best_epoch) if best else {}
-    configs = {**{r.trial_id: dict(r.config) for r in result.records}, **recorder.configs}
-    outcome = method_outcome(recorder.events, configs, test_acc=test, test_source=source,
-                             chosen=chosen, search_seconds=search_seconds, wall_seconds=time.monotonic() - started,
-                             budget_seconds=spec.budget.time_budget_s)
-    every = result.spec.budget.report_every  # as run_search resolved `auto`
-    outcome["round"] = "epoch" if every in (None, "epoch") else f"{every} samples"
-    from search.schedulers import load_state
-
-    state = load_state(result.experiment_dir) or {}
-    if "waits" in state:  # ReproducibleASHA: results that waited for earlier ones in virtual time, until the finish phase
-        outcome["reproducible"] = {k: state.get(k) for k in ("waits", "wait_seconds", "virtual_until_s")}
-    return outcome
-
-
-def run_optuna(spec, data, seed: int) -> dict[str, Any]:
-    """Optuna alone: TPE + MedianPruner, two trials at a time in threads, each trained by hpsearch's Trainer."""
-    import optuna
-
-    from search.space import DefineByRun
-    from trainables.train import Trainer
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    budget = float(spec.budget.time_budget_s)
-    settings = spec.settings()
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner())
-    study.enqueue_trial(spec.baseline_point())  # the baseline first, as in the other methods
-    sample = DefineByRun(spec.space, spec.baseline)  # the spec's space, conditions included, with Optuna's suggest_* calls
-    lock = threading.Lock()
-    events: list = []
-    configs: dict[str, dict[str, Any]] = {}
-    best: dict[str, Any] = {"val": -math.inf, "state": None, "trial": None, "epoch": None}
-    started = time.monotonic()
-    deadline = started + budget
-
-    def objective(trial: Any) -> float:
-        sample(trial)
-        configs[str(trial.number)] = dict(trial.params)
-        trainer = Trainer(spec.full_config(trial.params), data, settings)
-        trial_best, trial_state, trial_epoch = -math.inf, None, None
-        try:
-            while not trainer.finished:
-                metrics = trainer.run_round()
-                now = time.monotonic()
-                if now > deadline:  # the round ended after the wall time: it does not count
-                    raise optuna.TrialPruned("stopped at the time budget")
-                val = float(metrics["val_acc"])
-                with lock:
-                    events.append((now - started, str(trial.number), int(metrics["round"]), float(metrics["epoch"]), val,
-                                   float(metrics["epoch_seconds"])))
-                if trainer.diverged:
-                    break
-                if val > trial_best:
-                    trial_best, trial_state, trial_epoch = val, copy.deepcopy(trainer.state_dict()), metrics["epoch"]
-                trial.report(val, int(metrics["round"]))
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-            return trial_best if trial_best > -math.inf else 0.0
-        finally:
-            with lock:
-                if trial_best > best["val"]:
-                    best.update(val=trial_best, state=trial_state, trial=trial.number, epoch=trial_epoch)
-            trainer.close()
-
-    study.optimize(objective, n_trials=None, timeout=budget, n_jobs=2, catch=(Exception,))
-    search_seconds = time.monotonic() - started
-    chosen = _chosen(configs.get(str(best["trial"]), {}), best["trial"], best["val"], best["epoch"]) if best["state"] else {}
-    test = C.checkpoint_test_acc(best["state"], data, settings)  # no search folder: the checkpoint evaluated as finalize evaluates one
-    return method_outcome(events, configs, test_acc=test, test_source="best checkpoint, evaluated as search.finalize evaluates one",
-                          chosen=chosen, search_seconds=search_seconds, wall_seconds=time.monotonic() - started, budget_seconds=budget)
-
-
-def ray_trainable(config: dict[str, Any], data: Any = None, settings: Any = None, baseline: Any = None) -> None:
-    """A plain Tune function trainable, as Ray's docs write one: train, report each epoch with a checkpoint."""
-    import tempfile as _tempfile
-
-    from ray import tune
-
-    from trainables.checkpoint import save_checkpoint
-    from trainables.train import Trainer
-
-    trainer = Trainer({**baseline, **config}, data, settings)
-    while not trainer.finished:
-        metrics = trainer.run_round()
-        with _tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(trainer.state_dict(), folder)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-    trainer.close()
-
-
-def run_ray_tune(spec, data, storage: Path, name: str, seed: int) -> dict[str, Any]:
-    """Ray Tune + OptunaSearch + ASHAScheduler composed as in Ray's docs (no hpsearch code but the Trainer)."""
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    from search.rounds import total_rounds
-    from search.space import DefineByRun
-
-    started = time.monotonic()
-    ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    recorder = _recorder_class()()
-    settings = spec.settings()
-    searcher = OptunaSearch(space=DefineByRun(spec.space, spec.baseline), metric="val_acc", mode="max", seed=seed,
-                            points_to_evaluate=[spec.baseline_point()])
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=total_rounds(spec, len(data.train)), grace_period=1, reduction_factor=4)
-    trainable = tune.with_resources(tune.with_parameters(ray_trainable, data=data, settings=settings, baseline=spec.baseline), {"cpu": 1})
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                    max_concurrent_trials=2, time_budget_s=spec.budget.time_budget_s),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), callbacks=[recorder], verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_acc",
-                                                                          checkpoint_score_order="max")),
-    )
-    tuner.fit()
-    search_seconds = recorder.seconds()
-    result = C.finalize_peer(spec, data, storage / name)  # the best trial's best round handed over as a search hands it over
-    best = result.best
-    chosen = _chosen(dict(best.config), best.trial_id, best.best_value, best.best_epoch) if best else {}
-    return method_outcome(recorder.events, recorder.configs, test_acc=C.final_test_acc(result),
-                          test_source="search.finalize on its Tune folder", chosen=chosen,
-                          search_seconds=search_seconds, wall_seconds=time.monotonic() - started, budget_seconds=spec.budget.time_budget_s)
-
-
-@contextlib.contextmanager
-def _tune_defaults() -> Any:
-    """Tune's own defaults for the user-written method: `run_search` sets TUNE_DISABLE_AUTO_CALLBACK_LOGGERS in the process."""
-    saved = os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
+    written = []
+    hp_file = raw_path(out, workload_name, seed, HPSEARCH)
+    order = [m for m in methods if m != HPSEARCH]
+    k = seed % len(order) if order else 0
+    order = order[k:] + order[:k]
+    if HPSEARCH in methods:
+        order = [HPSEARCH, *order]
+    storage = Path(tempfile.mkdtemp(prefix="hpsearch-bench-anytime-"))
     try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = saved
-
-
-def run_warm(spec, first_spec, data, storage: Path, name: str) -> dict[str, Any]:
-    """hpsearch-warm: a first search on a subset of the training images (`first_spec`), then `spec` warm-started from it.
-    The outcome is the second search's; its `warm_start` entry says what the first one cost and found."""
-    import search.tuner as T
-
-    first_name = f"{name}-first"
-    started = time.monotonic()
-    first = T.run_search(first_spec, name=first_name, storage=str(storage), track=True,
-                         on_event=lambda m: print(f"[hpsearch-warm first] {m}", flush=True))
-    first_seconds = time.monotonic() - started
-    C.kill_own_ray()
-    gc.collect()
-    from search.spec import parse_spec
-
-    outcome = run_hpsearch("hpsearch-warm", parse_spec({**spec.raw, "warm_start": [first_name]}, spec.path), data, storage, name)
-    outcome["warm_start"] = {"train_subset": first_spec.dataset_options.get("train_subset"), "first_wall_seconds": first_seconds,
-                             "first_trials": len(first.records), "first_best_val": first.best.best_value if first.best else None}
-    return outcome
-
-
-def run_method(method: str, spec, data, storage: Path, name: str, seed: int, first_spec: Any = None) -> dict[str, Any]:
-    """One method's search on a machine without a Ray instance of ours (started here if the method needs one, stopped after)."""
-    C.kill_own_ray()
-    gc.collect()
-    try:
-        if method == "hpsearch-warm":
-            return run_warm(spec, first_spec, data, storage, name)
-        if method in SCHEDULERS:
-            return run_hpsearch(method, spec, data, storage, name)
-        if method == "optuna":
-            return run_optuna(spec, data, seed)
-        with _tune_defaults():
-            return run_ray_tune(spec, data, storage, name, seed)
+        for method in order:
+            round_samples = None
+            if hp_file.is_file():
+                round_samples = json.loads(hp_file.read_text()).get("round_samples") or "epoch"
+            spec = make_spec(method, seed, workload, root, round_samples=round_samples)
+            data = create_dataset(spec.dataset, **spec.dataset_options)
+            n_train = len(data.train)
+            print(f"== {workload_name} seed {seed}: {method} ({workload['budget_s']:g} s)", flush=True)
+            raw = run_method(method, spec, data, seed=seed, budget_s=workload["budget_s"], storage=storage)
+            own_rounds = raw.get("round_samples") or (round_samples if isinstance(round_samples, int) else None)
+            first_rung = 1.0 if method == "hpsearch-epoch-rounds" else (own_rounds or n_train) / n_train
+            m = measures(raw, budget_s=workload["budget_s"], workers=workload["workers"], n_train=n_train,
+                         max_epochs=workload["max_epochs"], first_rung_epochs=first_rung)
+            record = {
+                "benchmark": "anytime", "format": 2, "workload": workload_name, "seed": seed, "method": method,
+                "label": LABELS[method], "budget_s": workload["budget_s"], "workers": workload["workers"],
+                "max_epochs": workload["max_epochs"], "round_samples": own_rounds, "n_train": n_train,
+                "smoke": smoke, "machine": C.cpu_model(), "cores": os.cpu_count(), "commit": C.CODE_REVISION,
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "versions": C.versions(),
+                "command": C.command_line(), "data": {"summary": data.summary(), "generation_seed": workload["generation_seed"]},
+                **m, "handed_over": raw.get("handed_over"), "test_source": raw.get("test_source"),
+                "wall_s": round(raw["wall_s"], 1), "search_s": round(raw["search_s"], 1),
+                "final_error": raw.get("final_error"), "events": raw["events"], "configs": raw["configs"],
+            }
+            path = raw_path(out, workload_name, seed, method)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_json_safe(record), indent=None, default=str))
+            written.append(path)
+            print(f"== {workload_name} seed {seed}: {method}: test {C.fmt(m['test_acc'], 4)}, best val {C.fmt(m['best_val'], 4)}, "
+                  f"{m['trials']} trials, {m['trial_epochs']:.1f} trial-epochs, train share {m['train_share']:.2f}, "
+                  f"completed {m['completed']}, levels {m['levels']}; wrote {path}", flush=True)
+            del data
+            gc.collect()
     finally:
         C.kill_own_ray()
-        gc.collect()
-
-
-# ----------------------------------------------------------------------------------------------
-# The noise floor: one configuration retrained with fresh torch seeds
-
-
-def _retrain_one(hparams: dict[str, Any], dataset: str, options: dict[str, Any], settings: Any) -> tuple[float, float]:
-    """(best val acc, its test acc) of `hparams` trained from scratch as a trial trains it (own process, one thread)."""
-    from trainables.data import create_dataset
-    from trainables.train import fit
-
-    data = create_dataset(dataset, **options)
-    outcome = fit(hparams, data, settings)
-    return float(outcome.best_metrics["val_acc"]), float(outcome.test["acc"]) if outcome.test else float("nan")
-
-
-def retrain(config: dict[str, Any], spec, seeds: list[int]) -> list[tuple[float, float]]:
-    """The chosen config (searched values over the baseline) retrained once per torch seed, two processes at a time."""
-    import multiprocessing
-
-    hparams = spec.full_config(config)
-    settings = replace(spec.settings(), report_every=None)
-    options = dict(spec.dataset_options)
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_retrain_one, hparams, spec.dataset, options, replace(settings, seed=s)) for s in seeds]
-        return [f.result() for f in futures]
-
-
-# ----------------------------------------------------------------------------------------------
-# Reports
-
-
-def mean(values) -> float:
-    values = [v for v in values if v == v]
-    return sum(values) / len(values) if values else float("nan")
-
-
-def mean_all(values) -> float:
-    """The mean, or nan when any value is nan (a seed without a result yet)."""
-    values = list(values)
-    return float("nan") if not values or any(v != v for v in values) else sum(values) / len(values)
-
-
-def sd(values) -> float:
-    values = [v for v in values if v == v]
-    return statistics.stdev(values) if len(values) > 1 else float("nan")
-
-
-def minutes(seconds: float) -> str:
-    """Seconds as minutes for a table header: 600 -> '10', 150 -> '2.5', 25 -> '0.417'."""
-    return f"{seconds / 60:.3g}"
-
-
-def best_at(trace: list, seconds: float) -> float:
-    """Best val acc reached by `seconds` (nan before the first result)."""
-    best = float("nan")
-    for t, val in trace:
-        if t <= seconds:
-            best = val
-    return best
-
-
-def _config_text(config: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={f'{v:.3g}' if isinstance(v, float) else v}" for k, v in sorted(config.items())) or "baseline"
-
-
-def plot_traces(runs: dict[str, list], budget: float, path: Path, title: str) -> Path:
-    """Best val acc so far over wall time, one step line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for method, trace in runs.items():
-        if not trace:
-            continue
-        xs = [t / 60 for t, _ in trace] + [budget / 60]
-        ys = [v for _, v in trace] + [trace[-1][1]]
-        ax.step(xs, ys, where="post", label=method, color=COLOURS.get(method), linewidth=2.5 if method == HPSEARCH else 1.5)
-    ax.axvline(budget / 60, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("wall time of the search (minutes)")
-    ax.set_ylabel("best val accuracy so far")
-    ax.set_title(title)
-    finite = [v for trace in runs.values() for _, v in trace]
-    if finite:
-        ax.set_ylim(max(0.0, min(finite) - 0.02), min(1.0, max(finite) + 0.01))
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def seed_report(record: dict[str, Any], out: Path, name: str, load: Any) -> None:
-    """Write NAME.md (+ NAME.png) for one seed from its JSON record, and print it."""
-    methods = record["methods"]
-    budget = record["seconds"]
-    plot_traces({m: o["trace"] for m, o in methods.items()}, budget, out / f"{name}.png",
-                f"seed {record['seed']}: best val acc over wall time ({minutes(budget)} min per method, 2 workers)")
-    rows = [[f"`{m}`", o["configurations"], o["trials"], C.fmt(o["trial_epochs"], 1), C.fmt(o["best_val"], 4), C.fmt(o["test_acc"], 4),
-             C.fmt(o["share_outside_top_quarter"]), C.fmt(o["trial_seconds"], 0), C.fmt(o["search_seconds"], 0), C.fmt(o["wall_seconds"], 0)]
-            for m, o in methods.items()]
-    table = C.md_table(["method", "configurations tried", "trials (≥ 1 round)", "trial-epochs", "best val acc", "test acc of the model handed over",
-                        "share of trial-time outside the top quarter", "trial-time s", "search s", "wall s (with start-up, hand-over)"], rows)
-    anytime = C.md_table(["best val acc so far at", *(f"{minutes(f * budget)} min" for f in CHECKPOINTS)],
-                         [[f"`{m}`", *(C.fmt(best_at(o["trace"], f * budget), 4) for f in CHECKPOINTS)] for m, o in methods.items()])
-    chosen = C.md_table(["method", "handed-over trial (its best round)", "best val acc", "at epoch", "test acc from", "config (searched values)"],
-                        [[f"`{m}`", str(o["chosen"].get("trial", "-")), C.fmt(o["chosen"].get("best_val"), 4), C.fmt(o["chosen"].get("epoch")),
-                          o["test_source"], _config_text(o["chosen"].get("config", {}))] for m, o in methods.items()])
-    data = record["data"]
-    rounds = {m: o["round"] for m, o in methods.items() if o.get("round")}
-    resolved = f" (a round: {', '.join(f'{m} {r}' for m, r in rounds.items())})" if rounds else ""
-    sections = [
-        (f"Seed {record['seed']}: {len(methods)} methods, {minutes(budget)} minutes of search each, 2 trials at a time (1 CPU each), "
-         f"max {record['max_epochs']} epochs per trial, grace 1 epoch, reduction factor 4; hpsearch's report_every: "
-         f"{record['report_every']}{resolved}; the peers report once per {record['peer_round']}. Data: {data['summary']}, glyphs files "
-         f"{data['sha']} (`benchmarks/glyphs.py`, seed {data['seed']}). The baseline trial (two-block cnn 16-32, batch 64) trained at "
-         f"{C.fmt(data['baseline_epoch_seconds'], 1)} s per epoch here (median over methods; 2 trials in parallel). Methods ran in the order {', '.join(record['order'])}, "
-         "Ray stopped between them. `configurations tried`: distinct configurations with at least one finished round; "
-         "`trial-epochs`: epochs trained, summed over trials; `trial-time`: the rounds' seconds summed; `search s`: from the "
-         "Tuner's (study's) start to its end."),
-        table,
-        f"Best val accuracy so far over the wall time of the search ([plot]({name}.png)):",
-        anytime,
-        chosen,
-    ]
-    warm, cold = methods.get("hpsearch-warm"), methods.get(HPSEARCH)
-    if warm and warm.get("warm_start"):
-        first = warm["warm_start"]
-        target = cold["best_val"] if cold else None
-        reached = next((t for t, v in warm["trace"] if target is not None and v >= target), None)
-        sections.append(C.md_table(
-            ["warm start", "first search: train share, wall s, trials, best val", "cold hpsearch's final best val",
-             "warm search reached it at (s)", "share of the cold search's time", "warm search's final best val"],
-            [["`hpsearch-warm`", f"{first['train_subset']}, {C.fmt(first['first_wall_seconds'], 0)} s, {first['first_trials']}, "
-              f"{C.fmt(first['first_best_val'], 4)}", C.fmt(target, 4), C.fmt(reached, 0) if reached is not None else "not reached",
-              C.fmt(reached / cold["search_seconds"]) if reached is not None and cold and cold["search_seconds"] else "-",
-              C.fmt(warm["best_val"], 4)]]))
-    waits = {m: o["reproducible"] for m, o in methods.items() if o.get("reproducible")}
-    if waits:  # what deciding on a virtual clock cost (search.schedulers.virtual_clock)
-        sections.append(C.md_table(
-            ["method", "results that waited for an earlier one", "worker-seconds waiting", "share of 2 workers x search s",
-             "virtual clock decided until (s into the search)"],
-            [[f"`{m}`", w["waits"], C.fmt(w["wait_seconds"], 1),
-              C.fmt(w["wait_seconds"] / (2 * methods[m]["search_seconds"]) if methods[m]["search_seconds"] else None),
-              C.fmt(w["virtual_until_s"], 0) if w.get("virtual_until_s") is not None else "the end"] for m, w in waits.items()]))
-    if record.get("skipped"):
-        sections.append("Not run: " + "; ".join(f"`{m}`: {why}" for m, why in record["skipped"].items()))
-    rt = record.get("retrain")
-    if rt:
-        sections.append(C.md_table(["noise floor: the config hpsearch handed over, retrained from scratch", "val acc", "test acc"], [
-            *[[f"torch seed {s}", f"{v:.4f}", f"{t:.4f}"] for s, (v, t) in zip(rt["seeds"], zip(rt["val"], rt["test"]))],
-            ["mean", f"{mean(rt['val']):.4f}", f"{mean(rt['test']):.4f}"],
-            ["SD over seeds (one configuration's seed-to-seed spread)", f"{sd(rt['val']) * 100:.2f} pt", f"{sd(rt['test']) * 100:.2f} pt"],
-        ]))
-    title = f"Anytime search quality at real scale (glyphs), seed {record['seed']}"
-    C.write_report(name, title, sections, out, smoke=record["smoke"], load=load)
-
-
-def pooled_sd(groups) -> float:
-    """SD within groups (one group = one configuration's retrains), pooled over groups."""
-    groups = [[x for x in g if x == x] for g in groups]
-    groups = [g for g in groups if len(g) > 1]
-    dof = sum(len(g) - 1 for g in groups)
-    return math.sqrt(sum(sum((x - mean(g)) ** 2 for x in g) for g in groups) / dof) if dof else float("nan")
-
-
-def paired(records: list[dict[str, Any]], a: str, b: str, key: str) -> tuple[float, float]:
-    """Mean over seeds of a - b on `key`, and its standard error (nan for one seed)."""
-    diffs = [r["methods"][a][key] - r["methods"][b][key] for r in records]
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
-    return mean(diffs), se
-
-
-def is_default_prefix(prefix: str) -> bool:
-    """Whether `prefix` is one the script picks without `--prefix` (anytime, anytime_<M>m): its summary is OUT/anytime.md."""
-    return re.fullmatch(r"anytime(_[0-9.]+m)?", prefix) is not None
-
-
-def _link(path: Path, folder: Path, text: str | None = None) -> str:
-    """A markdown link to `path` relative to `folder` (where the .md that links it is written)."""
-    return f"[{text or path.name}]({Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()})"
-
-
-def summarize(paths: list[Path], out: Path, prefix: str) -> Path | None:
-    """Merge per-seed JSON results into the prefix's summary (+ a plot): means over seeds, hpsearch vs each peer, the targets.
-
-    The summary is OUT/anytime.md for a default prefix (`is_default_prefix`), else OUT/runs/anytime/PREFIX_summary.md;
-    the plot is OUT/runs/anytime/PREFIX_summary.png."""
-    loaded = [(json.loads(Path(p).read_text()), Path(p)) for p in paths]
-    loaded = sorted(((r, p) for r, p in loaded if r.get("benchmark") == "anytime"), key=lambda rp: (rp[0]["seed"], rp[0]["date"]))
-    if not loaded:
-        return None
-    newest = max(loaded, key=lambda rp: rp[0]["date"])[0]
-    same = lambda r: (r["seconds"], r["max_epochs"], r["smoke"]) == (newest["seconds"], newest["max_epochs"], newest["smoke"])  # noqa: E731
-    left_out = [str(p) for r, p in loaded if not same(r)]  # another budget: not comparable
-    loaded = [(r, p) for r, p in loaded if same(r)]
-    records, paths = [_numbers(r) for r, _ in loaded], [p for _, p in loaded]
-    methods = [m for m in METHODS if all(m in r["methods"] for r in records)]
-    budget = records[0]["seconds"]
-    runs = C.run_dir(out, "anytime")
-    name, folder = ("anytime", out) if is_default_prefix(prefix) else (f"{prefix}_summary", runs)
-    files = C.md_table(["seed", "file", "date", "code", "minutes", "max epochs", "mode"],
-                       [[r["seed"], _link(p, folder), r["date"], r["code"], f"{minutes(r['seconds'])}", r["max_epochs"], "smoke" if r["smoke"] else "full"]
-                        for r, p in zip(records, paths)])
-    per_seed = C.md_table(["seed", "method", "configurations tried", "test acc of the model handed over", "best val acc",
-                           "share of trial-time outside the top quarter"],
-                          [[r["seed"], f"`{m}`", r["methods"][m]["configurations"], C.fmt(r["methods"][m]["test_acc"], 4),
-                            C.fmt(r["methods"][m]["best_val"], 4), C.fmt(r["methods"][m]["share_outside_top_quarter"])]
-                           for r in records for m in methods])
-    means = C.md_table(["mean over seeds (SD)", *(f"`{m}`" for m in methods)], [
-        ["test acc of the model handed over (SD over seeds, pt)",
-         *(f"{C.fmt(mean(r['methods'][m]['test_acc'] for r in records), 4)} ({C.fmt(sd([r['methods'][m]['test_acc'] for r in records]) * 100)})"
-           for m in methods)],
-        ["best val acc", *(C.fmt(mean(r["methods"][m]["best_val"] for r in records), 4) for m in methods)],
-        ["configurations tried", *(C.fmt(mean(r["methods"][m]["configurations"] for r in records), 1) for m in methods)],
-        ["trial-epochs", *(C.fmt(mean(r["methods"][m]["trial_epochs"] for r in records), 1) for m in methods)],
-        ["share of trial-time outside the top quarter", *(C.fmt(mean(r["methods"][m]["share_outside_top_quarter"] for r in records)) for m in methods)],
-        *[[f"best val acc so far at {minutes(f * budget)} min (- until every seed has a result)",
-           *(C.fmt(mean_all(best_at(r['methods'][m]['trace'], f * budget) for r in records), 4) for m in methods)] for f in CHECKPOINTS],
-    ])
-    retrains = [r["retrain"] for r in records if r.get("retrain")]
-    noise = pooled_sd(rt["test"] for rt in retrains)
-    noise_text = (f"{noise * 100:.2f} pt (pooled over {len(retrains)} seed(s)' retrains of hpsearch's config)" if noise == noise
-                  else "not measured (run with --retrain 3)")
-    sections = [
-        (f"{len(records)} seed-run(s), {minutes(budget)} minutes per method (details: each seed's file; a seed run twice counts twice). "
-         "Targets (the issue's): "
-         "hpsearch's handed-over model beats each peer's test accuracy on the mean over seeds by more than one configuration's "
-         "seed-to-seed SD (the noise floor, `--retrain`), and hpsearch tries at least 5x as many configurations as each peer."),
-        *([f"Left out (another time budget, max_epochs or mode than the newest file): {', '.join(left_out)}."] if left_out else []),
-        files, per_seed, means,
-        f"Noise floor, one configuration's test acc SD over torch seeds: {noise_text}.",
-    ]
-    if HPSEARCH in methods:
-        rows = []
-        for peer in [m for m in methods if m != HPSEARCH]:
-            diff, se = paired(records, HPSEARCH, peer, "test_acc")
-            ratios = [r["methods"][HPSEARCH]["configurations"] / max(r["methods"][peer]["configurations"], 1) for r in records]
-            ratio_of_means = mean(r["methods"][HPSEARCH]["configurations"] for r in records) / max(mean(r["methods"][peer]["configurations"] for r in records), 1e-9)
-            beats = ("met" if diff > noise else "**missed**") if noise == noise and diff == diff else "noise floor not measured" if diff == diff else "-"
-            shown = "-" if diff != diff else f"{diff * 100:+.2f} ± {se * 100:.2f}" if se == se else f"{diff * 100:+.2f}"
-            rows.append([f"`{peer}`", shown, beats,
-                         f"{ratio_of_means:.1f}x (per seed: {', '.join(f'{x:.1f}' for x in ratios)})", "met" if ratio_of_means >= 5 else "**missed**"])
-        sections.append(C.md_table(["hpsearch vs", "test acc difference, mean over seeds ± SE (pt)",
-                                    "target: difference > one configuration's seed-to-seed SD", "configurations tried, hpsearch / peer (ratio of means)",
-                                    "target: ≥ 5x"], rows))
-    mean_traces = {}
-    grid = [budget * i / 200 for i in range(201)]
-    for m in methods:
-        curve = [mean_all(best_at(r["methods"][m]["trace"], t) for r in records) for t in grid]
-        mean_traces[m] = [[t, v] for t, v in zip(grid, curve) if v == v]
-    runs.mkdir(parents=True, exist_ok=True)
-    plot = plot_traces(mean_traces, budget, runs / f"{prefix}_summary.png", f"mean over {len(records)} seed(s): best val acc over wall time")
-    sections.insert(1, f"{_link(plot, folder, 'Mean best val acc over wall time')}.")
-    return C.write_report(name, "Anytime search quality at real scale (glyphs): summary over seeds", sections, folder,
-                          smoke=any(r["smoke"] for r in records), load=None)
-
-
-# ----------------------------------------------------------------------------------------------
-
-
-NUMBERS = ("best_val", "test_acc", "share_outside_top_quarter", "trial_seconds", "search_seconds", "wall_seconds")
-
-
-def _numbers(record: dict[str, Any]) -> dict[str, Any]:
-    """A record read back from JSON with its non-finite numbers (written as null) as nan again."""
-    for o in record["methods"].values():
-        for key in NUMBERS:
-            o[key] = float("nan") if o.get(key) is None else o[key]
-    if record.get("retrain"):
-        for key in ("val", "test"):
-            record["retrain"][key] = [float("nan") if v is None else v for v in record["retrain"][key]]
-    return record
+        shutil.rmtree(storage, ignore_errors=True)
+    return written
 
 
 def _json_safe(value: Any) -> Any:
@@ -723,101 +396,54 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def run_seed(seed: int, args: Any, manifest: dict[str, Any], out: Path, prefix: str, load: Any) -> Path:
-    """All methods on one seed; writes OUT/runs/anytime/PREFIX_seedS.{json,md,png} and returns the JSON path."""
-    from trainables.data import create_dataset
+def add_args(parser: Any) -> None:
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help=f"seeds to run (declared: {SEEDS[0]}-{SEEDS[-1]})")
+    parser.add_argument("--methods", nargs="+", default=["main"],
+                        help="main (hpsearch and the peers), ablations (hpsearch and its variants), all, or method names")
+    parser.add_argument("--workload", default="glyphs", choices=sorted(WORKLOADS))
+    parser.add_argument("--summarize", action="store_true", help="only rebuild the summary from the raw files")
 
-    n_train = manifest["params"]["train"]
-    seconds = args.seconds
-    methods = [m for m in METHODS if args.only is None or m in args.only]
-    skipped = {}
-    if not scheduler_supported() and "hpsearch-asha-stop" in methods:
-        methods.remove("hpsearch-asha-stop")
-        skipped["hpsearch-asha-stop"] = "this search/ has no budget.scheduler (hpsearch ran its default ASHA)"
-    order = methods if seed % 2 == 0 else list(reversed(methods))
-    specs = {m: make_spec(m, seed, data_root=manifest["root"], n_train=n_train, seconds=seconds, max_epochs=args.max_epochs,
-                          report_every=args.report_every) for m in methods}
-    any_spec = next(iter(specs.values()))
-    data = create_dataset(any_spec.dataset, **any_spec.dataset_options)
-    storage = Path(tempfile.mkdtemp(prefix="hpsearch-bench-anytime-"))
-    outcomes: dict[str, dict[str, Any]] = {}
-    try:
-        for method in order:
-            print(f"seed {seed}: {method} ({seconds:g} s of search)", flush=True)
-            first_spec = make_spec("hpsearch", seed, data_root=manifest["root"], n_train=n_train, max_epochs=args.max_epochs,
-                                   seconds=args.warm_minutes * 60 if args.warm_minutes else seconds / 2,
-                                   report_every=args.report_every, train_subset=args.warm_subset)
-            outcomes[method] = run_method(method, specs[method], data, storage, f"anytime-s{seed}-{method}", seed, first_spec)
-            o = outcomes[method]
-            print(f"seed {seed}: {method}: {o['configurations']} configurations, best val {C.fmt(o['best_val'], 4)}, test {C.fmt(o['test_acc'], 4)}, "
-                  f"outside top quarter {C.fmt(o['share_outside_top_quarter'])}, {o['wall_seconds']:.0f} s", flush=True)
-        retrained = None
-        if args.retrain and outcomes.get(HPSEARCH, {}).get("chosen"):
-            seeds = [RETRAIN_SEED + 100 * seed + k for k in range(args.retrain)]
-            scores = retrain(outcomes[HPSEARCH]["chosen"]["config"], specs[HPSEARCH], seeds)
-            retrained = {"method": HPSEARCH, "config": outcomes[HPSEARCH]["chosen"]["config"], "seeds": seeds,
-                         "val": [v for v, _ in scores], "test": [t for _, t in scores]}
-    finally:
-        C.kill_own_ray()
-        shutil.rmtree(storage, ignore_errors=True)
-    baseline_point = json.dumps(any_spec.baseline_point(), sort_keys=True, default=str)
-    baseline_rounds = []
-    for o in outcomes.values():
-        rows = [r for r in o["per_trial"] if json.dumps(r["config"], sort_keys=True, default=str) == baseline_point and r["rounds"]]
-        if rows and rows[0]["epochs"] > 0:
-            baseline_rounds.append(rows[0]["seconds"] / rows[0]["epochs"])  # seconds per epoch (hpsearch's rounds may be shorter)
-    peer_round = f"{args.report_every} training samples" if isinstance(args.report_every, int) else "epoch"
-    record = {
-        "benchmark": "anytime", "format": 1, "seed": seed, "seconds": seconds, "max_epochs": args.max_epochs,
-        "report_every": args.report_every if scheduler_supported() or isinstance(args.report_every, int) else "epoch (this search/ has no auto)",
-        "peer_round": peer_round, "smoke": args.smoke, "order": order, "skipped": skipped,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "code": C.CODE_REVISION, "command": C.command_line(),
-        "machine": C.machine_lines()[:2], "versions": C.versions(),
-        "data": {"summary": data.summary(), "sha": glyphs.data_sha(manifest), "seed": manifest["params"]["seed"],
-                 "baseline_epoch_seconds": C.median(baseline_rounds) if baseline_rounds else float("nan")},
-        "space": SPACE, "baseline": BASELINE, "methods": outcomes, "retrain": retrained,
-        "labels": {m: LABELS[m] for m in outcomes},
-    }
-    name = f"{prefix}_seed{seed}"
-    runs = C.run_dir(out, "anytime")
-    runs.mkdir(parents=True, exist_ok=True)
-    path = runs / f"{name}.json"
-    path.write_text(json.dumps(_json_safe(record), indent=1, default=str))
-    seed_report(record, runs, name, load)
-    return path
+
+def selected(methods: list[str]) -> list[str]:
+    chosen: list[str] = []
+    for item in methods:
+        group = {"main": MAIN, "ablations": (HPSEARCH, *ABLATIONS), "all": METHODS}.get(item, (item,))
+        for m in group:
+            if m not in METHODS:
+                raise SystemExit(f"anytime.py: unknown method {m!r}; known: main, ablations, all, {', '.join(METHODS)}")
+            if m not in chosen:
+                chosen.append(m)
+    return chosen
 
 
 def main() -> None:
+    import anytime_summary
+
     args = C.parse_args(__doc__.splitlines()[0], add_args)
     out = Path(args.out)
-    prefix = args.prefix or ("anytime" if args.minutes == 10 else f"anytime_{args.minutes:g}m")
     if args.summarize:
-        if args.prefix is None:  # named after the files: anytime_30m_seed0.json -> anytime_30m
-            prefix = re.sub(r"_seed\d+$", "", Path(args.summarize[0]).stem)
-        path = summarize([Path(p) for p in args.summarize], out, prefix)
-        if path is None:
-            raise SystemExit("anytime.py: error: none of the files is an anytime.py result")
+        print(f"wrote {anytime_summary.summarize(out)}")
         return
-    args.report_every = _report_every(args.report_every)
-    args.seconds = args.minutes * 60
     C.quiet_ray_env()
+    methods = selected(args.methods)
     if args.smoke:
-        args.seeds = args.seeds if "--seeds" in sys.argv else [0]
-        args.seconds, args.max_epochs, args.retrain = SMOKE["seconds"], SMOKE["max_epochs"], args.retrain or SMOKE["retrain"]
-        data_root = args.data_root or str(glyphs.default_root().parent / "glyphs-smoke")
-        manifest = glyphs.generate(data_root, n_train=SMOKE["train"], n_test=SMOKE["test"])
+        workload_name, workload = "smoke", dict(SMOKE)
+        seeds = args.seeds or [SEEDS[0]]
     else:
-        manifest = glyphs.generate(args.data_root)
-    print(f"data: glyphs under {manifest['root']} ({'reused' if manifest['reused'] else 'generated'}), sha {glyphs.data_sha(manifest)}", flush=True)
-    written = []
-    with C.LoadWatch() as load:
-        for seed in args.seeds:
-            written.append(run_seed(seed, args, manifest, out, prefix, load))
-    everything = sorted(C.run_dir(out, "anytime").glob(f"{prefix}_seed*.json"))  # earlier sittings' seeds too
-    with contextlib.redirect_stdout(io.StringIO()):
-        summary = summarize(everything, out, prefix)
-    print(f"wrote {', '.join(str(p) for p in written)}; summary of {len(everything)} file(s): {summary}")
+        workload_name, workload = args.workload, WORKLOADS[args.workload]
+        seeds = args.seeds or list(SEEDS)
+        undeclared = [s for s in seeds if s not in SEEDS]
+        if undeclared:
+            raise SystemExit(f"anytime.py: seeds {undeclared} were not declared before the runs (SEEDS {SEEDS[0]}-{SEEDS[-1]})")
+    root = str(glyphs.default_root().parent / f"glyphs-{workload['train']}-s{workload['generation_seed']}")
+    manifest = glyphs.generate(root, seed=workload["generation_seed"], n_train=workload["train"], n_test=workload["test"])
+    print(f"data: glyphs under {manifest['root']} ({'reused' if manifest['reused'] else 'generated'}), sha {glyphs.data_sha(manifest)}",
+          flush=True)
+    for seed in seeds:
+        run_seed(workload_name, workload, seed, methods, manifest["root"], out, smoke=args.smoke)
+        print(f"summary: {anytime_summary.summarize(out)}", flush=True)
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

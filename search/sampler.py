@@ -61,6 +61,12 @@ class RungAwareTPE(Searcher):
         return metric in (None, self.metric) and mode in (None, self.mode)
 
     # -- the study --------------------------------------------------------------------------
+    def sampler(self) -> Any:
+        """The Optuna sampler behind the study: TPE (a benchmark's random-search ablation overrides it)."""
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=self.seed)
+
     def study(self) -> Any:
         """The Optuna study TPE samples from (rebuilt from `told` after a restore)."""
         if self._study is None:
@@ -68,7 +74,7 @@ class RungAwareTPE(Searcher):
 
             from search.space import quiet_optuna
 
-            sampler = optuna.samplers.TPESampler(seed=self.seed)
+            sampler = self.sampler()
             with quiet_optuna():
                 self._study = optuna.create_study(direction="maximize" if self.mode == "max" else "minimize", sampler=sampler)
             for trial_id, state, step in self.told:

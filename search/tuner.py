@@ -111,12 +111,22 @@ class Components:
 
     `searcher`: a Ray Tune Searcher instead of the rung-aware TPE; `scheduler`: a Tune scheduler instead of the
     spec's; `trainable`: a training function instead of hpsearch's; `callbacks`: observers run after hpsearch's
-    own (Tune callback hooks, called with keyword arguments)."""
+    own (Tune callback hooks, called with keyword arguments). `build`, when given, is called once the rounds are
+    resolved, with the resolved spec, the data and the search's location, and returns the Components to use
+    (its `callbacks` are added to these): for a replacement that depends on the rounds `auto` chose."""
 
     searcher: Any = None
     scheduler: Any = None
     trainable: Any = None
     callbacks: tuple[Any, ...] = ()
+    build: Callable[[SearchSpec, DataBundle, str], Components] | None = None
+
+    def resolved(self, spec: SearchSpec, data: DataBundle, location: str) -> Components:
+        """These components, or what `build` returns for the resolved spec (with both's callbacks)."""
+        if self.build is None:
+            return self
+        built = self.build(spec, data, location)
+        return replace(built, callbacks=tuple(self.callbacks) + tuple(built.callbacks), build=None)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -251,6 +261,7 @@ def run_experiment(
 ) -> SearchResult:
     """`run_search` (same keyword options) with `components` replacing hpsearch's sampler, scheduler, trainable,
     or adding observers: how benchmarks compare methods on the same data, budget and ending."""
+    started = time.monotonic()  # a time budget counts from here: data, Ray's start and the pace measurement are in it
     if not isinstance(spec, SearchSpec):
         spec = load_spec(spec, model=model, dataset=dataset)
     elif model is not None or dataset is not None:
@@ -268,6 +279,7 @@ def run_experiment(
         raise UserError(f"a search named {name!r} already exists in {storage_root}; continue it with `hpsearch resume {name}` or pick another --name")
     data = _prepare(spec, address, storage_root, on_event)
     spec = B.resolve_report_every(spec, data, on_event=on_event)  # stored resolved: a resume keeps the same rounds
+    spec = _budget_after_startup(spec, time.monotonic() - started, on_event)
     state = {
         "name": name, "storage": storage_root, "spec": spec.raw, "spec_path": spec.path,
         "created": dt.datetime.now().isoformat(timespec="seconds"), "tracking_uri": tracking_uri,
@@ -287,6 +299,17 @@ def run_experiment(
         shutil.rmtree(folder.local, ignore_errors=True)  # a mirror left by an older search of that name
     R.write_state(folder.location, state)
     return _fit(spec, data, folder, state, restore=False, on_event=on_event, components=components, warm=warm)
+
+
+def _budget_after_startup(spec: SearchSpec, startup_s: float, on_event: Callable[[str], None] | None) -> SearchSpec:
+    """The spec with its time budget less the start-up already spent (loading and checking the data, Ray's start,
+    the pace measurement), so that a `time_budget` is the wall time of the whole search as the user asked it."""
+    budget = spec.budget.time_budget_s
+    if budget is None:
+        return spec
+    left = max(1.0, budget - startup_s)
+    _emit(on_event, f"time budget: {budget:.0f} s, {startup_s:.0f} s of it for start-up (data, Ray, rounds); {left:.0f} s for the trials")
+    return spec.with_budget(time_budget_s=left)
 
 
 def resume_search(
@@ -395,6 +418,7 @@ def _fit(spec: SearchSpec, data: DataBundle, folder: L.SearchFolder, state: dict
     state["total_rounds"] = B.total_rounds(spec, len(data.train))
     state["rungs"] = list(B.rungs(spec, len(data.train)))
     R.write_state(folder.location, state)  # a killed driver's search is read back with its rounds and rungs
+    components = components.resolved(spec, data, folder.location)
     stop = UserErrorStop(folder.local)  # a user mistake inside a trial ends the search (retries would fail the same way)
     observers, tracker = _observers(spec, data, folder, state, stop, on_event, components.callbacks)
     hooks = SearchHooks(observers)

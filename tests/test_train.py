@@ -43,7 +43,7 @@ def _cpu(**kwargs) -> RunSettings:
 
 
 def _without_time(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in h.items() if k != M.ROUND_SECONDS} for h in history]
+    return [{k: v for k, v in h.items() if k not in (M.ROUND_SECONDS, M.TRAIN_SECONDS)} for h in history]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,6 +209,19 @@ def test_short_rounds_evaluate_val_only_where_asked_and_carry_the_last_values(di
         evaluated = [g for g in history[: h[M.ROUND]] if M.val_is_fresh(g)]
         best = max(evaluated, key=lambda g: (g[M.VAL_ACC], -g[M.ROUND]))  # ties keep the earlier round
         assert h[M.BEST_ROUND] == best[M.ROUND]  # the best round is one that was evaluated
+
+
+def test_a_rounds_training_seconds_are_its_seconds_without_the_val_pass(digits):
+    """train_seconds is what benchmarks count as training (their train share): the round's time before val."""
+    every = 300
+    sparse = Trainer(tiny_cnn_hparams(), digits, _cpu(max_epochs=1, report_every=every, val_rounds=frozenset()))
+    rounds = [sparse.run_round() for _ in range(3)]
+    for h in rounds:
+        assert 0 < h[M.TRAIN_SECONDS] <= h[M.ROUND_SECONDS]
+    evaluated, skipped = rounds[0], rounds[1]  # the first round evaluates val, the second does not
+    assert M.val_is_fresh(evaluated) and not M.val_is_fresh(skipped)
+    val_seconds = evaluated[M.ROUND_SECONDS] - evaluated[M.TRAIN_SECONDS]
+    assert val_seconds > skipped[M.ROUND_SECONDS] - skipped[M.TRAIN_SECONDS]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ LR = "lr"
 EPOCH = "epoch"  # training progress in epochs (fractional when a round is smaller than an epoch)
 ROUND = "round"  # 1-based count of reports: ASHA's time attribute
 ROUND_SECONDS = "epoch_seconds"  # wall time of the round (an epoch by default)
+TRAIN_SECONDS = "train_seconds"  # the part of ROUND_SECONDS spent training (the rest: its val pass)
 STATUS = "status"  # STATUS_OK | STATUS_DIVERGED
 BEST_ROUND = "best_round"  # the round with the best value of the search metric so far
 VAL_ROUND = "val_round"  # the round whose val pass the val values are (earlier than `round` when this one skipped it)

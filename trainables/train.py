@@ -324,6 +324,7 @@ class Trainer:
             self.step += 1
         self.round += 1
         self.samples_seen += seen
+        train_seconds = time.perf_counter() - started
         train_loss = float(loss_sum) / max(seen, 1)
         metrics: dict[str, Any] = {
             M.ROUND: self.round,
@@ -351,6 +352,7 @@ class Trainer:
             metrics[M.STATUS] = M.STATUS_OK
         metrics[M.BEST_ROUND] = self.best_round
         metrics[M.ROUND_SECONDS] = time.perf_counter() - started
+        metrics[M.TRAIN_SECONDS] = train_seconds
         self.last_metrics = metrics
         return metrics
 
