@@ -24,9 +24,10 @@ Set-up (`run_syne_tune`):
   at random until about (d + 1) / 0.15 trials have results: 80 for the benchmark's 11 parameters.
 - The search ends `budget_s` after the caller's `t0` (`StoppingCriterion(max_wallclock_time=...)` set to
   what is left when the tuner starts); running trials are then killed. While all workers are busy the tuner
-  polls its trials every `sleep_time` (Syne Tune's default, 5 s): a decision lags its report by up to that
-  (a trial ASHA stops trains on until then), and so does an event's time here (when the tuner saw the
-  result, on the caller's `time.monotonic()` clock). Each trial is a fresh Python process that imports
+  polls its trials every `sleep_time`: Syne Tune's default is 5 s, here SLEEP_SECONDS (1 s), as a user with
+  rounds of a few seconds would set it, so a decision lags its report by at most about that (a trial ASHA
+  stops trains on until then), and so does an event's time here (when the tuner saw the result, on the
+  caller's `time.monotonic()` clock). Each trial is a fresh Python process that imports
   torch and Syne Tune and loads the data set before its first round: seconds per trial (`trial_startup`).
 - Conditions (`when`): Syne Tune's config spaces have none, so every searched parameter is sampled always
   (the Trainer ignores what does not apply, e.g. momentum under adam); the baseline point fills such a
@@ -57,6 +58,8 @@ METRIC = "val_acc"
 SPEC_FILE_KEY = "hpsearch_spec_file"  # constant entry of the config space: the JSON file holding spec.raw
 ENTRY_POINT = Path(__file__).resolve().with_name("syne_entry.py")
 STATE_PREFIX = "round_"  # a trial's checkpoint files: round_0003.pt, the state saved at that round
+
+SLEEP_SECONDS = 1.0  # the tuner's poll while every worker is busy (Syne Tune's default: 5 s)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,7 +306,7 @@ def run_syne_tune(method: str, spec: Any, *, seed: int, budget_s: float, t0: flo
         recorder = Recorder(t0, budget_s, spec.space)
         stop = StoppingCriterion(max_wallclock_time=budget_s)
         tuner = Tuner(trial_backend=backend, scheduler=scheduler, stop_criterion=stop, n_workers=spec.budget.max_concurrent,
-                      tuner_name=f"{method}-seed{seed}", callbacks=[StoreResultsCallback(), recorder],
+                      tuner_name=f"{method}-seed{seed}", callbacks=[StoreResultsCallback(), recorder], sleep_time=SLEEP_SECONDS,
                       output_logger=TunerLogger(use_colors=False, use_emojis=False))
         started = time.monotonic()
         stop.max_wallclock_time = max(0.0, budget_s - (started - t0))  # the deadline is t0 + budget_s

@@ -86,7 +86,7 @@ def test_anytime_smoke(tmp_path):
         if method not in ("hpsearch", "random-promotion", "hpsearch-no-finish", "hpsearch-dense-val"):
             assert record["round_samples"] == hp["round_samples"], method  # the peers train on hpsearch's rounds
     assert records["hpsearch"]["events"][0][1] != ""  # events name their trial
-    summary = json.loads((tmp_path / "anytime_summary.json").read_text())
+    summary = json.loads((runs / "smoke_summary.json").read_text())  # the main workload's is OUT/anytime_summary.json
     assert {"machine", "commit", "budget_s", "workers", "methods"} <= set(summary)
     assert set(summary["methods"]) == set(ANYTIME_SMOKE_METHODS)
     for method, seeds in summary["methods"].items():
