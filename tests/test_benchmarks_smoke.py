@@ -127,8 +127,10 @@ def _fake_curves(path, n=20, rounds=16, seed=0):
 
 
 def test_simulate_replays_curves_through_both_schedulers(tmp_path):
-    """benchmarks/simulate.py on a fake curves file, 1 and 8 workers: every replay ends; ASHA with promotions pauses
-    trials and resumes some, and lets no more trials reach max_t than its rungs promote (Ray's stopping ASHA would)."""
+    """benchmarks/simulate.py on a fake curves file, 1 and 8 workers, untimed and with the auto time budget: every replay
+    ends; ReproducibleASHA (`asha`, the default scheduler) pauses trials and resumes some, and lets no more trials reach
+    max_t than its rungs promote (Ray's stopping ASHA would); a timed replay stops at its deadline; with no raw file of
+    anytime.py the measured start / resume costs are used and a line says so."""
     import json
     import math
 
@@ -136,31 +138,41 @@ def test_simulate_replays_curves_through_both_schedulers(tmp_path):
     samples, rf = 48, 4
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "simulate.py"), str(curves), "--workers", "1", "8",
-                           "--schedulers", "asha", "asha-stop", "--seeds", "2", "--samples", str(samples),
-                           "--reduction-factor", str(rf), "--out", str(tmp_path)],
+                           "--seeds", "2", "--samples", str(samples), "--reduction-factor", str(rf), "--out", str(tmp_path),
+                           "--anytime-runs", str(tmp_path / "no-anytime-runs")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "no raw file of benchmarks/anytime.py in" in proc.stdout
     report = (tmp_path / "simulate.md").read_text()
-    for row in ("| 1 | asha | 2 |", "| 1 | asha-stop | 2 |", "| 8 | asha | 2 |", "| 8 | asha-stop | 2 |", "## The curves replayed",
-                "## The surrogate", "- machine:", "- command:"):
+    for row in ("| 1 | asha | none | 2 |", "| 1 | asha | auto | 2 |", "| 1 | asha-stop | none | 2 |", "| 8 | asha | auto | 2 |",
+                "| 8 | asha-stop | auto | 2 |", "## The curves replayed", "- **baseline's final val acc:", "- **target: val acc",
+                "## The surrogate", "- machine:", "- command:", "ReproducibleASHA"):
         assert row in report, f"{row!r} missing from simulate.md:\n{report}"
     assert "[simulation_fake.json](runs/simulate/simulation_fake.json)" in report
-    runs = json.loads((tmp_path / "runs" / "simulate" / "simulation_fake.json").read_text())["runs"]
-    assert len(runs) == 8
+    data = json.loads((tmp_path / "runs" / "simulate" / "simulation_fake.json").read_text())
+    runs = data["runs"]
+    assert data["target"] > data["target_info"]["baseline"]["final"]
+    assert len(runs) == 16
     for run in runs:
         assert run["ended"] and not run["stuck"], run
-        assert run["configs"] == samples, run  # no time budget: the search ends after its samples
         assert run["trial_rounds"] <= samples * 16
+        assert run["handed_val"] is not None
+        if run["time_budget"] is None:
+            assert run["configs"] == samples, run  # no time budget: the search ends after its samples
+        else:
+            assert run["budget_label"] == "auto" and run["end_s"] <= run["time_budget"] and run["configs"] <= samples
         if run["scheduler"] == "asha":
             assert run["pause"] > 0 and run["resume"] > 0, run
             assert run["resume"] <= run["pause"]
+            assert run["virtual_clock"] is not None
             # Each rung passes about 1/rf of its trials up: ceil(48 / 4^2) = 3 reach max_t in ASHA's ideal. A rung can
             # promote more (a trial promoted early may drop out of the top quarter later: ASHA does not take a
             # promotion back), so allow twice that plus a finalist; letting every trial through (Ray's stopping
             # ASHA trained 13-24 of these 48) fails it.
             assert run["levels"] == [1, 4]
             ideal = math.ceil(samples / rf ** len(run["levels"]))
-            assert run["trained_to_max_t"] <= 2 * ideal + 1, run
+            if run["time_budget"] is None:
+                assert run["trained_to_max_t"] <= 2 * ideal + 1, run
         else:
             assert run["pause"] == 0 and run["resume"] == 0
             assert run["max_pending_trials"] == run["workers"]  # Tune's rule behind a ConcurrencyLimiter

@@ -3,7 +3,9 @@
 `Controller` is what a scheduler's hooks receive from Ray Tune 2.60's `TuneController` (its
 `TrialRunnerWrapper`): `get_trials()`, `get_live_trials()`, `stop_trial()`, `pause_trial()`,
 `search_alg`; the trials are real `ray.tune` Trial stubs (`trial_id`, `status`, `set_status`,
-`config`, `last_result`, `should_recover()`). Tests call its `add` and `report` by hand.
+`config`, `last_result`, `should_recover()`). As in Tune, a trial's `last_result` is the result the scheduler and the
+search algorithm last heard (set after them), and what a stopped running trial completes with. Tests call its `add`
+and `report` by hand.
 
 `Simulation` is the loop around it, driven the way `TuneController` drives a search, each event at
 the virtual time a trial's round ends: while fewer than `max_pending_trials` wait, the search
@@ -11,8 +13,10 @@ algorithm is asked for a trial (a FINISHED suggestion ends the search); whenever
 `scheduler.choose_trial_to_run` first (a PAUSED trial it returns resumes, a PENDING one starts),
 then any PENDING trial; each result goes to `scheduler.on_trial_result` and, unless it says STOP, to
 the search algorithm; PAUSE frees the worker; STOP, the trainable's last round or a time budget end
-the trial through `stop_trial`, as Tune does. What a trial's rounds report and how long they take
-is the subclass's (benchmarks/simulate.py replays recorded learning curves).
+the trial through `stop_trial`, as Tune does. A trial's first round after it starts costs `start_overhead`
+more seconds, its first after a resume `resume_overhead` (Tune reports both inside `time_this_iter_s`). What a
+trial's rounds report and how long they take is the subclass's (benchmarks/simulate.py replays recorded learning
+curves).
 """
 from __future__ import annotations
 
@@ -76,7 +80,7 @@ def max_pending_trials(search_alg: SearchGenerator) -> int:
 
 class Controller:
     """The part of Tune's controller a scheduler uses (see the module docstring). `results` holds each trial's last
-    result (what Tune completes a stopped running trial with)."""
+    result (what Tune completes a stopped running trial with; also its `trial.last_result`)."""
 
     def __init__(self, scheduler: TrialScheduler, search_alg: SearchGenerator | None = None) -> None:
         self.scheduler = scheduler
@@ -108,11 +112,14 @@ class Controller:
         algorithm hears the result; PAUSE pauses the trial, STOP stops it. The decision."""
         self.results[trial.trial_id] = result
         decision = self.scheduler.on_trial_result(self, trial, result)
+        if decision != TrialScheduler.STOP:
+            self.search_alg.on_trial_result(trial.trial_id, result)
+        # Tune's _process_trial_result: the trial's last_result is set after the scheduler and the search algorithm
+        # heard the result, before the decision is carried out (a stopped trial completes with it).
+        trial.update_last_result(dict(result))
         if decision == TrialScheduler.STOP:
             self.stop_trial(trial)
-            return decision
-        self.search_alg.on_trial_result(trial.trial_id, result)
-        if decision == TrialScheduler.PAUSE:
+        elif decision == TrialScheduler.PAUSE:
             self.pause_trial(trial)
         return decision
 
@@ -136,19 +143,23 @@ class Controller:
 
 class Simulation(Controller):
     """Tune's loop on a virtual clock with `workers` workers (see the module docstring); `time_budget` virtual seconds
-    (then every live trial is stopped), `overhead` seconds added to each trial start and resume. A subclass says what
-    a trial's rounds take (`round_seconds`) and report (`train`), and when its trainable returns (`returns`)."""
+    (then every live trial is stopped); `start_overhead` seconds added to a trial's first round, `resume_overhead` to
+    its first round after each resume. A subclass says what a trial's rounds take (`round_seconds`) and report
+    (`train`), and when its trainable returns (`returns`)."""
 
     def __init__(self, scheduler: TrialScheduler, search_alg: SearchGenerator, *, workers: int,
-                 time_budget: float | None = None, overhead: float = 0.0) -> None:
+                 time_budget: float | None = None, start_overhead: float = 0.0, resume_overhead: float = 0.0) -> None:
         super().__init__(scheduler, search_alg)
-        self.workers, self.time_budget, self.overhead = int(workers), time_budget, float(overhead)
+        if start_overhead < 0 or resume_overhead < 0:
+            raise ValueError(f"overheads must be >= 0 seconds, but got {start_overhead=!r}, {resume_overhead=!r}")
+        self.workers, self.time_budget = int(workers), time_budget
+        self.start_overhead, self.resume_overhead = float(start_overhead), float(resume_overhead)
         self.max_pending = max_pending_trials(search_alg)
         self.now = 0.0
         self.events: list[tuple[float, int, str, int]] = []  # (virtual time, order, trial, token) of each round's end
         self.tokens: dict[str, int] = {}  # trial -> the token of its current round (a stale event is dropped)
         self.started: dict[str, float] = {}  # trial -> virtual time its current stint began
-        self.fresh: set[str] = set()  # trials whose next result is the first since they (re)started
+        self.fresh: dict[str, float] = {}  # trial -> (re)start seconds its next result pays: the first since it (re)started
         self.by_id: dict[str, Trial] = {}
         self._seq = self._ids = 0
         self.busy_seconds = self.idle_seconds = self.idle_sampling_seconds = self.sampling_end = 0.0
@@ -163,8 +174,9 @@ class Simulation(Controller):
         """Virtual seconds the trial's next round takes (0: it has none left)."""
         raise NotImplementedError
 
-    def train(self, trial: Trial, *, fresh: bool) -> dict[str, Any]:
-        """The result of the trial's next round (`fresh`: the first since it (re)started)."""
+    def train(self, trial: Trial, *, fresh: bool, overhead: float = 0.0) -> dict[str, Any]:
+        """The result of the trial's next round (`fresh`: the first since it (re)started, which also took `overhead`
+        seconds to start or resume: Tune's `time_this_iter_s` of that result includes them)."""
         raise NotImplementedError
 
     def returns(self, trial: Trial) -> bool:
@@ -253,12 +265,14 @@ class Simulation(Controller):
                 if not pending:
                     break
                 trial = pending[0]
-            if trial.status == Trial.PAUSED:
+            resumed = trial.status == Trial.PAUSED
+            if resumed:
                 self.counts["resume"] += 1
+            overhead = self.resume_overhead if resumed else self.start_overhead
             trial.set_status(Trial.RUNNING)
             self.started[trial.trial_id] = self.now
-            self.fresh.add(trial.trial_id)
-            self._schedule(trial, self.now + self.overhead + self.round_seconds(trial))
+            self.fresh[trial.trial_id] = overhead
+            self._schedule(trial, self.now + overhead + self.round_seconds(trial))
             started = True
             self._add_trials()  # Tune's next step asks the searcher again before choosing
         return started
@@ -267,8 +281,8 @@ class Simulation(Controller):
         """A round ended: its result to the scheduler and the searcher; the trial's next round, unless it paused,
         stopped or returned."""
         fresh = trial.trial_id in self.fresh
-        self.fresh.discard(trial.trial_id)
-        decision = self.report(trial, self.train(trial, fresh=fresh))
+        overhead = self.fresh.pop(trial.trial_id, 0.0)
+        decision = self.report(trial, self.train(trial, fresh=fresh, overhead=overhead))
         if decision in (TrialScheduler.PAUSE, TrialScheduler.STOP):
             return
         if self.returns(trial):
