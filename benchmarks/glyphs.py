@@ -431,6 +431,40 @@ def spec_dataset(root: str | Path, n_train: int = TRAIN) -> dict[str, Any]:
     return {"name": "mnist", "root": str(root), "download": False, "val_fraction": VAL_IMAGES / n_train if n_train > 4 * VAL_IMAGES else 0.2}
 
 
+def with_label_noise(manifest: dict[str, Any], rate: float, seed: int) -> dict[str, Any]:
+    """A copy of a generated set whose *training* labels are wrong for a `rate` share of the images (each such label
+    moved to one of the 9 other classes at random, seeded); the test labels stay clean. The copy sits beside the
+    source (ROOT-noise<rate>), its images hard-linked; a matching copy is reused. Returns the copy's manifest (with
+    `label_noise`). Val is held out of the noisy training split, so a search selects on noisy val labels, as a user
+    whose labels are noisy does; test accuracy is on clean labels."""
+    import shutil
+
+    src = raw_folder(manifest["root"])
+    root = Path(f"{manifest['root']}-noise{rate:g}-s{seed}")
+    dst = raw_folder(root)
+    marker = dst / "label_noise.json"
+    wanted = {"rate": rate, "seed": seed, "source": data_sha(manifest)}
+    if marker.is_file() and json.loads(marker.read_text()) == wanted:
+        return {**manifest, "root": str(root), "label_noise": wanted, "reused": True}
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in FILES.values():
+        if name != FILES["train_labels"]:
+            target = dst / name
+            target.unlink(missing_ok=True)
+            try:
+                os.link(src / name, target)
+            except OSError:
+                shutil.copyfile(src / name, target)
+    raw = (src / FILES["train_labels"]).read_bytes()
+    labels = np.frombuffer(raw[8:], dtype=np.uint8).copy()
+    rng = np.random.default_rng(seed)
+    flip = rng.random(len(labels)) < rate
+    labels[flip] = (labels[flip] + rng.integers(1, 10, int(flip.sum()))) % 10
+    (dst / FILES["train_labels"]).write_bytes(_idx_bytes(labels))
+    marker.write_text(json.dumps(wanted))
+    return {**manifest, "root": str(root), "label_noise": {**wanted, "flipped": int(flip.sum())}, "reused": False}
+
+
 def data_sha(manifest: dict[str, Any]) -> str:
     """One short fingerprint of the four files (for reports)."""
     return hashlib.sha256("".join(manifest["files"][n]["sha256"] for n in sorted(manifest["files"])).encode()).hexdigest()[:16]
