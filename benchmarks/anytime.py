@@ -58,6 +58,7 @@ MAIN = ("hpsearch", "ray-tune", "optuna-hyperband", "syne-tune-asha", "syne-tune
 ABLATIONS = ("hpsearch-asha-stop", "hpsearch-optunasearch", "hpsearch-no-finish", "hpsearch-dense-val", "hpsearch-epoch-rounds")
 METHODS = MAIN + ABLATIONS
 HPSEARCH = "hpsearch"
+ON_HPSEARCH = (HPSEARCH, "random-promotion", *ABLATIONS)  # the methods that are a search of hpsearch's (run_experiment)
 LABELS = {
     "hpsearch": "hpsearch as a user runs it: ASHA with promotions on a virtual clock, rung-aware TPE, finish phase, sparse val, auto rounds",
     "ray-tune": "Ray Tune + OptunaSearch + ASHAScheduler, reuse_actors=True",
@@ -125,7 +126,7 @@ def make_spec(method: str, seed: int, workload: dict[str, Any], root: str, *, ro
                               "max_concurrent": workload["workers"], "time_budget": workload["budget_s"]}
     if method == "hpsearch-epoch-rounds":
         budget["report_every"] = "epoch"
-    elif method in (HPSEARCH, *ABLATIONS, "random-promotion"):
+    elif method in ON_HPSEARCH:
         budget["report_every"] = "auto"
     else:
         if round_samples is None:
@@ -224,8 +225,7 @@ def variant_components(method: str) -> Any:
             return Components(trainable=tune.with_resources(with_data, {"cpu": spec.resources.cpu, "gpu": 0}))
         return Components()
 
-    return Components(build=build) if method in ("random-promotion", "hpsearch-optunasearch", "hpsearch-no-finish",
-                                                 "hpsearch-dense-val") else Components()
+    return Components(build=build)  # hpsearch itself and the variants that change nothing built here get Components()
 
 
 def run_hpsearch(method: str, spec: Any, *, t0: float, storage: Path, name: str) -> dict[str, Any]:
@@ -269,7 +269,7 @@ def run_method(method: str, spec: Any, data: Any, *, seed: int, budget_s: float,
     name = f"anytime-s{seed}-{method}"
     t0 = time.monotonic()
     try:
-        if method == HPSEARCH or method in ABLATIONS or method == "random-promotion":
+        if method in ON_HPSEARCH:
             out = run_hpsearch(method, spec, t0=t0, storage=storage, name=name)
         elif method == "ray-tune":
             import peers

@@ -25,21 +25,15 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def rung_levels(total: int, reduction_factor: int = 4) -> list[int]:
-    levels, r = [], 1
-    while r < total:
-        levels.append(r)
-        r *= reduction_factor
-    return levels
-
-
 def ranks(curves: dict) -> list[tuple[int, float, int]]:
     """(round, Spearman with the final val, configurations) for each rung level."""
     configs = [c for c in curves["configs"] if c.get("val_acc")]
     total = max(len(c["val_acc"]) for c in configs)
     final = [c["val_acc"][-1] for c in configs]
+    from search.schedulers import rung_levels
+
     rows = []
-    for r in rung_levels(total):
+    for r in rung_levels(1, 4, total):
         at = [c["val_acc"][min(r, len(c["val_acc"])) - 1] for c in configs]
         rows.append((r, spearman(at, final), len(configs)))
     return rows
